@@ -1,0 +1,149 @@
+// Package config defines the mcpauthz configuration file, its defaults and
+// its validation.
+//
+// Load reads YAML strictly (unknown keys and wrong types are errors), applies
+// defaults, and validates; every problem is reported at once, each with the
+// file:line of the key it concerns. A Config that Load returned is complete:
+// constructors that take it never fail on configuration.
+package config
+
+import (
+	"time"
+)
+
+// Config is the whole configuration file. The yaml names are a public
+// contract.
+type Config struct {
+	GRPCAddr             string   `yaml:"grpc_addr"`
+	HTTPAddr             string   `yaml:"http_addr"`
+	Resource             string   `yaml:"resource"`
+	ResourceName         string   `yaml:"resource_name"`
+	ResourceDocumentation string  `yaml:"resource_documentation"`
+	AuthorizationServers []string `yaml:"authorization_servers"`
+	// ScopesSupported overrides the scopes advertised in the protected
+	// resource metadata and in 401 challenges; empty means "derive from the
+	// policy data".
+	ScopesSupported []string `yaml:"scopes_supported"`
+	Issuers         []Issuer `yaml:"issuers"`
+	Policy          Policy   `yaml:"policy"`
+	MCP             MCP      `yaml:"mcp"`
+	Upstream        Upstream `yaml:"upstream"`
+	Log             Log      `yaml:"log"`
+}
+
+// Issuer configures one trusted token issuer.
+type Issuer struct {
+	// Issuer is the exact iss value. For multi-tenant identity providers it
+	// may contain the placeholder {tenantid}, matched against TenantClaim.
+	Issuer string `yaml:"issuer"`
+	// TenantClaim names the claim that must equal the {tenantid} part of
+	// iss (default "tid").
+	TenantClaim string `yaml:"tenant_claim"`
+	// JWKSURI is where the keys are; discovered from the issuer's metadata
+	// when empty (RFC 8414, then OpenID Connect discovery).
+	JWKSURI string `yaml:"jwks_uri"`
+	// JWKSFile is a local key set, for air-gapped installations and tests.
+	JWKSFile string `yaml:"jwks_file"`
+	// Audiences accepted in aud; default [resource].
+	Audiences []string `yaml:"audiences"`
+	// Algorithms allowed; default the asymmetric ones.
+	Algorithms []string `yaml:"algorithms"`
+	// HMACSecretFile enables HS256/384/512 with this shared secret.
+	HMACSecretFile string `yaml:"hmac_secret_file"`
+	// TokenType is "at+jwt" (require RFC 9068 typ) or "any" (default "any").
+	TokenType string `yaml:"token_type"`
+	// Leeway for exp, nbf and iat (default 60s).
+	Leeway Duration `yaml:"leeway"`
+	// ScopeClaims are read for scopes: a space-delimited string or an array
+	// of strings (default [scope, scp]).
+	ScopeClaims []string `yaml:"scope_claims"`
+	// ClaimScopes maps further claims (roles, permissions, groups) into
+	// scopes; each value is a prefix added to the claim's values ("" for
+	// none).
+	ClaimScopes map[string]string `yaml:"claim_scopes"`
+	// RequiredClaims must be present (default [exp]; exp is always required).
+	RequiredClaims []string `yaml:"required_claims"`
+	// MaxTokenSize caps the bearer token in bytes before any parsing
+	// (default 16384).
+	MaxTokenSize int `yaml:"max_token_size"`
+	JWKS         JWKS `yaml:"jwks"`
+	Introspection *Introspection `yaml:"introspection"`
+}
+
+// JWKS tunes the key set cache of one issuer.
+type JWKS struct {
+	// MinRefresh and MaxRefresh bound the refresh interval derived from
+	// Cache-Control (defaults 5m and 1h).
+	MinRefresh Duration `yaml:"min_refresh"`
+	MaxRefresh Duration `yaml:"max_refresh"`
+	// UnknownKIDInterval rate-limits refetches caused by an unknown kid
+	// (default 10s).
+	UnknownKIDInterval Duration `yaml:"unknown_kid_interval"`
+	// FetchTimeout bounds one fetch (default 5s).
+	FetchTimeout Duration `yaml:"fetch_timeout"`
+}
+
+// Introspection configures RFC 7662 token introspection for opaque tokens.
+type Introspection struct {
+	Endpoint         string   `yaml:"endpoint"`
+	ClientID         string   `yaml:"client_id"`
+	ClientSecretFile string   `yaml:"client_secret_file"`
+	ClientSecretEnv  string   `yaml:"client_secret_env"`
+	CacheTTL         Duration `yaml:"cache_ttl"`
+	NegativeCacheTTL Duration `yaml:"negative_cache_ttl"`
+	Timeout          Duration `yaml:"timeout"`
+}
+
+// Policy selects the Rego policy and data.
+type Policy struct {
+	// Paths are .rego files, .json/.yaml data files, or directories of them;
+	// empty selects the embedded default policy.
+	Paths []string `yaml:"paths"`
+	// ReloadInterval is how often Paths are checked for changes (default
+	// 2s; 0 keeps the default, negative disables reloading).
+	ReloadInterval Duration `yaml:"reload_interval"`
+	// EvalTimeout bounds one evaluation (default 100ms).
+	EvalTimeout Duration `yaml:"eval_timeout"`
+}
+
+// MCP describes the MCP endpoints behind Envoy.
+type MCP struct {
+	// Paths are the request paths that are MCP endpoints (default [/mcp]).
+	Paths []string `yaml:"paths"`
+	// AllowedOrigins lists the Origin values accepted; empty disables the
+	// Origin check.
+	AllowedOrigins []string `yaml:"allowed_origins"`
+	// MaxBatch caps JSON-RPC batch size (default 100).
+	MaxBatch int `yaml:"max_batch"`
+	// MaxDepth caps JSON nesting (default 64).
+	MaxDepth int `yaml:"max_depth"`
+}
+
+// Upstream controls what the MCP server receives on allow.
+type Upstream struct {
+	// ForwardToken keeps the client's Authorization header (default false:
+	// the token is removed, as MCP forbids token passthrough).
+	ForwardToken    bool            `yaml:"forward_token"`
+	IdentityHeaders IdentityHeaders `yaml:"identity_headers"`
+}
+
+// IdentityHeaders names the headers that carry the verified identity to the
+// upstream. An empty name disables that header.
+type IdentityHeaders struct {
+	Subject  string `yaml:"subject"`
+	ClientID string `yaml:"client_id"`
+	Scopes   string `yaml:"scopes"`
+	Issuer   string `yaml:"issuer"`
+}
+
+// Log configures logging.
+type Log struct {
+	Level  string `yaml:"level"`  // debug, info, warn, error (default info)
+	Format string `yaml:"format"` // json or text (default json)
+}
+
+// Duration is a time.Duration written as a Go duration string ("60s").
+type Duration time.Duration
+
+// D returns d as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
