@@ -1,0 +1,5 @@
+//go:build !race
+
+package mcprpc
+
+const raceEnabled = false
