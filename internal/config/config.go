@@ -14,12 +14,12 @@ import (
 // Config is the whole configuration file. The yaml names are a public
 // contract.
 type Config struct {
-	GRPCAddr             string   `yaml:"grpc_addr"`
-	HTTPAddr             string   `yaml:"http_addr"`
-	Resource             string   `yaml:"resource"`
-	ResourceName         string   `yaml:"resource_name"`
-	ResourceDocumentation string  `yaml:"resource_documentation"`
-	AuthorizationServers []string `yaml:"authorization_servers"`
+	GRPCAddr              string   `yaml:"grpc_addr"`
+	HTTPAddr              string   `yaml:"http_addr"`
+	Resource              string   `yaml:"resource"`
+	ResourceName          string   `yaml:"resource_name"`
+	ResourceDocumentation string   `yaml:"resource_documentation"`
+	AuthorizationServers  []string `yaml:"authorization_servers"`
 	// ScopesSupported overrides the scopes advertised in the protected
 	// resource metadata and in 401 challenges; empty means "derive from the
 	// policy data".
@@ -65,8 +65,8 @@ type Issuer struct {
 	RequiredClaims []string `yaml:"required_claims"`
 	// MaxTokenSize caps the bearer token in bytes before any parsing
 	// (default 16384).
-	MaxTokenSize int `yaml:"max_token_size"`
-	JWKS         JWKS `yaml:"jwks"`
+	MaxTokenSize  int            `yaml:"max_token_size"`
+	JWKS          JWKS           `yaml:"jwks"`
 	Introspection *Introspection `yaml:"introspection"`
 }
 

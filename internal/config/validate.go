@@ -106,6 +106,9 @@ func (c *Config) Validate() error {
 		if u.RawQuery != "" {
 			v.add("resource", "must not contain a query")
 		}
+		if strings.ContainsAny(c.Resource, "=,\"\\ ") {
+			v.add("resource", `must not contain '=', ',', '"', '\\' or spaces (it is quoted in WWW-Authenticate challenges)`)
+		}
 	}
 	if len(c.AuthorizationServers) == 0 {
 		v.add("authorization_servers", "at least one authorization server (issuer URL) is required")

@@ -1,0 +1,182 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/mcpauthz/mcpauthz/extauthz"
+	"github.com/mcpauthz/mcpauthz/internal/config"
+	"github.com/mcpauthz/mcpauthz/internal/jwtauth"
+	"github.com/mcpauthz/mcpauthz/policy"
+)
+
+const usage = `mcpauthz: the MCP authorizer for Envoy ext_authz.
+
+Usage:
+  mcpauthz serve --config FILE     run the ext_authz gRPC server and the metadata/health/metrics HTTP server
+  mcpauthz serve --dev             the same with a local development issuer and the embedded policy
+  mcpauthz check [flags]           decide one request offline, exactly as the server would
+  mcpauthz token [flags]           mint a token from the development issuer
+  mcpauthz validate --config FILE  check a configuration and its policy
+  mcpauthz version
+
+Run 'mcpauthz COMMAND -h' for the flags of a command.
+`
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return &exitError{code: 2}
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "serve":
+		return runServe(ctx, rest, stdout, stderr)
+	case "check":
+		return runCheck(ctx, rest, stdout, stderr)
+	case "token":
+		return runToken(ctx, rest, stdout, stderr)
+	case "validate":
+		return runValidate(ctx, rest, stdout, stderr)
+	case "version", "--version":
+		fmt.Fprintln(stdout, "mcpauthz", version)
+		return nil
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	default:
+		fmt.Fprintf(stderr, "mcpauthz: unknown command %q\n\n%s", cmd, usage)
+		return &exitError{code: 2}
+	}
+}
+
+// newFlagSet returns a FlagSet that reports errors instead of exiting.
+func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("mcpauthz "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}
+
+// parseFlags parses args; -h is a success, other errors are usage errors.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	err := fs.Parse(args)
+	if errors.Is(err, flag.ErrHelp) {
+		return &exitError{code: 0}
+	}
+	if err != nil {
+		return &exitError{code: 2}
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(fs.Output(), "unexpected arguments: %s\n", strings.Join(fs.Args(), " "))
+		return &exitError{code: 2}
+	}
+	return nil
+}
+
+// defaultDevDir is where the development issuer keeps its key.
+func defaultDevDir() string {
+	dir, err := os.UserCacheDir()
+	if err != nil {
+		dir = os.TempDir()
+	}
+	return filepath.Join(dir, "mcpauthz", "dev")
+}
+
+// policySource maps policy.paths to a Source: the embedded default policy
+// when empty.
+func policySource(cfg *config.Config) policy.Source {
+	if len(cfg.Policy.Paths) == 0 {
+		return policy.DefaultSource()
+	}
+	return policy.Source{Paths: cfg.Policy.Paths}
+}
+
+// loadConfig reads and validates a configuration file together with its
+// policy, so that every problem is reported at once.
+func loadConfig(ctx context.Context, path string) (*config.Config, error) {
+	cfg, err := config.Load(path)
+	if err != nil {
+		return nil, fmt.Errorf("invalid configuration:\n%w", indent(err))
+	}
+	if err := policy.Compile(ctx, policySource(cfg)); err != nil {
+		return nil, fmt.Errorf("invalid policy:\n%w", indent(err))
+	}
+	return cfg, nil
+}
+
+// indent puts each joined error on its own indented line.
+func indent(err error) error {
+	var lines []string
+	for _, l := range strings.Split(err.Error(), "\n") {
+		lines = append(lines, "  "+l)
+	}
+	return errors.New(strings.Join(lines, "\n"))
+}
+
+func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.Log.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.Log.Format == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+// components are the request-path parts built from a configuration; serve
+// and check share them, so check decides exactly as the server does.
+type components struct {
+	engine   *policy.Engine
+	verifier *jwtauth.Verifier
+	server   *extauthz.Server
+}
+
+func buildComponents(ctx context.Context, cfg *config.Config, log *slog.Logger, shadow bool, recorders ...extauthz.Recorder) (*components, error) {
+	engine := policy.New(policy.Options{Logger: log, EvalTimeout: cfg.Policy.EvalTimeout.D()})
+	if err := engine.Load(ctx, policySource(cfg)); err != nil {
+		return nil, fmt.Errorf("load policy:\n%w", indent(err))
+	}
+	verifier, err := jwtauth.NewVerifier(ctx, cfg.Issuers, cfg.Resource, jwtauth.Options{Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("token verifier: %w", err)
+	}
+	srv, err := extauthz.New(extauthz.Options{
+		Config:        cfg,
+		Authenticator: verifier,
+		Policy:        engine,
+		Logger:        log,
+		Recorders:     recorders,
+		Shadow:        shadow,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &components{engine: engine, verifier: verifier, server: srv}, nil
+}
+
+func runValidate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("validate", stderr)
+	cfgPath := fs.String("config", "", "configuration file to validate")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *cfgPath == "" {
+		fmt.Fprintln(stderr, "mcpauthz validate: --config is required")
+		return &exitError{code: 2}
+	}
+	if _, err := loadConfig(ctx, *cfgPath); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s: configuration and policy are valid\n", *cfgPath)
+	return nil
+}

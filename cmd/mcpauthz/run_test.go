@@ -1,0 +1,247 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/google/go-cmp/cmp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/testing/protocmp"
+)
+
+func runCmd(t *testing.T, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	err = run(context.Background(), args, &out, &errb)
+	return out.String(), errb.String(), err
+}
+
+func exitCodeOf(err error) int {
+	if err == nil {
+		return 0
+	}
+	if ex, ok := err.(*exitError); ok {
+		return ex.code
+	}
+	return 2
+}
+
+func TestUsageErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"no command", nil, 2, "Usage:"},
+		{"unknown command", []string{"bogus"}, 2, `unknown command "bogus"`},
+		{"serve without config", []string{"serve"}, 2, "--config FILE or --dev is required"},
+		{"serve both", []string{"serve", "--dev", "--config", "x.yaml"}, 2, "use either --config or --dev"},
+		{"bad flag", []string{"check", "--nope"}, 2, "flag provided but not defined: -nope"},
+		{"help", []string{"serve", "-h"}, 0, "-config"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, stderr, err := runCmd(t, tt.args...)
+			if got := exitCodeOf(err); got != tt.code {
+				t.Errorf("run(%v) exit = %d, want %d (err %v)", tt.args, got, tt.code, err)
+			}
+			if !strings.Contains(stderr, tt.want) {
+				t.Errorf("run(%v) stderr = %q, want it to contain %q", tt.args, stderr, tt.want)
+			}
+		})
+	}
+}
+
+func TestBadConfigListsEveryProblem(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.rego")
+	write(t, bad, "package mcp.authz\n\ndecision := {\n")
+	cfg := filepath.Join(dir, "c.yaml")
+	write(t, cfg, "resource: http://mcp.example.com/mcp\nbogus: 1\nissuers: []\n")
+	_, _, err := runCmd(t, "validate", "--config", cfg)
+	if err == nil {
+		t.Fatal("validate(bad) = nil")
+	}
+	for _, want := range []string{cfg + `:2: unknown key "bogus"`} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("validate error:\n%v\nwant it to contain %q", err, want)
+		}
+	}
+	// Semantic problems and a broken policy, all at once.
+	write(t, cfg, "resource: http://mcp.example.com/mcp\nauthorization_servers: [https://idp.example.com]\nissuers: []\npolicy:\n  paths: ["+bad+"]\n")
+	_, _, err = runCmd(t, "validate", "--config", cfg)
+	if err == nil {
+		t.Fatal("validate(bad) = nil")
+	}
+	for _, want := range []string{
+		cfg + `:1: resource: "http://mcp.example.com/mcp" must use https`,
+		cfg + `:3: issuers: at least one trusted issuer is required`,
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("validate error:\n%v\nwant it to contain %q", err, want)
+		}
+	}
+	// A config that is fine but whose policy does not compile names the
+	// policy file and line.
+	write(t, cfg, "resource: https://mcp.example.com/mcp\nauthorization_servers: [https://idp.example.com]\nissuers: [{issuer: https://idp.example.com, jwks_uri: https://idp.example.com/jwks}]\npolicy:\n  paths: ["+bad+"]\n")
+	_, _, err = runCmd(t, "validate", "--config", cfg)
+	if err == nil || !strings.Contains(err.Error(), "bad.rego:") {
+		t.Errorf("validate(broken policy) = %v, want the policy file and line", err)
+	}
+}
+
+func TestTokenAndCheckDev(t *testing.T) {
+	dev := t.TempDir()
+	tok, _, err := runCmd(t, "token", "--dev-dir", dev, "--scope", "tools:get_weather")
+	if err != nil {
+		t.Fatalf("token: %v", err)
+	}
+	tok = strings.TrimSpace(tok)
+	call := func(tool string) string {
+		return `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"` + tool + `","arguments":{}}}`
+	}
+	out, _, err := runCmd(t, "check", "--dev", "--dev-dir", dev, "--token", tok, "--body", call("get_weather"))
+	if err != nil {
+		t.Fatalf("check allowed: %v\n%s", err, out)
+	}
+	for _, want := range []string{"decision: allow", "status:   200 OK", "x-mcp-subject: dev-user", "upstream headers removed: authorization"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("check output missing %q:\n%s", want, out)
+		}
+	}
+	out, _, err = runCmd(t, "check", "--dev", "--dev-dir", dev, "--token", tok, "--body", call("delete_file"))
+	if got := exitCodeOf(err); got != 1 {
+		t.Fatalf("check denied exit = %d, want 1", got)
+	}
+	for _, want := range []string{"decision: deny", "status:   403 Forbidden", "reason:   insufficient_scope", `scope="tools:delete_file tools:get_weather"`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("check output missing %q:\n%s", want, out)
+		}
+	}
+	tampered := []byte(tok)
+	i := strings.LastIndexByte(tok, '.') + 5 // inside the signature
+	tampered[i] = map[bool]byte{true: 'B', false: 'A'}[tampered[i] == 'A']
+	out, _, err = runCmd(t, "check", "--dev", "--dev-dir", dev, "--token", string(tampered), "--body", call("get_weather"))
+	if got := exitCodeOf(err); got != 1 || !strings.Contains(out, "detail:   bad_signature") {
+		t.Errorf("check with a tampered token: exit %d, output:\n%s\nwant exit 1 and detail bad_signature", got, out)
+	}
+}
+
+// TestServeAndCheckAgree runs the real server and checks that the gRPC
+// answer equals what `mcpauthz check --request` prints for the same
+// CheckRequest, and that health, metadata and metrics are served.
+func TestServeAndCheckAgree(t *testing.T) {
+	dev := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	iss, cfg, err := devSetup(dev, "", true, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.GRPCAddr, cfg.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0"
+	ready := make(chan [2]string, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- serve(ctx, cfg, newLogger(cfg, io.Discard), serveOptions{grace: 5 * time.Second, stdout: io.Discard, ready: ready})
+	}()
+	var addrs [2]string
+	select {
+	case addrs = <-ready:
+	case err := <-done:
+		t.Fatalf("serve: %v", err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("serve did not start")
+	}
+	_ = iss
+	tok, _, err := runCmd(t, "token", "--dev-dir", dev, "--scope", "tools:get_weather")
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, err := buildCheckRequest(cfg, "POST", "", strings.TrimSpace(tok), nil,
+		[]byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"delete_file"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient(addrs[0], grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	got, err := authv3.NewAuthorizationClient(conn).Check(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reqFile := filepath.Join(t.TempDir(), "req.json")
+	b, _ := protojson.Marshal(req)
+	write(t, reqFile, string(b))
+	out, _, err := runCmd(t, "check", "--dev", "--dev-dir", dev, "--request", reqFile, "--json")
+	if exitCodeOf(err) != 1 {
+		t.Fatalf("check --request exit = %d (%v), want 1 (deny)", exitCodeOf(err), err)
+	}
+	want := &authv3.CheckResponse{}
+	if err := protojson.Unmarshal([]byte(out), want); err != nil {
+		t.Fatalf("check --json output: %v\n%s", err, out)
+	}
+	if diff := cmp.Diff(want, got, protocmp.Transform()); diff != "" {
+		t.Errorf("server and check disagree (-check +server):\n%s", diff)
+	}
+
+	hc := healthpb.NewHealthClient(conn)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st, err := hc.Check(ctx, &healthpb.HealthCheckRequest{})
+		if err == nil && st.GetStatus() == healthpb.HealthCheckResponse_SERVING {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("gRPC health never SERVING: %v %v", st, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	base := "http://" + addrs[1]
+	for path, want := range map[string]string{
+		"/healthz": "ok",
+		"/readyz":  "ready",
+		"/.well-known/oauth-protected-resource/mcp": `"resource":"http://localhost:10000/mcp"`,
+		"/metrics": `mcpauthz_decisions_total{decision="deny",mcp_method="tools/call",reason="insufficient_scope",status="403",tool="other"} 1`,
+	} {
+		resp, err := http.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.Contains(string(body), want) {
+			t.Errorf("GET %s = %d\n%s\nwant 200 containing %q", path, resp.StatusCode, body, want)
+		}
+	}
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("serve returned %v after cancel, want nil", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("serve did not stop")
+	}
+}
+
+func write(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,287 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/mcpauthz/mcpauthz/extauthz"
+	"github.com/mcpauthz/mcpauthz/internal/config"
+	"github.com/mcpauthz/mcpauthz/internal/devissuer"
+	"github.com/mcpauthz/mcpauthz/internal/metrics"
+)
+
+// Development defaults: the issuer listens next to the server, and the
+// resource is the Envoy listener of envoy/envoy.yaml.
+const (
+	devIssuerAddr = "127.0.0.1:9193"
+	devResource   = "http://localhost:10000/mcp"
+)
+
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("serve", stderr)
+	cfgPath := fs.String("config", "", "configuration file (YAML)")
+	dev := fs.Bool("dev", false, "development mode: local issuer, embedded policy, no configuration needed")
+	devDir := fs.String("dev-dir", defaultDevDir(), "where --dev keeps its signing key")
+	shadow := fs.Bool("shadow", false, "shadow mode: allow everything policy denies, and log and count the would-be denials")
+	drain := fs.Duration("drain-delay", 0, "on SIGTERM, report not-serving and wait this long before draining (e.g. 5s in Kubernetes)")
+	grace := fs.Duration("shutdown-timeout", 15*time.Second, "how long in-flight checks may take to finish on shutdown")
+	grpcAddr := fs.String("grpc-addr", "", "override grpc_addr")
+	httpAddr := fs.String("http-addr", "", "override http_addr")
+	devIssuer := fs.String("dev-issuer-addr", devIssuerAddr, "where --dev serves its issuer (JWKS and metadata)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	o := serveOptions{shadow: *shadow, drain: *drain, grace: *grace, devDir: *devDir, stdout: stdout}
+	var (
+		cfg *config.Config
+		err error
+	)
+	switch {
+	case *dev && *cfgPath != "":
+		fmt.Fprintln(stderr, "mcpauthz serve: use either --config or --dev")
+		return &exitError{code: 2}
+	case *dev:
+		var lc net.ListenConfig
+		if o.devListener, err = lc.Listen(ctx, "tcp", *devIssuer); err != nil {
+			return fmt.Errorf("dev issuer: %w", err)
+		}
+		defer o.devListener.Close()
+		o.dev, cfg, err = devSetup(*devDir, "http://"+o.devListener.Addr().String(), true, false)
+	case *cfgPath != "":
+		cfg, err = loadConfig(ctx, *cfgPath)
+	default:
+		fmt.Fprintln(stderr, "mcpauthz serve: --config FILE or --dev is required")
+		return &exitError{code: 2}
+	}
+	if err != nil {
+		return err
+	}
+	if *grpcAddr != "" {
+		cfg.GRPCAddr = *grpcAddr
+	}
+	if *httpAddr != "" {
+		cfg.HTTPAddr = *httpAddr
+	}
+	return serve(ctx, cfg, newLogger(cfg, stderr), o)
+}
+
+type serveOptions struct {
+	shadow      bool
+	drain       time.Duration
+	grace       time.Duration
+	dev         *devissuer.Issuer
+	devListener net.Listener
+	devDir      string
+	stdout      io.Writer
+	// ready, if set, receives the bound addresses once listening (tests).
+	ready chan<- [2]string
+}
+
+// serve runs until ctx is done, then shuts down gracefully: health reports
+// NOT_SERVING, the optional drain delay passes, in-flight checks finish (up
+// to the grace period), then the HTTP servers stop.
+func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, o serveOptions) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	var lc net.ListenConfig
+	if o.dev != nil {
+		issSrv := &http.Server{Handler: o.dev.Handler(), ReadHeaderTimeout: 5 * time.Second}
+		go func() { _ = issSrv.Serve(o.devListener) }()
+		defer issSrv.Close()
+	}
+
+	reg := prometheus.NewRegistry()
+	m := metrics.New(reg)
+	comps, err := buildComponents(ctx, cfg, log, o.shadow, m, &extauthz.LogRecorder{Logger: log})
+	if err != nil {
+		return err
+	}
+	if len(cfg.Policy.Paths) > 0 && cfg.Policy.ReloadInterval > 0 {
+		go comps.engine.Watch(ctx, policySource(cfg), cfg.Policy.ReloadInterval.D())
+	}
+
+	grpcLn, err := lc.Listen(ctx, "tcp", cfg.GRPCAddr)
+	if err != nil {
+		return fmt.Errorf("grpc_addr: %w", err)
+	}
+	httpLn, err := lc.Listen(ctx, "tcp", cfg.HTTPAddr)
+	if err != nil {
+		grpcLn.Close()
+		return fmt.Errorf("http_addr: %w", err)
+	}
+
+	gs := grpc.NewServer(
+		grpc.MaxRecvMsgSize(32<<20),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		grpc.ChainUnaryInterceptor(m.GRPCUnaryInterceptor()),
+	)
+	authv3.RegisterAuthorizationServer(gs, comps.server)
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(gs, hs)
+	m.InitGRPC(gs)
+
+	ready := func() bool { return comps.engine.Ready() && comps.verifier.Ready() }
+	httpSrv := &http.Server{
+		Handler:           newHTTPHandler(comps.server, ready, reg),
+		ReadHeaderTimeout: 5 * time.Second,
+	}
+
+	log.Info("mcpauthz serving", "grpc_addr", grpcLn.Addr().String(), "http_addr", httpLn.Addr().String(),
+		"resource", cfg.Resource, "policy_revision", comps.engine.Revision(), "shadow", o.shadow)
+	if o.dev != nil {
+		printDevBanner(o.stdout, o.dev, cfg, o.devDir)
+	}
+	if o.ready != nil {
+		o.ready <- [2]string{grpcLn.Addr().String(), httpLn.Addr().String()}
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return ignoreClosed(gs.Serve(grpcLn)) })
+	g.Go(func() error { return ignoreClosed(httpSrv.Serve(httpLn)) })
+	g.Go(func() error {
+		// Health follows readiness: keys loaded for every issuer and a policy
+		// compiled.
+		t := time.NewTicker(500 * time.Millisecond)
+		defer t.Stop()
+		for {
+			st := healthpb.HealthCheckResponse_NOT_SERVING
+			if ready() {
+				st = healthpb.HealthCheckResponse_SERVING
+			}
+			hs.SetServingStatus("", st)
+			hs.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, st)
+			select {
+			case <-gctx.Done():
+				return nil
+			case <-t.C:
+			}
+		}
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		hs.Shutdown() // NOT_SERVING from now on, whatever readiness says
+		if o.drain > 0 {
+			log.Info("draining", "delay", o.drain)
+			time.Sleep(o.drain)
+		}
+		stopped := make(chan struct{})
+		go func() { gs.GracefulStop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-time.After(o.grace):
+			log.Warn("shutdown timeout: stopping with checks in flight")
+			gs.Stop()
+		}
+		sctx, scancel := context.WithTimeout(context.WithoutCancel(gctx), 5*time.Second)
+		defer scancel()
+		_ = httpSrv.Shutdown(sctx)
+		cancel()
+		return nil
+	})
+	err = g.Wait()
+	log.Info("mcpauthz stopped")
+	return err
+}
+
+func ignoreClosed(err error) error {
+	if err == nil || errors.Is(err, grpc.ErrServerStopped) || errors.Is(err, http.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
+		return nil
+	}
+	return err
+}
+
+// devSetup prepares development mode: a signing key in dir (a fresh one when
+// rotate), its public key set, and a configuration that trusts it. The
+// issuer URL is recorded in dir so that `token` and `check --dev` mint and
+// verify for the issuer a running `serve --dev` uses; an empty issuerURL
+// reads it from there. With offline the issuer's keys are read from the key
+// set file instead of the issuer's HTTP endpoint.
+func devSetup(dir, issuerURL string, rotate, offline bool) (*devissuer.Issuer, *config.Config, error) {
+	key, err := devissuer.LoadOrCreateKey(dir, rotate)
+	if err != nil {
+		return nil, nil, fmt.Errorf("dev issuer key: %w", err)
+	}
+	jwksFile := filepath.Join(dir, "jwks.json")
+	if err := devissuer.WriteJWKS(jwksFile, key); err != nil {
+		return nil, nil, fmt.Errorf("dev issuer key set: %w", err)
+	}
+	urlFile := filepath.Join(dir, "issuer")
+	if issuerURL == "" {
+		if b, err := os.ReadFile(urlFile); err == nil {
+			issuerURL = strings.TrimSpace(string(b))
+		} else {
+			issuerURL = "http://" + devIssuerAddr
+		}
+	} else if err := os.WriteFile(urlFile, []byte(issuerURL+"\n"), 0o600); err != nil {
+		return nil, nil, fmt.Errorf("dev issuer: %w", err)
+	}
+	iss := &devissuer.Issuer{URL: issuerURL, Key: key}
+	issuer := config.Issuer{Issuer: iss.URL, JWKSURI: iss.URL + "/jwks"}
+	if offline {
+		issuer = config.Issuer{Issuer: iss.URL, JWKSFile: jwksFile}
+	}
+	cfg := &config.Config{
+		Resource:             devResource,
+		ResourceName:         "mcpauthz development server",
+		AuthorizationServers: []string{iss.URL},
+		Issuers:              []config.Issuer{issuer},
+		Log:                  config.Log{Format: "text"},
+	}
+	cfg.ApplyDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, nil, fmt.Errorf("dev configuration: %w", err)
+	}
+	return iss, cfg, nil
+}
+
+func printDevBanner(w io.Writer, iss *devissuer.Issuer, cfg *config.Config, dir string) {
+	tok, err := iss.Mint(devissuer.MintOptions{
+		Subject:  "dev-user",
+		ClientID: "mcpauthz-dev",
+		Audience: []string{cfg.Resource},
+		Scopes:   []string{"tools:*"},
+		TTL:      time.Hour,
+		Now:      time.Now(),
+	})
+	if err != nil {
+		fmt.Fprintln(w, "cannot mint a sample token:", err)
+		return
+	}
+	fmt.Fprintf(w, `
+mcpauthz is running in development mode.
+  ext_authz gRPC:   %s
+  metadata/health:  http://%s%s
+  dev issuer:       %s (key in %s)
+  resource:         %s
+
+A sample token (scope "tools:*", valid 1h):
+
+  %s
+
+Try a tool call through exactly the server's decision path:
+
+  mcpauthz check --dev --token %s \
+    --body '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get_weather","arguments":{"city":"Paris"}}}'
+
+Mint tokens with other scopes:  mcpauthz token --scope tools:get_weather
+
+`, cfg.GRPCAddr, cfg.HTTPAddr, "/.well-known/oauth-protected-resource/mcp", iss.URL, dir, cfg.Resource, tok, tok)
+}

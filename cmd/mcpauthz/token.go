@@ -1,0 +1,50 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/mcpauthz/mcpauthz/internal/devissuer"
+)
+
+func runToken(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("token", stderr)
+	devDir := fs.String("dev-dir", defaultDevDir(), "where the development issuer keeps its key (created if missing)")
+	var scopes headerFlags
+	fs.Var(&scopes, "scope", "granted scope; repeatable, or several separated by spaces")
+	sub := fs.String("sub", "dev-user", "subject")
+	clientID := fs.String("client-id", "mcpauthz-dev", "client_id claim")
+	aud := fs.String("aud", devResource, "audience (the resource the token is for)")
+	ttl := fs.Duration("ttl", time.Hour, "lifetime")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *ttl <= 0 {
+		fmt.Fprintln(stderr, "mcpauthz token: --ttl must be positive")
+		return &exitError{code: 2}
+	}
+	iss, _, err := devSetup(*devDir, "", false, true)
+	if err != nil {
+		return err
+	}
+	var granted []string
+	for _, s := range scopes {
+		granted = append(granted, strings.Fields(s)...)
+	}
+	tok, err := iss.Mint(devissuer.MintOptions{
+		Subject:  *sub,
+		ClientID: *clientID,
+		Audience: []string{*aud},
+		Scopes:   granted,
+		TTL:      *ttl,
+		Now:      time.Now(),
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, tok)
+	return nil
+}

@@ -1,0 +1,151 @@
+package extauthz
+
+import (
+	"slices"
+	"strings"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	statuspb "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/mcpauthz/mcpauthz/internal/config"
+)
+
+// respond turns a Decision into the CheckResponse Envoy acts on.
+func (s *Server) respond(d *Decision) *authv3.CheckResponse {
+	if d.Allowed {
+		return &authv3.CheckResponse{
+			Status:          &statuspb.Status{Code: int32(codes.OK)},
+			HttpResponse:    &authv3.CheckResponse_OkResponse{OkResponse: s.okResponse(d)},
+			DynamicMetadata: dynamicMetadata(d),
+		}
+	}
+	var hs [][2]string
+	if d.challenge != nil {
+		c := *d.challenge
+		c.ResourceMetadata = s.loc.MetadataURL
+		if d.Status == 401 {
+			c.Scopes = s.metadata().scopes
+		}
+		hs = append(hs, [2]string{"www-authenticate", c.String()})
+	}
+	if d.body != nil || d.Status == 200 {
+		hs = append(hs, [2]string{"content-type", "application/json"})
+	}
+	if !d.isDirect {
+		hs = append(hs, [2]string{"cache-control", "no-store"})
+	}
+	hs = append(hs, d.headers...)
+	return &authv3.CheckResponse{
+		Status: &statuspb.Status{Code: int32(grpcCode(d.Status))},
+		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
+			Status:  &typev3.HttpStatus{Code: typev3.StatusCode(d.Status)},
+			Headers: headerOptions(hs),
+			Body:    string(d.body),
+		}},
+		DynamicMetadata: dynamicMetadata(d),
+	}
+}
+
+// okResponse sets the identity headers (overwriting anything a client sent),
+// removes the ones it cannot set, and removes the client's token unless
+// forwarding is configured.
+func (s *Server) okResponse(d *Decision) *authv3.OkHttpResponse {
+	var set [][2]string
+	var remove []string
+	ih := s.identity
+	put := func(name, value string) {
+		if name == "" {
+			return
+		}
+		if value != "" && validHeaderValue(value) {
+			set = append(set, [2]string{name, value})
+		} else {
+			remove = append(remove, name)
+		}
+	}
+	var sub, client, scopes, iss string
+	if id := d.Identity; id != nil {
+		sub, client, iss = id.Subject, id.ClientID, id.Issuer
+		scopes = strings.Join(id.Scopes, " ")
+	}
+	put(ih.Subject, sub)
+	put(ih.ClientID, client)
+	put(ih.Scopes, scopes)
+	put(ih.Issuer, iss)
+	for _, h := range d.upstream {
+		if !isIdentityHeader(ih, h[0]) {
+			set = append(set, h)
+		}
+	}
+	if !s.cfg.Upstream.ForwardToken {
+		remove = append(remove, "authorization")
+	}
+	slices.Sort(remove)
+	return &authv3.OkHttpResponse{Headers: headerOptions(set), HeadersToRemove: slices.Compact(remove)}
+}
+
+func isIdentityHeader(ih config.IdentityHeaders, name string) bool {
+	return name == ih.Subject || name == ih.ClientID || name == ih.Scopes || name == ih.Issuer
+}
+
+// headerOptions sorts headers by name (stable responses, stable goldens) and
+// marks each OVERWRITE_IF_EXISTS_OR_ADD, which overwrites on every Envoy
+// version (envoy-ext-authz.md §3).
+func headerOptions(hs [][2]string) []*corev3.HeaderValueOption {
+	if len(hs) == 0 {
+		return nil
+	}
+	slices.SortStableFunc(hs, func(a, b [2]string) int { return strings.Compare(a[0], b[0]) })
+	out := make([]*corev3.HeaderValueOption, len(hs))
+	for i, h := range hs {
+		out[i] = &corev3.HeaderValueOption{
+			Header:       &corev3.HeaderValue{Key: h[0], Value: h[1]},
+			AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+		}
+	}
+	return out
+}
+
+// grpcCode is the gRPC status of a denied response. Envoy only
+// distinguishes OK from the rest; the codes make Envoy's and gRPC's own
+// statistics readable.
+func grpcCode(httpStatus int) codes.Code {
+	switch {
+	case httpStatus == 401:
+		return codes.Unauthenticated
+	case httpStatus == 404:
+		return codes.NotFound
+	case httpStatus == 503:
+		return codes.Unavailable
+	case httpStatus >= 400 && httpStatus < 500 && httpStatus != 403:
+		return codes.InvalidArgument
+	default:
+		return codes.PermissionDenied
+	}
+}
+
+// dynamicMetadata is emitted under envoy.filters.http.ext_authz for access
+// logs, e.g. %DYNAMIC_METADATA(envoy.filters.http.ext_authz:reason)%.
+func dynamicMetadata(d *Decision) *structpb.Struct {
+	f := map[string]*structpb.Value{
+		"decision": structpb.NewStringValue(d.Outcome()),
+		"reason":   structpb.NewStringValue(d.Reason),
+	}
+	if m := d.MCPMethod(); m != "" {
+		f["mcp_method"] = structpb.NewStringValue(m)
+	}
+	if t := d.Tool(); t != "" {
+		f["tool"] = structpb.NewStringValue(t)
+	}
+	if id := d.Identity; id != nil {
+		f["subject"] = structpb.NewStringValue(id.Subject)
+		if id.ClientID != "" {
+			f["client_id"] = structpb.NewStringValue(id.ClientID)
+		}
+	}
+	return &structpb.Struct{Fields: f}
+}

@@ -1,0 +1,82 @@
+package jwtauth
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// Errors of ExtractBearer that are not about the token itself.
+var (
+	// ErrNoBearer means no bearer credential was presented: the header is
+	// absent or empty, uses another scheme (Basic, DPoP, ...), or is
+	// "Bearer" with nothing usable after it. The caller answers 401
+	// without an error attribute (RFC 6750 §3.1).
+	ErrNoBearer = errors.New("no bearer token")
+	// ErrMalformedHeader means the Authorization value contains a comma,
+	// which is how Envoy joins repeated headers: several credentials were
+	// sent. The caller answers 400 invalid_request (RFC 6750 §3.1).
+	ErrMalformedHeader = errors.New("malformed authorization header")
+)
+
+// ExtractBearer returns the token of an Authorization header value of the
+// form "Bearer" 1*SP b64token (RFC 6750 §2.1). The scheme is matched
+// case-insensitively (RFC 9110 §11.1).
+//
+// It returns ErrNoBearer when there is no bearer credential,
+// ErrMalformedHeader when the value contains a comma (several values
+// joined), and an error wrapping ErrInvalidToken and ErrMalformed when the
+// credential does not match the b64token grammar (for example when it has
+// trailing white space, CR/LF, quotes or non-ASCII bytes).
+func ExtractBearer(authorization string) (string, error) {
+	if authorization == "" {
+		return "", ErrNoBearer
+	}
+	if strings.IndexByte(authorization, ',') >= 0 {
+		return "", ErrMalformedHeader
+	}
+	sp := strings.IndexByte(authorization, ' ')
+	if sp < 0 {
+		// "Bearer", "Bearer<t>", "Bearer\t<t>", "Basic".
+		return "", ErrNoBearer
+	}
+	if !strings.EqualFold(authorization[:sp], "Bearer") {
+		return "", ErrNoBearer
+	}
+	token := strings.TrimLeft(authorization[sp:], " ")
+	if token == "" {
+		return "", ErrNoBearer
+	}
+	if !isB64Token(token) {
+		return "", fmt.Errorf("%w: %w: bearer credential is not a b64token", ErrInvalidToken, ErrMalformed)
+	}
+	return token, nil
+}
+
+// isB64Token reports whether s matches
+// 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"=".
+func isB64Token(s string) bool {
+	i := 0
+	for i < len(s) && isB64TokenChar(s[i]) {
+		i++
+	}
+	if i == 0 {
+		return false
+	}
+	for i < len(s) && s[i] == '=' {
+		i++
+	}
+	return i == len(s)
+}
+
+func isB64TokenChar(c byte) bool {
+	switch {
+	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		return true
+	}
+	switch c {
+	case '-', '.', '_', '~', '+', '/':
+		return true
+	}
+	return false
+}

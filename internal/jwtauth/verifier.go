@@ -1,0 +1,420 @@
+package jwtauth
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-json-experiment/json/jsontext"
+	"github.com/lestrrat-go/jwx/v2/jwa"
+	"github.com/lestrrat-go/jwx/v2/jws"
+	"github.com/mcpauthz/mcpauthz/internal/config"
+)
+
+// Options are the optional dependencies of a Verifier.
+type Options struct {
+	// Logger receives key set events (issuer URLs and counts only, never
+	// tokens or keys). Nil discards them.
+	Logger *slog.Logger
+	// HTTPClient fetches metadata and key sets. Nil means a new
+	// http.Client. Its CheckRedirect is wrapped so that redirects must
+	// stay on https (or loopback http).
+	HTTPClient *http.Client
+	// Clock returns the current time for the time claims and the
+	// unknown-kid rate limit. Nil means time.Now.
+	Clock func() time.Time
+	// OnJWKSRefresh is called after every load of an issuer's key set
+	// (jwks_file at construction, and every fetch): with the number of
+	// usable keys and a nil error on success, or with the number of keys
+	// still in use and the error on failure. It may be called concurrently
+	// and must not block.
+	OnJWKSRefresh func(issuer string, keys int, err error)
+}
+
+// Verifier verifies JWT access tokens of the configured issuers. It is safe
+// for concurrent use.
+type Verifier struct {
+	ctx       context.Context
+	log       *slog.Logger
+	client    *http.Client
+	now       func() time.Time
+	onRefresh func(string, int, error)
+
+	issuers  []*issuer
+	exact    map[string]*issuer
+	patterns []*issuer
+	maxSize  int // the largest max_token_size, checked before parsing
+
+	readyOnce sync.Once
+	readyCh   chan struct{}
+}
+
+// NewVerifier validates the issuers (applying the defaults of
+// config.Issuer to zero fields) and starts fetching their keys in the
+// background; it does not wait for them (see Ready and WaitReady). Static
+// jwks_file sets and HMAC secrets are read before it returns. ctx bounds
+// the background work: cancel it to stop the refreshes.
+//
+// defaultAudience is the audience of issuers that configure none
+// (normally the protected resource's URL).
+func NewVerifier(ctx context.Context, issuers []config.Issuer, defaultAudience string, opts Options) (*Verifier, error) {
+	v := &Verifier{
+		ctx:       ctx,
+		log:       opts.Logger,
+		client:    newHTTPClient(opts.HTTPClient),
+		now:       opts.Clock,
+		onRefresh: opts.OnJWKSRefresh,
+		exact:     make(map[string]*issuer),
+		readyCh:   make(chan struct{}),
+	}
+	if v.log == nil {
+		v.log = slog.New(slog.DiscardHandler)
+	}
+	if v.now == nil {
+		v.now = time.Now
+	}
+	if len(issuers) == 0 {
+		return nil, errors.New("jwtauth: no issuers configured")
+	}
+
+	var errs []error
+	for i, c := range issuers {
+		is, err := newIssuer(c, defaultAudience)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("issuers[%d] %q: %w", i, c.Issuer, err))
+			continue
+		}
+		if slices.ContainsFunc(v.issuers, func(o *issuer) bool { return o.name == is.name }) {
+			errs = append(errs, fmt.Errorf("issuers[%d] %q: configured twice", i, c.Issuer))
+			continue
+		}
+		if is.jwksFile != "" {
+			ks, st, err := loadKeyFile(is.jwksFile, is.algs)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("issuers[%d] %q: jwks_file: %w", i, c.Issuer, err))
+				continue
+			}
+			is.keys.Store(ks)
+			v.log.Info("jwks loaded", append([]any{"issuer", is.name, "jwks_file", is.jwksFile}, st.logAttrs()...)...)
+			if v.onRefresh != nil {
+				v.onRefresh(is.name, st.usable, nil)
+			}
+		}
+		v.issuers = append(v.issuers, is)
+		if is.pattern {
+			v.patterns = append(v.patterns, is)
+		} else {
+			v.exact[is.name] = is
+		}
+		v.maxSize = max(v.maxSize, is.maxTokenSize)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("jwtauth: %w", err)
+	}
+
+	for _, is := range v.issuers {
+		if is.jwksURI != "" || is.discovery {
+			is.remote = newRemoteKeys(v, is)
+		}
+	}
+	for _, is := range v.issuers {
+		if is.remote != nil {
+			go is.remote.run()
+		}
+	}
+	v.checkReady()
+	return v, nil
+}
+
+// Ready reports whether every issuer has a usable key set. Once true, it
+// stays true: a usable set is only ever replaced by another usable set.
+func (v *Verifier) Ready() bool {
+	for _, is := range v.issuers {
+		if !is.ready() {
+			return false
+		}
+	}
+	return true
+}
+
+// WaitReady blocks until Ready is true or ctx is done.
+func (v *Verifier) WaitReady(ctx context.Context) error {
+	select {
+	case <-v.readyCh:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (v *Verifier) checkReady() {
+	if v.Ready() {
+		v.readyOnce.Do(func() { close(v.readyCh) })
+	}
+}
+
+// Verify verifies a compact JWS access token and returns its identity.
+//
+// The checks run in this order; every rejection wraps ErrInvalidToken and
+// the precise cause, except ErrKeysUnavailable (no key set yet: the
+// verifier cannot decide):
+//
+//  1. size (ErrTooLarge), then structure: three non-empty segments of
+//     canonical base64url, header and payload strict JSON objects
+//     (ErrMalformed);
+//  2. header: crit present (ErrCritical); jwk, jku, x5u or b64 present,
+//     alg missing or not a string, kid or typ not a string (ErrMalformed);
+//  3. issuer: the unverified iss selects exactly one configured issuer
+//     (ErrUnknownIssuer; ErrMissingClaim without iss);
+//  4. typ, when the issuer requires at+jwt (ErrType);
+//  5. alg in the issuer's allow-list (ErrAlgorithm);
+//  6. key: by kid among that issuer's keys only, refetching once
+//     (rate-limited) on an unknown kid (ErrUnknownKey); the key must fit
+//     alg by type, curve and its own alg (ErrAlgorithm);
+//  7. signature, with jws.Verify and that single key (ErrBadSignature);
+//  8. claims, read only now that they are authentic: exp, nbf, iat, aud,
+//     tenant, required claims, cnf, and the types of the claims used.
+//
+// ctx only bounds the wait for a refetch.
+func (v *Verifier) Verify(ctx context.Context, token string) (*Identity, error) {
+	if len(token) > v.maxSize {
+		return nil, invalid(ErrTooLarge, "token exceeds %d bytes", v.maxSize)
+	}
+	j, err := parseJOSE(token)
+	if err != nil {
+		return nil, err
+	}
+
+	iss, ok, err := stringMember(j.claims, "iss")
+	if err != nil {
+		return nil, malformed("iss is not a string")
+	}
+	if !ok {
+		return nil, invalid(ErrMissingClaim, "iss missing")
+	}
+	is, tenant := v.selectIssuer(iss)
+	if is == nil {
+		return nil, invalid(ErrUnknownIssuer, "issuer not configured")
+	}
+	if len(token) > is.maxTokenSize {
+		return nil, invalid(ErrTooLarge, "token exceeds %d bytes", is.maxTokenSize)
+	}
+	if is.requireATJWT && !isATJWT(j) {
+		return nil, invalid(ErrType, "typ is not at+jwt")
+	}
+	if !is.algs[j.alg] {
+		return nil, invalid(ErrAlgorithm, "algorithm not allowed for this issuer")
+	}
+	key, err := v.selectKey(ctx, is, j)
+	if err != nil {
+		return nil, err
+	}
+	payload, err := jws.Verify([]byte(token), jws.WithKey(jwa.SignatureAlgorithm(j.alg), key))
+	if err != nil {
+		return nil, invalid(ErrBadSignature, "signature verification failed")
+	}
+	if !bytes.Equal(payload, j.payload) {
+		// Cannot happen with canonical base64url; guards the invariant
+		// that the claims returned are the ones verified.
+		return nil, malformed("verified payload differs from the parsed one")
+	}
+	return is.identity(j, iss, tenant, v.now())
+}
+
+// selectIssuer returns the issuer whose iss is exactly iss, else the first
+// pattern issuer that matches it, with the matched tenant.
+func (v *Verifier) selectIssuer(iss string) (*issuer, string) {
+	if is := v.exact[iss]; is != nil {
+		return is, ""
+	}
+	for _, is := range v.patterns {
+		if tenant, ok := is.matchTenant(iss); ok {
+			return is, tenant
+		}
+	}
+	return nil, ""
+}
+
+// isATJWT reports whether typ is at+jwt or application/at+jwt, compared
+// case-insensitively (RFC 9068 §4, RFC 2045 media types).
+func isATJWT(j *jose) bool {
+	return j.hasTyp && (strings.EqualFold(j.typ, "at+jwt") || strings.EqualFold(j.typ, "application/at+jwt"))
+}
+
+// selectKey finds the verification key of the token in the issuer's set.
+func (v *Verifier) selectKey(ctx context.Context, is *issuer, j *jose) (any, error) {
+	if algFamily[j.alg] == famHMAC {
+		return is.hmacKey, nil // allowed only when the issuer has a secret
+	}
+	ks := is.keys.Load()
+	if ks == nil && is.remote != nil {
+		is.remote.refresh(ctx, func() bool { return is.keys.Load() != nil })
+		ks = is.keys.Load()
+	}
+	if ks == nil {
+		return nil, fmt.Errorf("%w: no key set loaded yet for the issuer", ErrKeysUnavailable)
+	}
+	cands, refreshable := ks.lookup(j.kid, j.hasKID)
+	if refreshable && is.remote != nil {
+		is.remote.refresh(ctx, func() bool {
+			c, _ := is.keys.Load().lookup(j.kid, j.hasKID)
+			return len(c) > 0
+		})
+		cands, _ = is.keys.Load().lookup(j.kid, j.hasKID)
+	}
+	if len(cands) == 0 {
+		if !j.hasKID {
+			return nil, invalid(ErrUnknownKey, "token has no kid and the issuer has several keys")
+		}
+		return nil, invalid(ErrUnknownKey, "no key with the token's kid")
+	}
+	for _, k := range cands {
+		if k.fits(j.alg) {
+			return k.pub, nil
+		}
+	}
+	return nil, invalid(ErrAlgorithm, "the key does not fit the algorithm")
+}
+
+// identity checks the verified claims and builds the Identity.
+func (is *issuer) identity(j *jose, iss, tenant string, now time.Time) (*Identity, error) {
+	c := j.claims
+	exp, ok, err := numericDate(c, "exp")
+	if err != nil {
+		return nil, malformed("%w", err)
+	}
+	if !ok {
+		return nil, invalid(ErrMissingClaim, "exp missing")
+	}
+	if !now.Before(exp.Add(is.leeway)) {
+		return nil, invalid(ErrExpired, "token expired")
+	}
+	nbf, ok, err := numericDate(c, "nbf")
+	if err != nil {
+		return nil, malformed("%w", err)
+	}
+	if ok && nbf.After(now.Add(is.leeway)) {
+		return nil, invalid(ErrNotYetValid, "nbf is in the future")
+	}
+	iat, ok, err := numericDate(c, "iat")
+	if err != nil {
+		return nil, malformed("%w", err)
+	}
+	if ok && iat.After(now.Add(is.leeway)) {
+		return nil, invalid(ErrIssuedInFuture, "iat is in the future")
+	}
+
+	aud, _, err := stringsMember(c, "aud")
+	if err != nil {
+		return nil, malformed("%w", err)
+	}
+	if !slices.ContainsFunc(aud, func(a string) bool { return slices.Contains(is.audiences, a) }) {
+		return nil, invalid(ErrAudience, "no accepted audience in aud")
+	}
+
+	if is.pattern {
+		tid, ok, err := stringMember(c, is.tenantClaim)
+		if err != nil {
+			return nil, malformed("%w", err)
+		}
+		if !ok {
+			return nil, invalid(ErrMissingClaim, "tenant claim missing")
+		}
+		if tid != tenant {
+			return nil, invalid(ErrIssuer, "tenant claim does not match the issuer")
+		}
+	}
+	for _, name := range is.requiredClaims {
+		if v, ok := c[name]; !ok || v.Kind() == jsontext.KindNull {
+			return nil, invalid(ErrMissingClaim, "required claim missing")
+		}
+	}
+	if _, ok := c["cnf"]; ok {
+		// A sender-constrained token (DPoP, RFC 9449; mTLS, RFC 8705)
+		// must not be accepted as a bearer token: its binding cannot be
+		// checked here.
+		return nil, invalid(ErrType, "sender-constrained token (cnf) presented as a bearer token")
+	}
+
+	id := &Identity{
+		Issuer:   iss,
+		Audience: aud,
+		Claims:   j.payload,
+		Expiry:   exp.Unix(),
+	}
+	if id.Subject, _, err = stringMember(c, "sub"); err != nil {
+		return nil, malformed("%w", err)
+	}
+	if id.JTI, _, err = stringMember(c, "jti"); err != nil {
+		return nil, malformed("%w", err)
+	}
+	for _, name := range []string{"client_id", "azp", "cid"} {
+		s, _, err := stringMember(c, name)
+		if err != nil {
+			return nil, malformed("%w", err)
+		}
+		if id.ClientID == "" {
+			id.ClientID = s
+		}
+	}
+	if id.Scopes, err = is.scopes(c); err != nil {
+		return nil, malformed("%w", err)
+	}
+	return id, nil
+}
+
+// scopes collects the scopes of the scope claims (strings are split on
+// white space; array elements too) and of the mapped claims (each value
+// prefixed, values containing white space dropped). Tokens that are not
+// RFC 6749 scope-tokens (%x21 / %x23-5B / %x5D-7E) are dropped. The
+// result is de-duplicated and sorted.
+func (is *issuer) scopes(c map[string]jsontext.Value) ([]string, error) {
+	var out []string
+	for _, name := range is.scopeClaims {
+		vals, _, err := stringsMember(c, name)
+		if err != nil {
+			return nil, err
+		}
+		for _, v := range vals {
+			for _, s := range strings.Fields(v) {
+				if isScopeToken(s) {
+					out = append(out, s)
+				}
+			}
+		}
+	}
+	for _, cs := range is.claimScopes {
+		vals, _, err := stringsMember(c, cs.claim)
+		if err != nil {
+			return nil, err
+		}
+		for _, v := range vals {
+			if s := cs.prefix + v; v != "" && isScopeToken(s) {
+				out = append(out, s)
+			}
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out), nil
+}
+
+// isScopeToken reports whether s is 1*( %x21 / %x23-5B / %x5D-7E ).
+func isScopeToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < 0x21 || c > 0x7e || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return true
+}

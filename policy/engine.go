@@ -1,0 +1,383 @@
+package policy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/loader"
+	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/storage"
+	"github.com/open-policy-agent/opa/v1/storage/inmem"
+	"github.com/open-policy-agent/opa/v1/topdown/print"
+)
+
+// The documents the engine reads. See rego/README.md for the contract.
+const (
+	decisionQuery        = "data.mcp.authz.decision"
+	scopesSupportedQuery = "data.mcp.authz.scopes_supported"
+	scopePrefixesQuery   = "data.mcp.authz.scope_prefixes"
+)
+
+// DefaultEvalTimeout bounds one evaluation when Options.EvalTimeout is zero.
+const DefaultEvalTimeout = 100 * time.Millisecond
+
+var (
+	// ErrNotReady is returned by Decide before a policy has been loaded.
+	ErrNotReady = errors.New("policy: no policy loaded")
+	// ErrInvalidDecision is wrapped by the error of Decide when
+	// data.mcp.authz.decision is undefined or not a decision document.
+	ErrInvalidDecision = errors.New("invalid decision")
+)
+
+// Options configures an Engine. The zero value is usable.
+type Options struct {
+	// Logger receives load, reload and print() output; nil discards it.
+	Logger *slog.Logger
+	// EvalTimeout bounds one evaluation (one JSON-RPC message); zero selects
+	// DefaultEvalTimeout, a negative value disables the bound (the caller's
+	// ctx still applies).
+	EvalTimeout time.Duration
+	// OnReload, if set, is called after every Load attempt, including those
+	// made by Watch: with the new revision and nil on success, or with the
+	// revision of the files it tried ("" if they could not be read) and the
+	// error. It runs synchronously while loads are serialised; keep it cheap.
+	OnReload func(revision string, err error)
+}
+
+// Engine evaluates the Rego policy. It is safe for concurrent use: Decide
+// runs lock-free against an immutable compiled generation, which Load and
+// Watch replace atomically.
+type Engine struct {
+	logger   *slog.Logger
+	timeout  time.Duration
+	onReload func(string, error)
+
+	loadMu sync.Mutex // serialises Load so generations are published in order
+	gen    atomic.Pointer[generation]
+}
+
+// generation is one compiled policy. It is never modified once published.
+type generation struct {
+	query           rego.PreparedEvalQuery
+	sum             [32]byte
+	revision        string
+	scopesSupported []string
+	scopePrefixes   []string
+}
+
+// New returns an Engine without a policy; call Load before Decide.
+func New(opts Options) *Engine {
+	e := &Engine{
+		logger:   opts.Logger,
+		timeout:  opts.EvalTimeout,
+		onReload: opts.OnReload,
+	}
+	if e.logger == nil {
+		e.logger = slog.New(slog.DiscardHandler)
+	}
+	if e.timeout == 0 {
+		e.timeout = DefaultEvalTimeout
+	}
+	return e
+}
+
+// Load reads, compiles and prepares the policy of src and makes it the
+// current one. On any error the current policy stays in place and the error
+// lists every problem found, Rego errors with their file:line. Loading files
+// identical to the current policy is a no-op.
+func (e *Engine) Load(ctx context.Context, src Source) error {
+	snap, err := readSource(src, false)
+	if err != nil {
+		e.reloaded("", err)
+		return err
+	}
+	return e.loadSnapshot(ctx, src, snap)
+}
+
+func (e *Engine) loadSnapshot(ctx context.Context, src Source, snap *snapshot) error {
+	e.loadMu.Lock()
+	defer e.loadMu.Unlock()
+	if cur := e.gen.Load(); cur != nil && cur.sum == snap.sum {
+		// Same bytes, same policy: keep the compiled generation.
+		e.reloaded(cur.revision, nil)
+		return nil
+	}
+	g, err := build(ctx, src, snap, e.logger)
+	if err != nil {
+		e.reloaded(snap.revision(), err)
+		return err
+	}
+	e.gen.Store(g)
+	e.logger.LogAttrs(ctx, slog.LevelInfo, "policy loaded", slog.String("revision", g.revision), slog.Int("files", len(snap.files)))
+	e.reloaded(g.revision, nil)
+	return nil
+}
+
+func (e *Engine) reloaded(revision string, err error) {
+	if e.onReload != nil {
+		e.onReload(revision, err)
+	}
+}
+
+// Compile checks the policy of src exactly as Load would, without making it
+// current. Use it to validate configuration.
+func Compile(ctx context.Context, src Source) error {
+	snap, err := readSource(src, false)
+	if err != nil {
+		return err
+	}
+	_, err = build(ctx, src, snap, slog.New(slog.DiscardHandler))
+	return err
+}
+
+// Ready reports whether a policy has been loaded.
+func (e *Engine) Ready() bool { return e.gen.Load() != nil }
+
+// Revision identifies the current policy: the first 12 hex digits of a
+// SHA-256 over the policy files' names and contents. It is "" before the
+// first successful Load.
+func (e *Engine) Revision() string {
+	if g := e.gen.Load(); g != nil {
+		return g.revision
+	}
+	return ""
+}
+
+// ScopesSupported returns data.mcp.authz.scopes_supported of the current
+// policy, read once at load time; it is empty if the policy does not define
+// it. The caller owns the returned slice.
+func (e *Engine) ScopesSupported() []string {
+	if g := e.gen.Load(); g != nil {
+		return clone(g.scopesSupported)
+	}
+	return nil
+}
+
+// ScopePrefixes returns data.mcp.authz.scope_prefixes of the current policy,
+// read once at load time; it is empty if the policy does not define it. The
+// caller owns the returned slice.
+func (e *Engine) ScopePrefixes() []string {
+	if g := e.gen.Load(); g != nil {
+		return clone(g.scopePrefixes)
+	}
+	return nil
+}
+
+func clone(s []string) []string {
+	if s == nil {
+		return nil
+	}
+	return append([]string(nil), s...)
+}
+
+// build compiles a snapshot into a generation. It never touches the engine.
+func build(ctx context.Context, src Source, snap *snapshot, logger *slog.Logger) (*generation, error) {
+	sfs := &snapshotFS{base: src.FS, files: snap.files, read: map[string]bool{}}
+	res, err := loader.NewFileLoader().
+		WithFS(sfs).
+		WithRegoVersion(ast.RegoV1).
+		WithProcessAnnotation(true).
+		Filtered(src.Paths, newFilter(false))
+	if err != nil {
+		return nil, fmt.Errorf("policy: %w", errors.Join(flatten(err)...))
+	}
+	if err := sfs.complete(); err != nil {
+		return nil, fmt.Errorf("policy: %w", err)
+	}
+
+	store := inmem.NewFromObjectWithOpts(res.Documents, inmem.OptReturnASTValuesOnRead(true))
+	compiler, err := compile(ctx, store, res.ParsedModules())
+	if err != nil {
+		return nil, err
+	}
+	if len(compiler.GetRules(ast.MustParseRef(decisionQuery))) == 0 {
+		return nil, fmt.Errorf("policy: no rule defines %s", decisionQuery)
+	}
+
+	hook := printHook{logger: logger}
+	g := &generation{sum: snap.sum, revision: snap.revision()}
+	g.query, err = rego.New(
+		rego.ParsedQuery(ast.MustParseBody(decisionQuery)),
+		rego.Compiler(compiler),
+		rego.Store(store),
+		rego.StoreReadAST(true),
+		rego.GenerateJSON(rawValue),
+		rego.EnablePrintStatements(true),
+		rego.PrintHook(hook),
+	).PrepareForEval(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("policy: prepare %s: %w", decisionQuery, errors.Join(flatten(err)...))
+	}
+	if g.scopesSupported, err = readStrings(ctx, compiler, store, scopesSupportedQuery); err != nil {
+		return nil, err
+	}
+	if g.scopePrefixes, err = readStrings(ctx, compiler, store, scopePrefixesQuery); err != nil {
+		return nil, err
+	}
+	return g, nil
+}
+
+// compile compiles the modules as Rego v1, reporting every error, including
+// rules that clash with documents of the data files.
+func compile(ctx context.Context, store storage.Store, modules map[string]*ast.Module) (*ast.Compiler, error) {
+	txn, err := store.NewTransaction(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("policy: %w", err)
+	}
+	defer store.Abort(ctx, txn)
+	c := ast.NewCompiler().
+		WithDefaultRegoVersion(ast.RegoV1).
+		WithEnablePrintStatements(true).
+		WithUseTypeCheckAnnotations(true).
+		WithPathConflictsCheck(storage.NonEmpty(ctx, store, txn)).
+		SetErrorLimit(0)
+	c.Compile(modules)
+	if c.Failed() {
+		errs := make([]error, 0, len(c.Errors))
+		for _, e := range c.Errors {
+			errs = append(errs, e)
+		}
+		return nil, fmt.Errorf("policy: %w", errors.Join(errs...))
+	}
+	return c, nil
+}
+
+// readStrings evaluates a metadata rule that must be an array (or set) of
+// strings; an undefined or empty rule yields nil.
+func readStrings(ctx context.Context, c *ast.Compiler, store storage.Store, query string) ([]string, error) {
+	rs, err := rego.New(
+		rego.ParsedQuery(ast.MustParseBody(query)),
+		rego.Compiler(c),
+		rego.Store(store),
+		rego.StoreReadAST(true),
+		rego.GenerateJSON(rawValue),
+	).Eval(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("policy: evaluate %s: %w", query, err)
+	}
+	if len(rs) == 0 || len(rs[0].Expressions) == 0 {
+		return nil, nil
+	}
+	v, _ := rs[0].Expressions[0].Value.(ast.Value)
+	out, err := stringList(v)
+	if err != nil {
+		return nil, fmt.Errorf("policy: %s: %w", query, err)
+	}
+	return out, nil
+}
+
+// rawValue is the result converter: results stay ast.Values and are turned
+// into Go values by the engine, without an intermediate JSON-like form.
+func rawValue(t *ast.Term, _ *rego.EvalContext) (any, error) { return t.Value, nil }
+
+// printHook sends print() output of the policy to the debug log.
+type printHook struct{ logger *slog.Logger }
+
+func (h printHook) Print(pctx print.Context, msg string) error {
+	ctx := pctx.Context
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	attrs := []slog.Attr{slog.String("message", msg)}
+	if pctx.Location != nil {
+		attrs = append(attrs, slog.String("location", pctx.Location.String()))
+	}
+	h.logger.LogAttrs(ctx, slog.LevelDebug, "policy print", attrs...)
+	return nil
+}
+
+// Decide evaluates data.mcp.authz.decision once per message of msgs, with
+// input.request and input.token built from req and tok, and returns one
+// Decision per message in order. With no messages it evaluates once without
+// input.mcp (a request to a non-MCP path). A nil req or tok leaves the
+// corresponding input document out.
+//
+// Any error (no policy loaded, an evaluation error or timeout, an undefined
+// or malformed decision, input that cannot be converted) means no decision
+// could be made; the caller must fail closed.
+func (e *Engine) Decide(ctx context.Context, req *Request, tok *Token, msgs []MCP) ([]Decision, error) {
+	g := e.gen.Load() // one generation for the whole request
+	if g == nil {
+		return nil, ErrNotReady
+	}
+	base := make([][2]*ast.Term, 0, 3)
+	if req != nil {
+		base = append(base, [2]*ast.Term{keyRequest, ast.NewTerm(requestValue(req))})
+	}
+	if tok != nil {
+		v, err := tokenValue(tok)
+		if err != nil {
+			return nil, fmt.Errorf("policy: input.token: %w", err)
+		}
+		base = append(base, [2]*ast.Term{keyToken, ast.NewTerm(v)})
+	}
+
+	if len(msgs) == 0 {
+		d, err := e.eval(ctx, g, ast.NewObject(base...))
+		if err != nil {
+			return nil, fmt.Errorf("policy: %w", err)
+		}
+		return []Decision{d}, nil
+	}
+	out := make([]Decision, len(msgs))
+	pairs := append(base, [2]*ast.Term{keyMCP, nil})
+	for i := range msgs {
+		v, err := mcpValue(&msgs[i])
+		if err != nil {
+			return nil, fmt.Errorf("policy: message %d: input.mcp: %w", i, err)
+		}
+		pairs[len(pairs)-1][1] = ast.NewTerm(v)
+		if out[i], err = e.eval(ctx, g, ast.NewObject(pairs...)); err != nil {
+			return nil, fmt.Errorf("policy: message %d: %w", i, err)
+		}
+	}
+	return out, nil
+}
+
+// eval runs one evaluation under the engine's timeout.
+func (e *Engine) eval(ctx context.Context, g *generation, input ast.Value) (d Decision, err error) {
+	if err := ctx.Err(); err != nil {
+		return Decision{}, fmt.Errorf("evaluate: %w", err)
+	}
+	if e.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, e.timeout)
+		defer cancel()
+	}
+	rs, err := safeEval(func() (rego.ResultSet, error) {
+		return g.query.Eval(ctx, rego.EvalParsedInput(input))
+	})
+	if err != nil {
+		if cerr := ctx.Err(); cerr != nil {
+			return Decision{}, fmt.Errorf("evaluate: %w: %w", cerr, err)
+		}
+		return Decision{}, fmt.Errorf("evaluate: %w", err)
+	}
+	if len(rs) == 0 || len(rs[0].Expressions) == 0 {
+		return Decision{}, fmt.Errorf("%w: %s is undefined", ErrInvalidDecision, decisionQuery)
+	}
+	v, _ := rs[0].Expressions[0].Value.(ast.Value)
+	d, err = decisionFromValue(v)
+	if err != nil {
+		return Decision{}, fmt.Errorf("%w: %w", ErrInvalidDecision, err)
+	}
+	d.Revision = g.revision
+	return d, nil
+}
+
+// safeEval turns a panic during evaluation into an error: a policy or OPA
+// bug must cost one request, not the process.
+func safeEval(f func() (rego.ResultSet, error)) (rs rego.ResultSet, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			rs, err = nil, fmt.Errorf("panic during evaluation: %v", r)
+		}
+	}()
+	return f()
+}

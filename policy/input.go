@@ -1,0 +1,68 @@
+package policy
+
+import (
+	"github.com/go-json-experiment/json/jsontext"
+)
+
+// Request is input.request: the HTTP request as Envoy saw it.
+type Request struct {
+	Method string
+	// Path is the raw :path without the query string.
+	Path string
+	Host string
+	// Headers are lowercased; authorization and cookie are never included.
+	// Repeated headers are joined with ",".
+	Headers map[string]string
+	// Query holds the decoded query parameters.
+	Query map[string][]string
+}
+
+// Token is input.token: the verified access token.
+type Token struct {
+	Issuer   string
+	Subject  string
+	ClientID string
+	Audience []string
+	// Scopes are the granted scopes after the issuer's scope-claim mapping,
+	// de-duplicated and sorted.
+	Scopes []string
+	// Claims is the raw, verified JSON payload of the token (a JSON object).
+	// Nil for tokens without a JSON payload (never for JWTs).
+	Claims jsontext.Value
+}
+
+// MCP is input.mcp for one JSON-RPC message (one evaluation per batch
+// element).
+type MCP struct {
+	ProtocolVersion string
+	SessionID       string
+	// Kind is request, notification, response, stream or session_end.
+	Kind string
+	// ID is the raw JSON id, nil when absent.
+	ID        jsontext.Value
+	Method    string
+	Tool      string
+	Prompt    string
+	Arguments jsontext.Value
+	// ResourceURI is the normalised resource URI.
+	ResourceURI  string
+	ResourceURIs []string
+	TaskID       string
+}
+
+// Decision is data.mcp.authz.decision for one evaluation.
+type Decision struct {
+	Allow  bool
+	Reason string
+	// RequiredScopes are the scopes that would allow the request; non-empty
+	// only on a denial that more scope can fix.
+	RequiredScopes []string
+	// Headers are extra headers for the upstream on allow.
+	Headers map[string]string
+	// Shadow marks a denial the policy wants logged but not enforced
+	// (reserved for the shadow-mode feature).
+	Shadow bool
+	// Revision is the revision of the policy that made the decision; set by
+	// the engine, not by the policy.
+	Revision string
+}
