@@ -25,8 +25,10 @@ type Decision struct {
 	// Reason is the outcome from a closed set (see doc.go); safe as a
 	// metric label.
 	Reason string
-	// PolicyReason is the reason the policy gave, when policy decided.
-	PolicyReason string
+	// PolicyReason is the reason the policy gave, when policy decided, and
+	// PolicyRevision the revision of the policy that decided.
+	PolicyReason   string
+	PolicyRevision string
 	// Detail explains the outcome for operators (logs, `mcpauthz check`);
 	// it is never sent to the client.
 	Detail string

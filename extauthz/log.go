@@ -1,29 +1,45 @@
 package extauthz
 
 import (
+	"bytes"
 	"context"
 	"log/slog"
+	"math/rand/v2"
+	"strings"
+
+	"github.com/go-json-experiment/json/jsontext"
 )
 
-// LogRecorder writes one structured line per decision. Denials are logged at
-// Info, allows at Debug unless AllowSampleRate selects them. It never logs
-// the token, cookies or tool arguments.
+// LogRecorder writes the decision log: one structured line per decision,
+// with a fixed set of fields. Denials and shadow denials are always logged
+// (Info); allowed decisions are sampled at AllowSampleRate (Info) and the
+// rest go to Debug. It never logs the token or cookies; tool and prompt
+// arguments only when Arguments is set, with RedactKeys masked.
 type LogRecorder struct {
 	Logger *slog.Logger
+	// AllowSampleRate is the fraction of allowed decisions logged at Info.
+	AllowSampleRate float64
+	Arguments       bool
+	// RedactKeys are lowercase member names whose values are masked, at any
+	// depth of the arguments.
+	RedactKeys []string
 }
 
 var _ Recorder = (*LogRecorder)(nil)
 
+// maxLoggedArguments caps the arguments written per message.
+const maxLoggedArguments = 4096
+
 // Record implements Recorder.
 func (l *LogRecorder) Record(ctx context.Context, d *Decision) {
 	level := slog.LevelInfo
-	if d.Allowed && len(d.ShadowDenials) == 0 {
+	if d.Outcome() == "allow" && (l.AllowSampleRate <= 0 || l.AllowSampleRate < 1 && rand.Float64() >= l.AllowSampleRate) {
 		level = slog.LevelDebug
 	}
 	if !l.Logger.Enabled(ctx, level) {
 		return
 	}
-	attrs := make([]slog.Attr, 0, 16)
+	attrs := make([]slog.Attr, 0, 20)
 	attrs = append(attrs,
 		slog.String("request_id", d.RequestID),
 		slog.String("decision", d.Outcome()),
@@ -44,8 +60,14 @@ func (l *LogRecorder) Record(ctx context.Context, d *Decision) {
 	if id := d.Identity; id != nil {
 		attrs = append(attrs, slog.String("issuer", id.Issuer), slog.String("subject", id.Subject), slog.String("client_id", id.ClientID))
 	}
+	if d.TokenResult != "" && d.TokenResult != "valid" {
+		attrs = append(attrs, slog.String("token_result", d.TokenResult))
+	}
 	if d.PolicyReason != "" {
 		attrs = append(attrs, slog.String("policy_reason", d.PolicyReason))
+	}
+	if d.PolicyRevision != "" {
+		attrs = append(attrs, slog.String("policy_revision", d.PolicyRevision))
 	}
 	if d.Detail != "" {
 		attrs = append(attrs, slog.String("detail", d.Detail))
@@ -56,6 +78,58 @@ func (l *LogRecorder) Record(ctx context.Context, d *Decision) {
 	if len(d.ShadowDenials) > 0 {
 		attrs = append(attrs, slog.Any("shadow_denials", d.ShadowDenials))
 	}
+	if l.Arguments {
+		for _, m := range d.Messages {
+			if len(m.Arguments) > 0 {
+				attrs = append(attrs, slog.String("arguments", redact(m.Arguments, l.RedactKeys, maxLoggedArguments)))
+				break
+			}
+		}
+	}
 	attrs = append(attrs, slog.Duration("latency", d.Duration))
 	l.Logger.LogAttrs(ctx, level, "decision", attrs...)
+}
+
+// redact re-encodes raw JSON with the values of members named in keys
+// (case-insensitive, any depth) replaced by "[REDACTED]", truncated to max
+// bytes. The input was validated by mcprpc; anything unreadable is dropped.
+func redact(raw jsontext.Value, keys []string, max int) string {
+	dec := jsontext.NewDecoder(bytes.NewReader(raw))
+	var out bytes.Buffer
+	enc := jsontext.NewEncoder(&out)
+	for {
+		tok, err := dec.ReadToken()
+		if err != nil {
+			break
+		}
+		if tok.Kind() == '"' && isObjectName(dec) && redacted(tok.String(), keys) {
+			if enc.WriteToken(tok) != nil || enc.WriteToken(jsontext.String("[REDACTED]")) != nil || dec.SkipValue() != nil {
+				return "[unloggable]"
+			}
+			continue
+		}
+		if enc.WriteToken(tok) != nil {
+			return "[unloggable]"
+		}
+		if out.Len() > max {
+			return strings.TrimSpace(out.String()[:max]) + "…"
+		}
+	}
+	return strings.TrimSpace(out.String())
+}
+
+// isObjectName reports whether the token just read was an object member
+// name: inside an object, names sit at odd stack lengths.
+func isObjectName(dec *jsontext.Decoder) bool {
+	kind, n := dec.StackIndex(dec.StackDepth())
+	return kind == '{' && n%2 == 1
+}
+
+func redacted(name string, keys []string) bool {
+	for _, k := range keys {
+		if strings.EqualFold(name, k) {
+			return true
+		}
+	}
+	return false
 }

@@ -54,9 +54,6 @@ type Options struct {
 	Logger        *slog.Logger
 	// Recorders observe each decision, in order.
 	Recorders []Recorder
-	// Shadow allows every request that policy denies, recording the
-	// would-be denial instead (decision "shadow_deny").
-	Shadow bool
 }
 
 // Server is the envoy.service.auth.v3.Authorization service.
@@ -102,7 +99,7 @@ func New(opts Options) (*Server, error) {
 		pol:            opts.Policy,
 		log:            opts.Logger,
 		recorders:      opts.Recorders,
-		shadow:         opts.Shadow,
+		shadow:         cfg.Shadow,
 		loc:            loc,
 		mcpPaths:       map[string]bool{},
 		allowedOrigins: map[string]bool{},
@@ -480,6 +477,9 @@ func policyMessages(msgs []mcprpc.Message, version, session string) []policy.MCP
 // be allowed. A denial that more scope can fix for every denied message is a
 // step-up challenge; any other denial is final.
 func (s *Server) applyPolicy(d *Decision, decisions []policy.Decision, id *jwtauth.Identity) {
+	if len(decisions) > 0 {
+		d.PolicyRevision = decisions[0].Revision
+	}
 	var required []string
 	var denied *policy.Decision
 	var deniedID []byte

@@ -86,7 +86,7 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	comps, err := buildComponents(ctx, cfg, log, false)
+	comps, err := buildComponents(ctx, cfg, log, observers{})
 	if err != nil {
 		return err
 	}

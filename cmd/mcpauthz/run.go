@@ -141,12 +141,20 @@ type components struct {
 	server   *extauthz.Server
 }
 
-func buildComponents(ctx context.Context, cfg *config.Config, log *slog.Logger, shadow bool, recorders ...extauthz.Recorder) (*components, error) {
-	engine := policy.New(policy.Options{Logger: log, EvalTimeout: cfg.Policy.EvalTimeout.D()})
+// observers are the optional hooks of the serving path (metrics, decision
+// log); check runs without them.
+type observers struct {
+	recorders     []extauthz.Recorder
+	onReload      func(revision string, err error)
+	onJWKSRefresh func(issuer string, keys int, err error)
+}
+
+func buildComponents(ctx context.Context, cfg *config.Config, log *slog.Logger, obs observers) (*components, error) {
+	engine := policy.New(policy.Options{Logger: log, EvalTimeout: cfg.Policy.EvalTimeout.D(), OnReload: obs.onReload})
 	if err := engine.Load(ctx, policySource(cfg)); err != nil {
 		return nil, fmt.Errorf("load policy:\n%w", indent(err))
 	}
-	verifier, err := jwtauth.NewVerifier(ctx, cfg.Issuers, cfg.Resource, jwtauth.Options{Logger: log})
+	verifier, err := jwtauth.NewVerifier(ctx, cfg.Issuers, cfg.Resource, jwtauth.Options{Logger: log, OnJWKSRefresh: obs.onJWKSRefresh})
 	if err != nil {
 		return nil, fmt.Errorf("token verifier: %w", err)
 	}
@@ -155,8 +163,7 @@ func buildComponents(ctx context.Context, cfg *config.Config, log *slog.Logger, 
 		Authenticator: verifier,
 		Policy:        engine,
 		Logger:        log,
-		Recorders:     recorders,
-		Shadow:        shadow,
+		Recorders:     obs.recorders,
 	})
 	if err != nil {
 		return nil, err

@@ -3,8 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,6 +20,9 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/testing/protocmp"
+
+	"github.com/mcpauthz/mcpauthz/internal/config"
+	"github.com/mcpauthz/mcpauthz/internal/devissuer"
 )
 
 func runCmd(t *testing.T, args ...string) (stdout, stderr string, err error) {
@@ -154,7 +159,7 @@ func TestServeAndCheckAgree(t *testing.T) {
 	ready := make(chan [2]string, 1)
 	done := make(chan error, 1)
 	go func() {
-		done <- serve(ctx, cfg, newLogger(cfg, io.Discard), serveOptions{grace: 5 * time.Second, stdout: io.Discard, ready: ready})
+		done <- serve(ctx, cfg, newLogger(cfg, io.Discard), serveOptions{stdout: io.Discard, ready: ready})
 	}()
 	var addrs [2]string
 	select {
@@ -243,5 +248,92 @@ func write(t *testing.T, path, content string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestShutdownWithChecksInFlight stops the server while checks are being
+// decided (each waits on a slow JWKS refetch for an unknown kid): every
+// in-flight check must still get its CheckResponse, and serve must return
+// cleanly.
+func TestShutdownWithChecksInFlight(t *testing.T) {
+	dev := t.TempDir()
+	iss, cfg, err := devSetup(dev, "", true, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/jwks") {
+			time.Sleep(700 * time.Millisecond)
+		}
+		iss.Handler().ServeHTTP(w, r)
+	}))
+	defer slow.Close()
+	cfg.Issuers[0].JWKSFile = ""
+	cfg.Issuers[0].JWKSURI = slow.URL + "/jwks"
+	cfg.GRPCAddr, cfg.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.Shutdown.Timeout = config.Duration(10 * time.Second)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ready := make(chan [2]string, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- serve(ctx, cfg, newLogger(cfg, io.Discard), serveOptions{stdout: io.Discard, ready: ready})
+	}()
+	addrs := <-ready
+	conn, err := grpc.NewClient(addrs[0], grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	client := authv3.NewAuthorizationClient(conn)
+	// Wait until the keys are loaded, so the checks below are decided by the
+	// unknown-kid refetch and not by a cold start.
+	tok, _, _ := runCmd(t, "token", "--dev-dir", dev)
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		req, _ := buildCheckRequest(cfg, "POST", "", strings.TrimSpace(tok), nil, []byte(`{"jsonrpc":"2.0","id":1,"method":"ping"}`))
+		resp, err := client.Check(ctx, req)
+		if err == nil && resp.GetOkResponse() != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("server never allowed a ping: %v %v", resp, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	otherKey := filepath.Join(t.TempDir(), "other")
+	otherIss, _, err := devSetup(otherKey, iss.URL, true, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unknownKid, err := otherIss.Mint(devissuer.MintOptions{Subject: "x", Audience: []string{cfg.Resource}, TTL: time.Hour, Now: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 5
+	results := make(chan error, n)
+	for i := 0; i < n; i++ {
+		go func() {
+			req, _ := buildCheckRequest(cfg, "POST", "", unknownKid, nil, []byte(`{"jsonrpc":"2.0","id":1,"method":"ping"}`))
+			start := time.Now()
+			resp, err := client.Check(context.Background(), req)
+			if err == nil && resp.GetDeniedResponse() == nil {
+				err = fmt.Errorf("unexpected response %v", resp)
+			}
+			if err == nil && time.Since(start) < 200*time.Millisecond {
+				err = fmt.Errorf("check took %v: it was not in flight during shutdown", time.Since(start))
+			}
+			results <- err
+		}()
+	}
+	time.Sleep(200 * time.Millisecond) // the checks are now waiting on the slow JWKS
+	cancel()
+	for i := 0; i < n; i++ {
+		if err := <-results; err != nil {
+			t.Errorf("in-flight check %d: %v", i, err)
+		}
+	}
+	if err := <-done; err != nil {
+		t.Errorf("serve() = %v after shutdown", err)
 	}
 }

@@ -39,16 +39,16 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	cfgPath := fs.String("config", "", "configuration file (YAML)")
 	dev := fs.Bool("dev", false, "development mode: local issuer, embedded policy, no configuration needed")
 	devDir := fs.String("dev-dir", defaultDevDir(), "where --dev keeps its signing key")
-	shadow := fs.Bool("shadow", false, "shadow mode: allow everything policy denies, and log and count the would-be denials")
-	drain := fs.Duration("drain-delay", 0, "on SIGTERM, report not-serving and wait this long before draining (e.g. 5s in Kubernetes)")
-	grace := fs.Duration("shutdown-timeout", 15*time.Second, "how long in-flight checks may take to finish on shutdown")
+	shadow := fs.Bool("shadow", false, "shadow mode (overrides the config's shadow): allow everything policy denies, and log and count the would-be denials")
+	drain := fs.Duration("drain-delay", -1, "override shutdown.drain_delay: on SIGTERM, report not-serving and wait this long before draining (e.g. 5s in Kubernetes)")
+	grace := fs.Duration("shutdown-timeout", 0, "override shutdown.timeout: how long in-flight checks may take to finish on shutdown")
 	grpcAddr := fs.String("grpc-addr", "", "override grpc_addr")
 	httpAddr := fs.String("http-addr", "", "override http_addr")
 	devIssuer := fs.String("dev-issuer-addr", devIssuerAddr, "where --dev serves its issuer (JWKS and metadata)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	o := serveOptions{shadow: *shadow, drain: *drain, grace: *grace, devDir: *devDir, stdout: stdout}
+	o := serveOptions{devDir: *devDir, stdout: stdout}
 	var (
 		cfg *config.Config
 		err error
@@ -79,13 +79,19 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *httpAddr != "" {
 		cfg.HTTPAddr = *httpAddr
 	}
+	if *shadow {
+		cfg.Shadow = true
+	}
+	if *drain >= 0 {
+		cfg.Shutdown.DrainDelay = config.Duration(*drain)
+	}
+	if *grace > 0 {
+		cfg.Shutdown.Timeout = config.Duration(*grace)
+	}
 	return serve(ctx, cfg, newLogger(cfg, stderr), o)
 }
 
 type serveOptions struct {
-	shadow      bool
-	drain       time.Duration
-	grace       time.Duration
 	dev         *devissuer.Issuer
 	devListener net.Listener
 	devDir      string
@@ -109,8 +115,22 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, o serveOpt
 	}
 
 	reg := prometheus.NewRegistry()
-	m := metrics.New(reg)
-	comps, err := buildComponents(ctx, cfg, log, o.shadow, m, &extauthz.LogRecorder{Logger: log})
+	issuers := make([]string, len(cfg.Issuers))
+	for i, is := range cfg.Issuers {
+		issuers[i] = is.Issuer
+	}
+	m := metrics.New(reg, issuers)
+	dl := cfg.Log.Decisions
+	comps, err := buildComponents(ctx, cfg, log, observers{
+		recorders: []extauthz.Recorder{m, &extauthz.LogRecorder{
+			Logger:          log,
+			AllowSampleRate: *dl.AllowSampleRate,
+			Arguments:       dl.Arguments,
+			RedactKeys:      dl.RedactKeys,
+		}},
+		onReload:      m.PolicyReload,
+		onJWKSRefresh: m.JWKSRefresh,
+	})
 	if err != nil {
 		return err
 	}
@@ -145,7 +165,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, o serveOpt
 	}
 
 	log.Info("mcpauthz serving", "grpc_addr", grpcLn.Addr().String(), "http_addr", httpLn.Addr().String(),
-		"resource", cfg.Resource, "policy_revision", comps.engine.Revision(), "shadow", o.shadow)
+		"resource", cfg.Resource, "policy_revision", comps.engine.Revision(), "shadow", cfg.Shadow)
 	if o.dev != nil {
 		printDevBanner(o.stdout, o.dev, cfg, o.devDir)
 	}
@@ -178,15 +198,15 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, o serveOpt
 	g.Go(func() error {
 		<-gctx.Done()
 		hs.Shutdown() // NOT_SERVING from now on, whatever readiness says
-		if o.drain > 0 {
-			log.Info("draining", "delay", o.drain)
-			time.Sleep(o.drain)
+		if drain := cfg.Shutdown.DrainDelay.D(); drain > 0 {
+			log.Info("draining", "delay", drain)
+			time.Sleep(drain)
 		}
 		stopped := make(chan struct{})
 		go func() { gs.GracefulStop(); close(stopped) }()
 		select {
 		case <-stopped:
-		case <-time.After(o.grace):
+		case <-time.After(cfg.Shutdown.Timeout.D()):
 			log.Warn("shutdown timeout: stopping with checks in flight")
 			gs.Stop()
 		}

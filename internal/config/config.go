@@ -29,6 +29,22 @@ type Config struct {
 	MCP             MCP      `yaml:"mcp"`
 	Upstream        Upstream `yaml:"upstream"`
 	Log             Log      `yaml:"log"`
+	// Shadow allows every request that policy denies and records the
+	// would-be denial (decision "shadow_deny") instead. Token and protocol
+	// checks are still enforced.
+	Shadow   bool     `yaml:"shadow"`
+	Shutdown Shutdown `yaml:"shutdown"`
+}
+
+// Shutdown tunes the graceful stop on SIGTERM.
+type Shutdown struct {
+	// DrainDelay is how long mcpauthz reports NOT_SERVING before it stops
+	// accepting checks, so load balancers and Envoy move away first
+	// (default 0; 5s is typical in Kubernetes).
+	DrainDelay Duration `yaml:"drain_delay"`
+	// Timeout bounds how long in-flight checks may take to finish (default
+	// 15s).
+	Timeout Duration `yaml:"timeout"`
 }
 
 // Issuer configures one trusted token issuer.
@@ -138,8 +154,23 @@ type IdentityHeaders struct {
 
 // Log configures logging.
 type Log struct {
-	Level  string `yaml:"level"`  // debug, info, warn, error (default info)
-	Format string `yaml:"format"` // json or text (default json)
+	Level     string      `yaml:"level"`  // debug, info, warn, error (default info)
+	Format    string      `yaml:"format"` // json or text (default json)
+	Decisions DecisionLog `yaml:"decisions"`
+}
+
+// DecisionLog configures the one-line-per-decision log.
+type DecisionLog struct {
+	// AllowSampleRate is the fraction of allowed decisions logged, 0 to 1
+	// (default 1). Denials are always logged.
+	AllowSampleRate *float64 `yaml:"allow_sample_rate"`
+	// Arguments adds tool and prompt arguments to the log (default false).
+	Arguments bool `yaml:"arguments"`
+	// RedactKeys are argument member names (at any depth, case-insensitive)
+	// whose values are replaced by "[REDACTED]" when Arguments is on
+	// (default: password, secret, token, authorization, api_key, apikey,
+	// access_token, refresh_token, client_secret, cookie).
+	RedactKeys []string `yaml:"redact_keys"`
 }
 
 // Duration is a time.Duration written as a Go duration string ("60s").

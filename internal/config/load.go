@@ -15,21 +15,26 @@ import (
 
 // Defaults of the keys that have one.
 const (
-	DefaultGRPCAddr       = "127.0.0.1:9191"
-	DefaultHTTPAddr       = "127.0.0.1:9192"
-	DefaultMCPPath        = "/mcp"
-	DefaultMaxBatch       = 100
-	DefaultMaxDepth       = 64
-	DefaultMaxTokenSize   = 16384
-	DefaultLeeway         = 60 * time.Second
-	DefaultReloadInterval = 2 * time.Second
-	DefaultEvalTimeout    = 100 * time.Millisecond
-	DefaultJWKSMinRefresh = 5 * time.Minute
-	DefaultJWKSMaxRefresh = time.Hour
-	DefaultUnknownKIDWait = 10 * time.Second
-	DefaultFetchTimeout   = 5 * time.Second
-	DefaultTenantClaim    = "tid"
+	DefaultGRPCAddr        = "127.0.0.1:9191"
+	DefaultHTTPAddr        = "127.0.0.1:9192"
+	DefaultMCPPath         = "/mcp"
+	DefaultMaxBatch        = 100
+	DefaultMaxDepth        = 64
+	DefaultMaxTokenSize    = 16384
+	DefaultLeeway          = 60 * time.Second
+	DefaultReloadInterval  = 2 * time.Second
+	DefaultEvalTimeout     = 100 * time.Millisecond
+	DefaultJWKSMinRefresh  = 5 * time.Minute
+	DefaultJWKSMaxRefresh  = time.Hour
+	DefaultUnknownKIDWait  = 10 * time.Second
+	DefaultFetchTimeout    = 5 * time.Second
+	DefaultTenantClaim     = "tid"
+	DefaultShutdownTimeout = 15 * time.Second
 )
+
+// DefaultRedactKeys are the argument names whose values the decision log
+// redacts when arguments are logged.
+var DefaultRedactKeys = []string{"password", "secret", "token", "authorization", "api_key", "apikey", "access_token", "refresh_token", "client_secret", "cookie"}
 
 // DefaultAlgorithms are the asymmetric JWS algorithms accepted when an issuer
 // does not list its own.

@@ -44,6 +44,16 @@ func (c *Config) ApplyDefaults() {
 	if c.Log.Format == "" {
 		c.Log.Format = "json"
 	}
+	if c.Log.Decisions.AllowSampleRate == nil {
+		one := 1.0
+		c.Log.Decisions.AllowSampleRate = &one
+	}
+	if len(c.Log.Decisions.RedactKeys) == 0 {
+		c.Log.Decisions.RedactKeys = slices.Clone(DefaultRedactKeys)
+	}
+	if c.Shutdown.Timeout == 0 {
+		c.Shutdown.Timeout = Duration(DefaultShutdownTimeout)
+	}
 	for i := range c.Issuers {
 		c.Issuers[i].applyDefaults(c.Resource)
 	}
@@ -176,6 +186,15 @@ func (c *Config) Validate() error {
 	}
 	if !slices.Contains([]string{"json", "text"}, c.Log.Format) {
 		v.add("log.format", fmt.Sprintf("%q is not one of json, text", c.Log.Format))
+	}
+	if r := c.Log.Decisions.AllowSampleRate; r != nil && (*r < 0 || *r > 1) {
+		v.add("log.decisions.allow_sample_rate", "must be between 0 and 1")
+	}
+	if c.Shutdown.DrainDelay < 0 || c.Shutdown.DrainDelay.D() > 5*time.Minute {
+		v.add("shutdown.drain_delay", "must be between 0s and 5m")
+	}
+	if c.Shutdown.Timeout <= 0 {
+		v.add("shutdown.timeout", "must be positive")
 	}
 	return v.err()
 }

@@ -19,9 +19,20 @@ import (
 
 // Metrics records decisions and serves as an extauthz.Recorder.
 type Metrics struct {
-	decisions *prometheus.CounterVec
-	duration  prometheus.Histogram
-	grpc      *grpcprom.ServerMetrics
+	decisions    *prometheus.CounterVec
+	duration     prometheus.Histogram
+	policyEval   prometheus.Histogram
+	tokens       *prometheus.CounterVec
+	inFlight     prometheus.Gauge
+	jwksRefresh  *prometheus.CounterVec
+	jwksKeys     *prometheus.GaugeVec
+	jwksSuccess  *prometheus.GaugeVec
+	reloads      *prometheus.CounterVec
+	policyInfo   *prometheus.GaugeVec
+	reloadTime   prometheus.Gauge
+	grpc         *grpcprom.ServerMetrics
+	issuers      map[string]bool
+	lastRevision atomic.Pointer[string]
 	// tools are the tool names that may appear as label values (from policy
 	// data); anything else is "other".
 	tools atomic.Pointer[map[string]bool]
@@ -33,9 +44,48 @@ var _ extauthz.Recorder = (*Metrics)(nil)
 var latencyBuckets = []float64{25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 1}
 
 // New creates the collectors and registers them with reg, together with the
-// Go and process collectors.
-func New(reg prometheus.Registerer) *Metrics {
+// Go and process collectors. issuers are the configured issuer identifiers,
+// the only values the issuer label takes (besides "other").
+func New(reg prometheus.Registerer, issuers []string) *Metrics {
 	m := &Metrics{
+		issuers: map[string]bool{},
+		policyEval: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "mcpauthz_policy_eval_duration_seconds",
+			Help:    "Time to evaluate the policy for one request (all messages of a batch).",
+			Buckets: latencyBuckets,
+		}),
+		tokens: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mcpauthz_token_validations_total",
+			Help: "Bearer token validations by issuer and result (valid, or the rejection reason).",
+		}, []string{"issuer", "result"}),
+		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "mcpauthz_checks_in_flight",
+			Help: "ext_authz checks being decided.",
+		}),
+		jwksRefresh: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mcpauthz_jwks_refreshes_total",
+			Help: "JWKS fetches by issuer and result (success, error).",
+		}, []string{"issuer", "result"}),
+		jwksKeys: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "mcpauthz_jwks_keys",
+			Help: "Usable verification keys per issuer.",
+		}, []string{"issuer"}),
+		jwksSuccess: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "mcpauthz_jwks_last_success_timestamp_seconds",
+			Help: "Unix time of the last successful JWKS fetch per issuer.",
+		}, []string{"issuer"}),
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mcpauthz_policy_reloads_total",
+			Help: "Policy loads by result (success, error).",
+		}, []string{"result"}),
+		policyInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "mcpauthz_policy_info",
+			Help: "The active policy revision (value 1).",
+		}, []string{"revision"}),
+		reloadTime: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "mcpauthz_policy_last_reload_success_timestamp_seconds",
+			Help: "Unix time of the last successful policy load.",
+		}),
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mcpauthz_decisions_total",
 			Help: "Authorization decisions by outcome, HTTP status, reason, MCP method and tool.",
@@ -47,14 +97,58 @@ func New(reg prometheus.Registerer) *Metrics {
 		}),
 		grpc: grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(grpcprom.WithHistogramBuckets(latencyBuckets))),
 	}
-	reg.MustRegister(m.decisions, m.duration, m.grpc,
+	for _, is := range issuers {
+		m.issuers[is] = true
+	}
+	reg.MustRegister(m.decisions, m.duration, m.policyEval, m.tokens, m.inFlight,
+		m.jwksRefresh, m.jwksKeys, m.jwksSuccess, m.reloads, m.policyInfo, m.reloadTime, m.grpc,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
-// GRPCUnaryInterceptor records gRPC server metrics.
+// JWKSRefresh records one JWKS fetch; it has the signature of
+// jwtauth.Options.OnJWKSRefresh.
+func (m *Metrics) JWKSRefresh(issuer string, keys int, err error) {
+	issuer = m.issuerLabel(issuer)
+	if err != nil {
+		m.jwksRefresh.WithLabelValues(issuer, "error").Inc()
+		return
+	}
+	m.jwksRefresh.WithLabelValues(issuer, "success").Inc()
+	m.jwksKeys.WithLabelValues(issuer).Set(float64(keys))
+	m.jwksSuccess.WithLabelValues(issuer).SetToCurrentTime()
+}
+
+// PolicyReload records one policy load; it has the signature of
+// policy.Options.OnReload.
+func (m *Metrics) PolicyReload(revision string, err error) {
+	if err != nil {
+		m.reloads.WithLabelValues("error").Inc()
+		return
+	}
+	m.reloads.WithLabelValues("success").Inc()
+	m.reloadTime.SetToCurrentTime()
+	if old := m.lastRevision.Swap(&revision); old == nil || *old != revision {
+		m.policyInfo.Reset()
+		m.policyInfo.WithLabelValues(revision).Set(1)
+	}
+}
+
+func (m *Metrics) issuerLabel(issuer string) string {
+	if m.issuers[issuer] {
+		return issuer
+	}
+	return "other"
+}
+
+// GRPCUnaryInterceptor records gRPC server metrics and checks in flight.
 func (m *Metrics) GRPCUnaryInterceptor() grpc.UnaryServerInterceptor {
-	return m.grpc.UnaryServerInterceptor()
+	inner := m.grpc.UnaryServerInterceptor()
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		m.inFlight.Inc()
+		defer m.inFlight.Dec()
+		return inner(ctx, req, info, handler)
+	}
 }
 
 // InitGRPC pre-creates the gRPC series of the registered services.
@@ -73,6 +167,16 @@ func (m *Metrics) SetTools(names []string) {
 func (m *Metrics) Record(_ context.Context, d *extauthz.Decision) {
 	m.decisions.WithLabelValues(d.Outcome(), strconv.Itoa(d.Status), d.Reason, MethodLabel(d.MCPMethod()), m.toolLabel(d.Tool())).Inc()
 	m.duration.Observe(d.Duration.Seconds())
+	if d.PolicyDuration > 0 {
+		m.policyEval.Observe(d.PolicyDuration.Seconds())
+	}
+	if d.TokenResult != "" {
+		issuer := "unknown"
+		if d.Identity != nil {
+			issuer = m.issuerLabel(d.Identity.Issuer)
+		}
+		m.tokens.WithLabelValues(issuer, d.TokenResult).Inc()
+	}
 }
 
 func (m *Metrics) toolLabel(tool string) string {
