@@ -2,6 +2,8 @@ package extauthz
 
 import (
 	"strings"
+
+	"github.com/mcpauthz/mcpauthz/internal/config"
 )
 
 // OAuth error codes of RFC 6750 §3.1 used in challenges.
@@ -69,7 +71,7 @@ func (c Challenge) String() string {
 func joinScopes(scopes []string) string {
 	var b strings.Builder
 	for _, s := range scopes {
-		if !validScope(s) || strings.IndexByte(s, '=') >= 0 {
+		if !config.ValidScope(s) || strings.IndexByte(s, '=') >= 0 {
 			continue
 		}
 		if b.Len() > 0 {
@@ -78,19 +80,6 @@ func joinScopes(scopes []string) string {
 		b.WriteString(s)
 	}
 	return b.String()
-}
-
-// validScope reports whether s is an RFC 6749 scope-token.
-func validScope(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x21 || c > 0x7e || c == '"' || c == '\\' {
-			return false
-		}
-	}
-	return true
 }
 
 // sanitizeToken keeps an error code only if it is made of the RFC 6750

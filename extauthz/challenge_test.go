@@ -5,6 +5,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/mcpauthz/mcpauthz/internal/config"
 )
 
 func TestChallengeString(t *testing.T) {
@@ -160,7 +162,7 @@ func FuzzChallenge(f *testing.F) {
 		}
 		if v, ok := params["scope"]; ok {
 			for _, s := range strings.Split(v, " ") {
-				if !validScope(s) || strings.Contains(s, "=") {
+				if !config.ValidScope(s) || strings.Contains(s, "=") {
 					t.Fatalf("invalid scope token %q in %q", s, h)
 				}
 			}

@@ -134,7 +134,7 @@ func (s *Server) metadata() *metadata {
 	if len(m.scopes) == 0 {
 		m.scopes = s.pol.ScopesSupported()
 	}
-	m.scopes = slices.DeleteFunc(slices.Clone(m.scopes), func(sc string) bool { return sc == "offline_access" || !validScope(sc) })
+	m.scopes = slices.DeleteFunc(slices.Clone(m.scopes), func(sc string) bool { return sc == "offline_access" || !config.ValidScope(sc) })
 	for _, sc := range m.scopes {
 		m.known[sc] = true
 	}
