@@ -53,3 +53,25 @@ e2e: ## End-to-end test through a real Envoy (needs `envoy` on PATH)
 .PHONY: check
 check: vet test ## Everything cheap, then fail if the tree changed
 	@git diff --exit-code
+
+# --- Deployment: envoy/, deploy/, Dockerfile, docker-compose.yaml -----------
+ENVOY_VERSION := $(shell cat envoy/ENVOY_VERSION)
+ENVOY_IMAGE   ?= envoyproxy/envoy:$(ENVOY_VERSION)
+
+.PHONY: manifests
+manifests: ## Copy rego/ into the Kubernetes policy ConfigMap, then check every Envoy config and manifest
+	find rego -type f \( -name '*.rego' ! -name '*_test.rego' -o -name '*.json' -o -name '*.yaml' \) \
+	  -exec cp {} deploy/kubernetes/base/policy/ \;
+	$(GO) test -count=1 ./internal/envoycheck/ ./deploy/
+
+.PHONY: envoy-validate
+envoy-validate: ## Validate envoy/*.yaml with Envoy itself (envoy --mode validate; needs Docker)
+	@command -v docker >/dev/null || { echo "envoy-validate: needs docker"; exit 1; }
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=localhost -days 1 \
+	  -keyout "$$tmp/tls.key" -out "$$tmp/tls.crt" 2>/dev/null && chmod 644 "$$tmp/tls.key" && \
+	for f in envoy.yaml envoy-tls.yaml; do \
+	  echo "$(ENVOY_IMAGE) --mode validate envoy/$$f"; \
+	  docker run --rm -v "$(CURDIR)/envoy/$$f:/etc/envoy/$$f:ro" -v "$$tmp:/etc/envoy/tls:ro" \
+	    $(ENVOY_IMAGE) --mode validate -c /etc/envoy/$$f || exit 1; \
+	done

@@ -173,17 +173,27 @@ func buildComponents(ctx context.Context, cfg *config.Config, log *slog.Logger, 
 
 func runValidate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("validate", stderr)
-	cfgPath := fs.String("config", "", "configuration file to validate")
+	cfgPath := fs.String("config", "", "mcpauthz configuration file to validate (with its policy)")
+	envoyPath := fs.String("envoy", "", "Envoy bootstrap (YAML) to check offline: schema, constraints inside every typed_config, and MCP lints")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if *cfgPath == "" {
-		fmt.Fprintln(stderr, "mcpauthz validate: --config is required")
+	if *cfgPath == "" && *envoyPath == "" {
+		fmt.Fprintln(stderr, "mcpauthz validate: --config FILE and/or --envoy FILE is required")
 		return &exitError{code: 2}
 	}
-	if _, err := loadConfig(ctx, *cfgPath); err != nil {
-		return err
+	var errs []error
+	if *cfgPath != "" {
+		if _, err := loadConfig(ctx, *cfgPath); err != nil {
+			errs = append(errs, err)
+		} else {
+			fmt.Fprintf(stdout, "%s: configuration and policy are valid\n", *cfgPath)
+		}
 	}
-	fmt.Fprintf(stdout, "%s: configuration and policy are valid\n", *cfgPath)
-	return nil
+	if *envoyPath != "" {
+		if err := validateEnvoy(*envoyPath, stdout); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }

@@ -1,0 +1,280 @@
+# Package mcp.authz is the default mcpauthz policy for MCP servers.
+#
+# The contract (input, output, reasons, data layout) is documented in
+# rego/README.md. In short: the engine evaluates data.mcp.authz.decision once
+# per JSON-RPC message and reads scopes_supported and scope_prefixes once per
+# policy load.
+package mcp.authz
+
+# decision is the entry point. It is always defined: anything the rules below
+# do not recognise falls back to this denial.
+default decision := {
+	"allow": false,
+	"reason": "invalid_input",
+	"required_scopes": [],
+	"headers": {},
+}
+
+# Revocation wins over everything else, then the request must be an MCP
+# request, then the input must be well formed; only then do the method rules
+# apply.
+decision := _deny("revoked") if {
+	_revoked
+} else := _deny("not_mcp") if {
+	not input.mcp
+} else := _deny("invalid_input") if {
+	not _valid_input
+} else := _method_decision
+
+# scopes_supported lists every scope named in the data mappings plus the
+# baseline scopes, sorted. The engine reads it once per load (protected
+# resource metadata, step-up challenges).
+scopes_supported := sort(_supported_scopes)
+
+# scope_prefixes marks granted scopes that are still relevant to this
+# resource when the engine builds a step-up challenge. Overridable with
+# data.mcp.config.scope_prefixes.
+default scope_prefixes := ["tools:", "prompts:", "resources:"]
+
+scope_prefixes := data.mcp.config.scope_prefixes
+
+# ---------------------------------------------------------------------------
+# Decision builders.
+
+_allow(reason) := {
+	"allow": true,
+	"reason": reason,
+	"required_scopes": [],
+	"headers": {},
+}
+
+_deny(reason) := {
+	"allow": false,
+	"reason": reason,
+	"required_scopes": [],
+	"headers": {},
+}
+
+_deny_scope(required) := {
+	"allow": false,
+	"reason": "insufficient_scope",
+	"required_scopes": required,
+	"headers": {},
+}
+
+# ---------------------------------------------------------------------------
+# Input checks.
+
+_kinds := {"request", "notification", "response", "stream", "session_end"}
+
+# Kinds that carry a JSON-RPC method.
+_method_kinds := {"request", "notification"}
+
+_revoked if input.token.claims.jti in data.mcp.config.revoked.jti
+
+_revoked if input.token.subject in data.mcp.config.revoked.subjects
+
+_valid_input if {
+	is_object(input.token)
+	input.mcp.kind in _kinds
+	_valid_method
+}
+
+_valid_method if not input.mcp.kind in _method_kinds
+
+_valid_method if {
+	input.mcp.kind in _method_kinds
+	_nonempty(input.mcp.method)
+}
+
+_nonempty(s) if {
+	is_string(s)
+	s != ""
+}
+
+# ---------------------------------------------------------------------------
+# Method rules. A notification is open when its method is a notifications/*
+# method; a notification that names a request method (a request without an
+# id) is judged like that request, so dropping the id cannot bypass a scope
+# check.
+
+_open if input.mcp.kind in {"response", "stream", "session_end"}
+
+_open if {
+	input.mcp.kind == "notification"
+	startswith(input.mcp.method, "notifications/")
+}
+
+_open if {
+	input.mcp.kind in _method_kinds
+	input.mcp.method in data.mcp.config.open_methods
+}
+
+_resource_methods := {"resources/read", "resources/subscribe", "resources/unsubscribe"}
+
+_method_decision := _allow("open_method") if {
+	_open
+} else := _deny("invalid_input") if {
+	_missing_target
+} else := _tool_decision(input.mcp.tool) if {
+	input.mcp.method == "tools/call"
+} else := _prompt_decision(input.mcp.prompt) if {
+	input.mcp.method == "prompts/get"
+} else := _resources_decision([input.mcp.resource_uri]) if {
+	input.mcp.method in _resource_methods
+} else := _prompt_decision(input.mcp.prompt) if {
+	input.mcp.method == "completion/complete"
+	_nonempty(input.mcp.prompt)
+} else := _resources_decision([input.mcp.resource_uri]) if {
+	input.mcp.method == "completion/complete"
+} else := _resources_decision(input.mcp.resource_uris) if {
+	input.mcp.method == "subscriptions/listen"
+} else := _deny("unknown_method")
+
+# _missing_target holds when a method that is judged by its target lacks it.
+_missing_target if {
+	input.mcp.method == "tools/call"
+	not _nonempty(input.mcp.tool)
+}
+
+_missing_target if {
+	input.mcp.method == "prompts/get"
+	not _nonempty(input.mcp.prompt)
+}
+
+_missing_target if {
+	input.mcp.method in _resource_methods
+	not _nonempty(input.mcp.resource_uri)
+}
+
+_missing_target if {
+	input.mcp.method == "completion/complete"
+	not _nonempty(input.mcp.prompt)
+	not _nonempty(input.mcp.resource_uri)
+}
+
+_missing_target if {
+	input.mcp.method == "subscriptions/listen"
+	not is_array(input.mcp.resource_uris)
+}
+
+_missing_target if {
+	input.mcp.method == "subscriptions/listen"
+	some uri in input.mcp.resource_uris
+	not _nonempty(uri)
+}
+
+# ---------------------------------------------------------------------------
+# Scopes. Scope strings are compared exactly and case-sensitively; a scope
+# never matches by prefix.
+
+_granted := {s | some s in input.token.scopes}
+
+# A mapping entry for a tool or prompt names it exactly or, if it contains a
+# glob metacharacter, as a glob without delimiters (so "*" also crosses "."
+# and "/"); glob.match is never called for plain names.
+_glob_meta := `[*?\[{\\]`
+
+# _names reports whether the entries of one scope name n.
+_names(entries, n) if n in entries
+
+_names(entries, n) if {
+	some p in entries
+	regex.match(_glob_meta, p)
+	glob.match(p, null, n)
+}
+
+# _mapped returns every scope of a mapping with an entry naming n. It runs
+# on denials only and visits the whole mapping, so it checks exact names
+# with one membership test per scope and looks at single entries only for
+# scopes that contain a glob.
+_mapped(mapping, n) := {s | some s, entries in mapping; n in entries} | {s |
+	some s, entries in mapping
+	regex.match(_glob_meta, concat("\n", entries))
+	some p in entries
+	regex.match(_glob_meta, p)
+	glob.match(p, null, n)
+}
+
+# Tools.
+
+_tool_decision(t) := _allow("tool_scope") if {
+	_tool_granted(t)
+} else := _deny_scope(_tool_required(t))
+
+_tool_granted(_) if "tools:*" in _granted
+
+_tool_granted(t) if concat("", ["tools:", t]) in _granted
+
+_tool_granted(t) if {
+	some s in _granted
+	_names(data.mcp.config.scopes.tools[s], t)
+}
+
+# One scope is challenged: the first data-mapped scope, else tools:<name>.
+_tool_required(t) := [m[0]] if {
+	m := sort(_mapped(data.mcp.config.scopes.tools, t))
+	count(m) > 0
+} else := [concat("", ["tools:", t])]
+
+# Prompts.
+
+_prompt_decision(n) := _allow("prompt_scope") if {
+	_prompt_granted(n)
+} else := _deny_scope(_prompt_required(n))
+
+_prompt_granted(_) if "prompts:*" in _granted
+
+_prompt_granted(n) if concat("", ["prompts:", n]) in _granted
+
+_prompt_granted(n) if {
+	some s in _granted
+	_names(data.mcp.config.scopes.prompts[s], n)
+}
+
+_prompt_required(n) := [m[0]] if {
+	m := sort(_mapped(data.mcp.config.scopes.prompts, n))
+	count(m) > 0
+} else := [concat("", ["prompts:", n])]
+
+# Resources. Mapping entries are URI prefixes matched against the normalised
+# URI as plain strings: end them with "/" so that "file:///data/" does not
+# also cover "file:///database".
+
+_resources_decision(uris) := _allow("resource_scope") if {
+	every uri in uris {
+		_resource_granted(uri)
+	}
+} else := _deny_scope(sort({s |
+	some uri in uris
+	not _resource_granted(uri)
+	some s in _resource_required(uri)
+}))
+
+_resource_granted(_) if "resources:*" in _granted
+
+_resource_granted(uri) if {
+	some s in _granted
+	strings.any_prefix_match(uri, data.mcp.config.scopes.resources[s])
+}
+
+# One scope per URI is challenged: the first data-mapped scope, else
+# resources:*.
+_resource_required(uri) := [m[0]] if {
+	m := sort({s |
+		some s, prefixes in data.mcp.config.scopes.resources
+		strings.any_prefix_match(uri, prefixes)
+	})
+	count(m) > 0
+} else := ["resources:*"]
+
+# ---------------------------------------------------------------------------
+# Metadata.
+
+_supported_scopes contains s if some s, _ in data.mcp.config.scopes.tools
+
+_supported_scopes contains s if some s, _ in data.mcp.config.scopes.prompts
+
+_supported_scopes contains s if some s, _ in data.mcp.config.scopes.resources
+
+_supported_scopes contains s if some s in data.mcp.config.baseline_scopes

@@ -1,0 +1,461 @@
+package deploy
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	sigsyaml "sigs.k8s.io/yaml"
+
+	"github.com/mcpauthz/mcpauthz/internal/config"
+	"github.com/mcpauthz/mcpauthz/policy"
+)
+
+const (
+	baseDir    = "deploy/kubernetes/base"
+	overlayDir = "deploy/kubernetes/overlays/example"
+	// nonRootUID is the distroless "nonroot" user: the Dockerfile's USER
+	// and the pods' runAsUser.
+	nonRootUID = 65532
+)
+
+func mustExist(t *testing.T, rel string) os.FileInfo {
+	t.Helper()
+	fi, err := os.Stat(filepath.Join(root, rel))
+	if err != nil {
+		t.Errorf("%s does not exist", rel)
+	}
+	return fi
+}
+
+// TestKustomizations: every file a kustomization names exists, and every
+// manifest of the base is listed (nothing forgotten).
+func TestKustomizations(t *testing.T) {
+	for _, dir := range []string{baseDir, overlayDir} {
+		k := load[kustomization](t, dir+"/kustomization.yaml")
+		listed := map[string]bool{"kustomization.yaml": true}
+		for _, r := range k.Resources {
+			listed[r] = true
+			if fi := mustExist(t, filepath.Join(dir, r)); fi != nil && fi.IsDir() {
+				mustExist(t, filepath.Join(dir, r, "kustomization.yaml"))
+			}
+		}
+		for _, g := range k.ConfigMapGenerator {
+			for _, f := range g.Files {
+				if _, path, ok := strings.Cut(f, "="); ok { // "key=path"
+					f = path
+				}
+				listed[f] = true
+				mustExist(t, filepath.Join(dir, f))
+			}
+		}
+		for _, p := range k.Patches {
+			if p.Path != "" {
+				listed[p.Path] = true
+				mustExist(t, filepath.Join(dir, p.Path))
+			}
+		}
+		files, _ := filepath.Glob(filepath.Join(root, dir, "*.yaml"))
+		pol, _ := filepath.Glob(filepath.Join(root, dir, "policy", "*"))
+		for _, f := range append(files, pol...) {
+			rel, _ := filepath.Rel(filepath.Join(root, dir), f)
+			if !listed[filepath.ToSlash(rel)] {
+				t.Errorf("%s/%s is not used by its kustomization.yaml", dir, rel)
+			}
+		}
+	}
+}
+
+func flagValue(args []string, name string) (string, bool) {
+	for i, a := range args {
+		if v, ok := strings.CutPrefix(a, "--"+name+"="); ok {
+			return v, true
+		}
+		if a == "--"+name && i+1 < len(args) {
+			return args[i+1], true
+		}
+	}
+	return "", false
+}
+
+func matches(t *testing.T, what string, sel *metav1.LabelSelector, set map[string]string) bool {
+	t.Helper()
+	s, err := metav1.LabelSelectorAsSelector(sel)
+	if err != nil {
+		t.Errorf("%s: %v", what, err)
+		return false
+	}
+	if s.Empty() {
+		t.Errorf("%s: empty selector", what)
+	}
+	return s.Matches(labels.Set(set))
+}
+
+// TestKubernetesBase cross-checks the base manifests: selectors, ports and
+// probes, mounts against the configuration, shutdown timing, hardening.
+func TestKubernetesBase(t *testing.T) {
+	k := load[kustomization](t, baseDir+"/kustomization.yaml")
+	dep := load[appsv1.Deployment](t, baseDir+"/deployment.yaml")
+	svcs := loadAll[corev1.Service](t, baseDir+"/service.yaml")
+	sa := load[corev1.ServiceAccount](t, baseDir+"/serviceaccount.yaml")
+	pdb := load[policyv1.PodDisruptionBudget](t, baseDir+"/pdb.yaml")
+	np := load[networkingv1.NetworkPolicy](t, baseDir+"/networkpolicy.yaml")
+	sm := load[monitoringv1.ServiceMonitor](t, baseDir+"/servicemonitor.yaml")
+
+	pod := dep.Spec.Template
+	podLabels := pod.Labels
+	if !matches(t, "Deployment selector", dep.Spec.Selector, podLabels) {
+		t.Error("the Deployment's selector does not match its pod template")
+	}
+	if !matches(t, "PodDisruptionBudget selector", pdb.Spec.Selector, podLabels) {
+		t.Error("the PodDisruptionBudget does not select the pods")
+	}
+	if !matches(t, "NetworkPolicy podSelector", &np.Spec.PodSelector, podLabels) {
+		t.Error("the NetworkPolicy does not select the pods")
+	}
+	if len(pod.Spec.TopologySpreadConstraints) == 0 {
+		t.Error("no topologySpreadConstraints")
+	}
+	for _, c := range pod.Spec.TopologySpreadConstraints {
+		if !matches(t, "topology spread", c.LabelSelector, podLabels) {
+			t.Errorf("topology spread on %s does not select the pods", c.TopologyKey)
+		}
+	}
+	if r := dep.Spec.Replicas; r == nil || *r < 2 {
+		t.Error("fewer than 2 replicas: every request needs an authorizer")
+	}
+	if pdb.Spec.MaxUnavailable == nil || pdb.Spec.MaxUnavailable.IntValue() >= int(*dep.Spec.Replicas) {
+		t.Error("the PodDisruptionBudget allows every replica to go")
+	}
+
+	// The container and its ports.
+	var c *corev1.Container
+	for i := range pod.Spec.Containers {
+		if pod.Spec.Containers[i].Name == "mcpauthz" {
+			c = &pod.Spec.Containers[i]
+		}
+	}
+	if c == nil {
+		t.Fatal("no container named mcpauthz")
+	}
+	ports := map[string]int32{}
+	for _, p := range c.Ports {
+		ports[p.Name] = p.ContainerPort
+	}
+	if ports["grpc-authz"] != 9191 || ports["http"] != 9192 {
+		t.Errorf("container ports %v, want grpc-authz 9191 and http 9192", ports)
+	}
+	if !slices.ContainsFunc(k.Images, func(i kustomizeImage) bool { return i.Name == c.Image }) {
+		t.Errorf("image %q is not in the kustomization's images (overlays could not set it)", c.Image)
+	}
+
+	// Services.
+	byName := map[string]*corev1.Service{}
+	for _, s := range svcs {
+		byName[s.Name] = s
+		if !labels.SelectorFromSet(s.Spec.Selector).Matches(labels.Set(podLabels)) || len(s.Spec.Selector) == 0 {
+			t.Errorf("Service %s does not select the pods", s.Name)
+		}
+		for _, p := range s.Spec.Ports {
+			if _, ok := ports[p.TargetPort.String()]; !ok {
+				t.Errorf("Service %s port %s targets %q, not a container port", s.Name, p.Name, p.TargetPort.String())
+			}
+			if p.Name == "grpc-authz" && (p.Port != 9191 || p.AppProtocol == nil || *p.AppProtocol != "grpc") {
+				t.Errorf("Service %s: grpc-authz must be port 9191 with appProtocol grpc (Istio needs it to use HTTP/2)", s.Name)
+			}
+		}
+	}
+	main, headless := byName["mcpauthz"], byName["mcpauthz-headless"]
+	if main == nil || headless == nil {
+		t.Fatalf("want Services mcpauthz and mcpauthz-headless, got %v", byName)
+	}
+	if headless.Spec.ClusterIP != corev1.ClusterIPNone {
+		t.Error("mcpauthz-headless is not headless")
+	}
+	if !slices.ContainsFunc(main.Spec.Ports, func(p corev1.ServicePort) bool { return p.Name == "http" && p.Port == 9192 }) {
+		t.Error("Service mcpauthz has no http port 9192")
+	}
+
+	// ServiceMonitor: the main Service only, on a port it has.
+	if !matches(t, "ServiceMonitor selector", &sm.Spec.Selector, main.Labels) {
+		t.Error("the ServiceMonitor does not select Service mcpauthz")
+	}
+	if matches(t, "ServiceMonitor selector", &sm.Spec.Selector, headless.Labels) {
+		t.Error("the ServiceMonitor also selects the headless Service: every pod would be scraped twice")
+	}
+	for _, e := range sm.Spec.Endpoints {
+		if !slices.ContainsFunc(main.Spec.Ports, func(p corev1.ServicePort) bool { return p.Name == e.Port }) || e.Path != "/metrics" {
+			t.Errorf("ServiceMonitor endpoint %s%s: want a port of Service mcpauthz and /metrics", e.Port, e.Path)
+		}
+	}
+
+	// NetworkPolicy: named ports exist; ext_authz is reachable.
+	grpcOpen := false
+	for _, r := range np.Spec.Ingress {
+		for _, p := range r.Ports {
+			if p.Port != nil && p.Port.String() != "" && ports[p.Port.String()] == 0 {
+				t.Errorf("NetworkPolicy port %s is not a container port", p.Port.String())
+			}
+			grpcOpen = grpcOpen || p.Port.String() == "grpc-authz"
+		}
+	}
+	if !grpcOpen {
+		t.Error("the NetworkPolicy lets nobody reach ext_authz")
+	}
+
+	// Probes on the HTTP endpoint.
+	for _, pr := range []struct {
+		name string
+		p    *corev1.Probe
+		path string
+	}{{"readiness", c.ReadinessProbe, "/readyz"}, {"liveness", c.LivenessProbe, "/healthz"}} {
+		if pr.p == nil || pr.p.HTTPGet == nil || pr.p.HTTPGet.Path != pr.path || ports[pr.p.HTTPGet.Port.String()] != 9192 {
+			t.Errorf("%s probe: want GET %s on the http port (9192)", pr.name, pr.path)
+		}
+	}
+
+	// Arguments, shutdown timing.
+	if len(c.Args) == 0 || c.Args[0] != "serve" {
+		t.Fatalf("args %v: want serve ...", c.Args)
+	}
+	cfgPath, ok := flagValue(c.Args, "config")
+	if !ok {
+		t.Fatal("no --config")
+	}
+	// The flags override shutdown.drain_delay and shutdown.timeout.
+	cfg := loadConfig(t, baseDir+"/config.yaml")
+	drain := durationFlag(t, c.Args, "drain-delay", cfg.Shutdown.DrainDelay.D())
+	shutdown := durationFlag(t, c.Args, "shutdown-timeout", cfg.Shutdown.Timeout.D())
+	if drain <= 0 {
+		t.Error("no --drain-delay: Envoys keep sending checks to a pod that is stopping")
+	}
+	// serve: drain, then in-flight checks (shutdown-timeout), then 5s for HTTP.
+	need := drain + shutdown + 5*time.Second
+	if g := pod.Spec.TerminationGracePeriodSeconds; g == nil || time.Duration(*g)*time.Second <= need {
+		t.Errorf("terminationGracePeriodSeconds must exceed drain-delay + shutdown-timeout + 5s = %v", need)
+	}
+
+	// Mounts: --config and policy.paths are the generated ConfigMaps.
+	gens := map[string]kustomizeGenerator{}
+	for _, g := range k.ConfigMapGenerator {
+		gens[g.Name] = g
+	}
+	volumes := map[string]corev1.Volume{}
+	for _, v := range pod.Spec.Volumes {
+		volumes[v.Name] = v
+	}
+	mountOf := func(path string) (corev1.VolumeMount, corev1.Volume) {
+		for _, m := range c.VolumeMounts {
+			if m.MountPath == path {
+				return m, volumes[m.Name]
+			}
+		}
+		t.Errorf("nothing is mounted at %s", path)
+		return corev1.VolumeMount{}, corev1.Volume{}
+	}
+	m, v := mountOf(cfgPath)
+	if v.ConfigMap == nil || gens[v.ConfigMap.Name].Name == "" || !slices.Contains(gens[v.ConfigMap.Name].Files, m.SubPath) {
+		t.Errorf("--config %s is not a file of a generated ConfigMap", cfgPath)
+	}
+	if len(cfg.Policy.Paths) != 1 {
+		t.Fatalf("policy.paths %v: want the one mounted directory", cfg.Policy.Paths)
+	}
+	if _, v := mountOf(cfg.Policy.Paths[0]); v.ConfigMap == nil || gens[v.ConfigMap.Name].Name == "" {
+		t.Errorf("policy.paths %s is not a generated ConfigMap", cfg.Policy.Paths[0])
+	}
+	for _, m := range c.VolumeMounts {
+		if !m.ReadOnly && volumes[m.Name].EmptyDir == nil {
+			t.Errorf("volume mount %s is writable", m.MountPath)
+		}
+	}
+	for flag, want := range map[string]int32{cfg.GRPCAddr: 9191, cfg.HTTPAddr: 9192} {
+		if _, port, _ := net.SplitHostPort(flag); port != fmt.Sprint(want) {
+			t.Errorf("config address %s does not listen on the container port %d", flag, want)
+		}
+	}
+
+	// Hardening (Pod Security Standard "restricted", which the overlay's
+	// namespace enforces).
+	psc, csc := pod.Spec.SecurityContext, c.SecurityContext
+	switch {
+	case psc == nil || csc == nil:
+		t.Fatal("no securityContext")
+	case psc.RunAsNonRoot == nil || !*psc.RunAsNonRoot, psc.RunAsUser == nil || *psc.RunAsUser != nonRootUID:
+		t.Errorf("pods must run as non-root user %d", nonRootUID)
+	case psc.SeccompProfile == nil || psc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault:
+		t.Error("seccompProfile must be RuntimeDefault")
+	case csc.AllowPrivilegeEscalation == nil || *csc.AllowPrivilegeEscalation:
+		t.Error("allowPrivilegeEscalation must be false")
+	case csc.ReadOnlyRootFilesystem == nil || !*csc.ReadOnlyRootFilesystem:
+		t.Error("readOnlyRootFilesystem must be true")
+	case csc.Capabilities == nil || !slices.Equal(csc.Capabilities.Drop, []corev1.Capability{"ALL"}) || len(csc.Capabilities.Add) > 0:
+		t.Error("capabilities must drop ALL and add none")
+	}
+	res := c.Resources
+	if res.Requests.Cpu().IsZero() || res.Requests.Memory().IsZero() || res.Limits.Memory().IsZero() {
+		t.Error("resources: want cpu and memory requests and a memory limit")
+	}
+	if pod.Spec.ServiceAccountName != sa.Name || sa.AutomountServiceAccountToken == nil || *sa.AutomountServiceAccountToken {
+		t.Error("the pods must use the mcpauthz ServiceAccount, without a token")
+	}
+}
+
+func durationFlag(t *testing.T, args []string, name string, def time.Duration) time.Duration {
+	t.Helper()
+	s, ok := flagValue(args, name)
+	if !ok {
+		return def
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		t.Errorf("--%s %q: %v", name, s, err)
+	}
+	return d
+}
+
+// loadConfig parses an mcpauthz configuration with mcpauthz's own loader,
+// with the policy directory pointed at the base's policy files.
+func loadConfig(t *testing.T, file string) *config.Config {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(root, file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	local, _ := filepath.Abs(filepath.Join(root, baseDir, "policy"))
+	cfg, err := config.Parse(file, bytes.ReplaceAll(raw, []byte("/etc/mcpauthz/policy"), []byte(local)))
+	if err != nil {
+		t.Fatalf("%s: %v", file, err)
+	}
+	for i, p := range cfg.Policy.Paths {
+		if p == local {
+			cfg.Policy.Paths[i] = "/etc/mcpauthz/policy"
+		}
+	}
+	return cfg
+}
+
+// TestMcpauthzConfigs: every mcpauthz configuration under deploy/ passes
+// mcpauthz's own validation.
+func TestMcpauthzConfigs(t *testing.T) {
+	for _, f := range []string{baseDir + "/config.yaml", overlayDir + "/config.yaml"} {
+		cfg := loadConfig(t, f)
+		if cfg.Upstream.ForwardToken {
+			t.Errorf("%s: forward_token: MCP forbids token passthrough", f)
+		}
+	}
+}
+
+// TestKubernetesPolicy: the policy ConfigMap compiles, and is the embedded
+// default policy (rego/), file for file.
+func TestKubernetesPolicy(t *testing.T) {
+	dir := filepath.Join(root, baseDir, "policy")
+	if err := policy.Compile(context.Background(), policy.Source{Paths: []string{dir}}); err != nil {
+		t.Fatalf("the policy ConfigMap does not compile: %v", err)
+	}
+	sources := map[string]string{}
+	err := filepath.WalkDir(filepath.Join(root, "rego"), func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() || strings.HasSuffix(p, "_test.rego") {
+			return err
+		}
+		switch filepath.Ext(p) {
+		case ".rego", ".json", ".yaml", ".yml":
+			if prev, dup := sources[filepath.Base(p)]; dup {
+				t.Errorf("%s and %s flatten to the same ConfigMap key", prev, p)
+			}
+			sources[filepath.Base(p)] = p
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	copies, _ := filepath.Glob(filepath.Join(dir, "*"))
+	if len(copies) != len(sources) {
+		t.Errorf("%d policy files in %s, %d in rego/: run `make manifests`", len(copies), baseDir+"/policy", len(sources))
+	}
+	for name, src := range sources {
+		a, _ := os.ReadFile(src)
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil || !bytes.Equal(a, b) {
+			t.Errorf("%s/policy/%s differs from %s: run `make manifests`", baseDir, name, strings.TrimPrefix(src, root+"/"))
+		}
+	}
+}
+
+// TestKustomizeBuild renders the overlay with `kubectl kustomize` (skipped
+// without kubectl) and decodes the result strictly.
+func TestKustomizeBuild(t *testing.T) {
+	kubectl, err := exec.LookPath("kubectl")
+	if err != nil {
+		t.Skip("kubectl not on PATH")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, kubectl, "kustomize", filepath.Join(root, overlayDir)).CombinedOutput()
+	if err != nil {
+		t.Fatalf("kubectl kustomize: %v\n%s", err, out)
+	}
+	tmp := filepath.Join(t.TempDir(), "rendered.yaml")
+	if err := os.WriteFile(tmp, out, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	overlay := load[kustomization](t, overlayDir+"/kustomization.yaml")
+	configMaps := map[string]bool{}
+	var dep *appsv1.Deployment
+	for _, d := range documents(t, tmp) {
+		dec, ok := decoders[d.apiVersion+"/"+d.kind]
+		if d.kind == "ConfigMap" {
+			var cm corev1.ConfigMap
+			if err := strict(d.raw, &cm); err != nil {
+				t.Error(err)
+			}
+			configMaps[cm.Name] = true
+			continue
+		}
+		if !ok {
+			t.Errorf("rendered %s %s: no decoder", d.apiVersion, d.kind)
+			continue
+		}
+		if err := dec(d.raw); err != nil {
+			t.Errorf("rendered %s: %v", d.kind, err)
+		}
+		var meta struct {
+			Metadata metav1.ObjectMeta `json:"metadata"`
+		}
+		_ = sigsyaml.Unmarshal(d.raw, &meta)
+		if d.kind != "Namespace" && meta.Metadata.Namespace != overlay.Namespace {
+			t.Errorf("rendered %s %s in namespace %q, want %q", d.kind, meta.Metadata.Name, meta.Metadata.Namespace, overlay.Namespace)
+		}
+		if d.kind == "Deployment" {
+			dep = new(appsv1.Deployment)
+			_ = strict(d.raw, dep)
+		}
+	}
+	if dep == nil {
+		t.Fatal("no Deployment rendered")
+	}
+	for _, v := range dep.Spec.Template.Spec.Volumes {
+		if v.ConfigMap != nil && !configMaps[v.ConfigMap.Name] {
+			t.Errorf("volume %s references ConfigMap %s, which is not rendered", v.Name, v.ConfigMap.Name)
+		}
+	}
+	img := dep.Spec.Template.Spec.Containers[0].Image
+	if want := overlay.Images[0].NewName + ":" + overlay.Images[0].NewTag; img != want {
+		t.Errorf("image %s, want %s", img, want)
+	}
+}

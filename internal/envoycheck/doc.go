@@ -1,0 +1,68 @@
+// Package envoycheck validates Envoy bootstrap configurations for mcpauthz
+// without an Envoy binary.
+//
+// Validate reads YAML (or JSON) and reports findings, each with a severity, a
+// rule name, a field path with proto field names and the YAML line:
+//
+//  1. yaml: YAML syntax, duplicate keys, one document only. Scalars are
+//     converted as Envoy's yaml-cpp loader converts them (plain yes/on/off
+//     are booleans, quoted scalars are strings).
+//  2. schema: strict protojson into envoy.config.bootstrap.v3.Bootstrap:
+//     unknown fields, unknown @type (every extension a typed_config may name
+//     must be linked; see KnownTypes), wrong value types, unknown enum names.
+//  3. constraint: protoc-gen-validate rules of every message, including the
+//     ones packed in an Any (PGV's own ValidateAll never looks inside an
+//     Any, so max_request_bytes: 0 inside ext_authz passes a root-only check).
+//  4. duration: negative durations, which Envoy rejects ("Expected positive
+//     duration") and PGV mostly does not check.
+//  5. deprecated: deprecated fields and enum values (warning);
+//     disallowed-by-default ones (error: Envoy rejects them).
+//
+// Then lints Envoy does not make, or makes only at request time:
+//
+//   - cluster-ref: route, weighted and ext_authz clusters exist (ext_authz
+//     creates its gRPC client with skip_cluster_check, so Envoy accepts a
+//     typo and fails every check at runtime);
+//   - http2-cluster: the ext_authz cluster speaks HTTP/2 (Envoy accepts an
+//     HTTP/1.1 cluster and every check fails);
+//   - filter-order: the router is last and present, ext_authz comes before
+//     it, CORS comes before ext_authz;
+//   - transport-api: ext_authz transport_api_version is V3;
+//   - per-filter-config: typed_per_filter_config keys name an http filter of
+//     the connection manager, with a config type that fits the filter;
+//   - duplicate-name: listeners, clusters, http filters, virtual hosts,
+//     domains;
+//   - admin: the admin interface is bound to loopback;
+//   - ext-authz: some listener calls mcpauthz, over gRPC; connection
+//     managers that forward without ext_authz are flagged.
+//
+// And the MCP lints, for every connection manager with ext_authz:
+//
+//   - fail-open: failure_mode_allow false, no runtime/metadata disabling
+//     without deny_at_disable, no shadow_mode;
+//   - request-body: with_request_body set, allow_partial_message false,
+//     pack_as_bytes true, a size fit for tool arguments and within the
+//     listener's buffer limit; per-route body buffering not disabled;
+//   - status-on-error: 503 rather than the default 403;
+//   - authz-timeout: an explicit gRPC timeout (the default is 200 ms);
+//   - allowed-headers: Authorization and the MCP headers reach mcpauthz;
+//   - authz-disabled: per-route disabling is flagged;
+//   - route-cache: clear_route_cache is flagged;
+//   - sse-timeouts: route timeout set (0s for streams), stream idle timeout
+//     set, and unbounded streams capped by max_stream_duration so that they
+//     re-authenticate;
+//   - identity-headers: x-mcp-subject, x-mcp-client-id, x-mcp-scopes and
+//     x-mcp-issuer removed before ext_authz, and not by
+//     request_headers_to_remove (which runs after it);
+//   - underscores: headers_with_underscores_action rejects or drops;
+//   - cors: a CorsPolicy that allows the MCP headers and methods and exposes
+//     Mcp-Session-Id and WWW-Authenticate;
+//   - access-log, remote-address: advice (info).
+//
+// What only Envoy can check: whether an extension is compiled into that
+// binary, version-exact field support beyond the linked API (the
+// go-control-plane envoy module in go.mod; see APIVersion), RE2 compilation
+// details, certificate files, factory-time checks of extension configs,
+// runtime-guarded deprecations. Run `envoy --mode validate` where Envoy is
+// available.
+package envoycheck
