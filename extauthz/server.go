@@ -245,8 +245,8 @@ func (s *Server) decide(ctx context.Context, r *httpRequest, d *Decision) {
 	id, err := s.authn.Verify(ctx, token)
 	switch {
 	case errors.Is(err, jwtauth.ErrKeysUnavailable):
-		d.TokenResult = "keys_unavailable"
-		d.unavailable("keys_unavailable", err.Error())
+		d.TokenResult = jwtauth.Reason(err)
+		d.unavailable("keys_unavailable", d.TokenResult)
 		return
 	case err != nil:
 		d.TokenResult = jwtauth.Reason(err)

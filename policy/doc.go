@@ -39,4 +39,25 @@
 // The revision ([Engine.Revision], [Decision.Revision]) is a short SHA-256
 // of the policy files' relative names and contents, so the same files give
 // the same revision embedded or on disk.
+//
+// # Bundles
+//
+// [Engine.RunBundle] loads the policy and its data from an OPA bundle server
+// instead of local files ([BundleSource]), with OPA's own machinery: the
+// v1/download downloader polls (If-None-Match with the last ETag, a 304
+// keeps the policy, failed polls back off exponentially up to
+// [BundleSource.PollMax]) and the v1/bundle reader reads the .tar.gz and, when
+// [BundleSource.VerificationKey] is set, verifies its .signatures.json as OPA
+// does with its "keys" and "signing" configuration. The bundle's Rego
+// modules and data (a data.json or data.yaml at a path of the bundle is
+// mounted at that path; the .manifest's roots are enforced) are compiled by
+// the same code as local files, with the same checks, into the same kind of
+// generation, published atomically only if everything succeeded. A failed
+// download, a corrupt, unsigned or wrongly signed bundle, or one that does
+// not compile leaves the last good policy serving, and is reported to
+// [Options.OnReload] and logged. The engine is not Ready until the first
+// bundle is activated. The revision of a bundle is its manifest's revision,
+// or a short SHA-256 of its content when the manifest has none.
+//
+// Use [BundleSource.Validate] to check a bundle configuration.
 package policy

@@ -44,9 +44,11 @@ type Options struct {
 	// ctx still applies).
 	EvalTimeout time.Duration
 	// OnReload, if set, is called after every Load attempt, including those
-	// made by Watch: with the new revision and nil on success, or with the
-	// revision of the files it tried ("" if they could not be read) and the
-	// error. It runs synchronously while loads are serialised; keep it cheap.
+	// made by Watch, and after every bundle RunBundle receives or fails to
+	// receive (not after a 304 Not Modified): with the new revision and nil
+	// on success, or with the revision of the files or bundle it tried (""
+	// if they could not be read or downloaded) and the error. It runs
+	// synchronously while loads are serialised; keep it cheap.
 	OnReload func(revision string, err error)
 }
 
@@ -101,20 +103,32 @@ func (e *Engine) Load(ctx context.Context, src Source) error {
 }
 
 func (e *Engine) loadSnapshot(ctx context.Context, src Source, snap *snapshot) error {
+	return e.publish(ctx, snap.sum, snap.revision(), func() (*generation, error) {
+		return build(ctx, src, snap, e.logger)
+	}, "policy loaded", slog.Int("files", len(snap.files)))
+}
+
+// publish makes the generation mk builds current, unless the content
+// identified by sum is that of the current generation, which it keeps. It
+// reports the outcome to OnReload: with the new (or kept) revision, or with
+// revision, the revision of the rejected content, and the error. Both local
+// files (Load, Watch) and bundles (RunBundle) go through it, so publication
+// is serialised across them.
+func (e *Engine) publish(ctx context.Context, sum [32]byte, revision string, mk func() (*generation, error), msg string, attrs ...slog.Attr) error {
 	e.loadMu.Lock()
 	defer e.loadMu.Unlock()
-	if cur := e.gen.Load(); cur != nil && cur.sum == snap.sum {
-		// Same bytes, same policy: keep the compiled generation.
+	if cur := e.gen.Load(); cur != nil && cur.sum == sum {
+		// Same content, same policy: keep the compiled generation.
 		e.reloaded(cur.revision, nil)
 		return nil
 	}
-	g, err := build(ctx, src, snap, e.logger)
+	g, err := mk()
 	if err != nil {
-		e.reloaded(snap.revision(), err)
+		e.reloaded(revision, err)
 		return err
 	}
 	e.gen.Store(g)
-	e.logger.LogAttrs(ctx, slog.LevelInfo, "policy loaded", slog.String("revision", g.revision), slog.Int("files", len(snap.files)))
+	e.logger.LogAttrs(ctx, slog.LevelInfo, msg, append([]slog.Attr{slog.String("revision", g.revision)}, attrs...)...)
 	e.reloaded(g.revision, nil)
 	return nil
 }
@@ -136,12 +150,15 @@ func Compile(ctx context.Context, src Source) error {
 	return err
 }
 
-// Ready reports whether a policy has been loaded.
+// Ready reports whether a policy has been loaded (by Load, or by RunBundle's
+// first activation).
 func (e *Engine) Ready() bool { return e.gen.Load() != nil }
 
-// Revision identifies the current policy: the first 12 hex digits of a
-// SHA-256 over the policy files' names and contents. It is "" before the
-// first successful Load.
+// Revision identifies the current policy: for local files, the first 12
+// hex digits of a SHA-256 over the policy files' names and contents; for a
+// bundle, its manifest's revision or, if that is empty, the first 12 hex
+// digits of a SHA-256 over its content. It is "" before the first
+// successful Load or bundle activation.
 func (e *Engine) Revision() string {
 	if g := e.gen.Load(); g != nil {
 		return g.revision
@@ -190,9 +207,17 @@ func build(ctx context.Context, src Source, snap *snapshot, logger *slog.Logger)
 	if err := sfs.complete(); err != nil {
 		return nil, fmt.Errorf("policy: %w", err)
 	}
+	return newGeneration(ctx, res.ParsedModules(), res.Documents, snap.sum, snap.revision(), logger)
+}
 
-	store := inmem.NewFromObjectWithOpts(res.Documents, inmem.OptReturnASTValuesOnRead(true))
-	compiler, err := compile(ctx, store, res.ParsedModules())
+// newGeneration compiles parsed modules and data documents into a
+// generation: the one compile path for local files and bundles. It checks
+// that data.mcp.authz.decision is defined, prepares it, and reads
+// scopes_supported and scope_prefixes. sum identifies the content (see
+// Engine.publish) and revision names it. It never touches the engine.
+func newGeneration(ctx context.Context, modules map[string]*ast.Module, docs map[string]any, sum [32]byte, revision string, logger *slog.Logger) (*generation, error) {
+	store := inmem.NewFromObjectWithOpts(docs, inmem.OptReturnASTValuesOnRead(true))
+	compiler, err := compile(ctx, store, modules)
 	if err != nil {
 		return nil, err
 	}
@@ -201,7 +226,7 @@ func build(ctx context.Context, src Source, snap *snapshot, logger *slog.Logger)
 	}
 
 	hook := printHook{logger: logger}
-	g := &generation{sum: snap.sum, revision: snap.revision()}
+	g := &generation{sum: sum, revision: revision}
 	g.query, err = rego.New(
 		rego.ParsedQuery(ast.MustParseBody(decisionQuery)),
 		rego.Compiler(compiler),

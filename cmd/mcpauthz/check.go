@@ -93,6 +93,9 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := comps.verifier.WaitReady(ctx); err != nil {
 		fmt.Fprintln(stderr, "warning: keys not loaded for every issuer:", err)
 	}
+	for !comps.engine.Ready() && ctx.Err() == nil {
+		time.Sleep(20 * time.Millisecond) // the first bundle is on its way
+	}
 	d, resp := comps.server.Evaluate(ctx, req)
 	if *asJSON {
 		out, err := protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(resp)

@@ -101,12 +101,40 @@ func policySource(cfg *config.Config) policy.Source {
 	return policy.Source{Paths: cfg.Policy.Paths}
 }
 
+// bundleSource maps policy.bundle to a policy.BundleSource, reading the
+// verification key.
+func bundleSource(b *config.Bundle) (policy.BundleSource, error) {
+	src := policy.BundleSource{URL: b.URL, PollMin: b.PollMin.D(), PollMax: b.PollMax.D(), BearerTokenFile: b.BearerTokenFile}
+	if sg := b.Signing; sg != nil {
+		file := sg.PublicKeyFile
+		if file == "" {
+			file = sg.SecretFile
+		}
+		key, err := os.ReadFile(file)
+		if err != nil {
+			return src, fmt.Errorf("policy.bundle.signing: %w", err)
+		}
+		alg := sg.Algorithm
+		if alg == "" {
+			alg = "RS256"
+		}
+		src.VerificationKey = &policy.BundleKey{KeyID: sg.KeyID, Key: string(key), Algorithm: alg, Scope: sg.Scope}
+	}
+	return src, src.Validate()
+}
+
 // loadConfig reads and validates a configuration file together with its
 // policy, so that every problem is reported at once.
 func loadConfig(ctx context.Context, path string) (*config.Config, error) {
 	cfg, err := config.Load(path)
 	if err != nil {
 		return nil, fmt.Errorf("invalid configuration:\n%w", indent(err))
+	}
+	if cfg.Policy.Bundle != nil {
+		if _, err := bundleSource(cfg.Policy.Bundle); err != nil {
+			return nil, fmt.Errorf("invalid policy bundle:\n%w", indent(err))
+		}
+		return cfg, nil
 	}
 	if err := policy.Compile(ctx, policySource(cfg)); err != nil {
 		return nil, fmt.Errorf("invalid policy:\n%w", indent(err))
@@ -151,10 +179,18 @@ type observers struct {
 
 func buildComponents(ctx context.Context, cfg *config.Config, log *slog.Logger, obs observers) (*components, error) {
 	engine := policy.New(policy.Options{Logger: log, EvalTimeout: cfg.Policy.EvalTimeout.D(), OnReload: obs.onReload})
-	if err := engine.Load(ctx, policySource(cfg)); err != nil {
+	if b := cfg.Policy.Bundle; b != nil {
+		// The bundle is polled until ctx ends; the engine is not ready (and
+		// every check answers 503) until the first bundle is active.
+		src, err := bundleSource(b)
+		if err != nil {
+			return nil, err
+		}
+		go func() { _ = engine.RunBundle(ctx, src) }()
+	} else if err := engine.Load(ctx, policySource(cfg)); err != nil {
 		return nil, fmt.Errorf("load policy:\n%w", indent(err))
 	}
-	verifier, err := jwtauth.NewVerifier(ctx, cfg.Issuers, cfg.Resource, jwtauth.Options{Logger: log, OnJWKSRefresh: obs.onJWKSRefresh})
+	verifier, err := jwtauth.NewVerifier(ctx, cfg.Issuers, cfg.Resource, jwtauth.Options{Logger: log, OnJWKSRefresh: obs.onJWKSRefresh, CacheSize: cfg.TokenCacheSize})
 	if err != nil {
 		return nil, fmt.Errorf("token verifier: %w", err)
 	}

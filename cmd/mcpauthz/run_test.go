@@ -1,7 +1,9 @@
 package main
 
 import (
+	"archive/tar"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"fmt"
 	"io"
@@ -335,5 +337,62 @@ func TestShutdownWithChecksInFlight(t *testing.T) {
 	}
 	if err := <-done; err != nil {
 		t.Errorf("serve() = %v after shutdown", err)
+	}
+}
+
+// TestPolicyBundleConfig serves the default policy as an OPA bundle and
+// checks that policy.bundle is validated and drives `check` (the same
+// component wiring as serve).
+func TestPolicyBundleConfig(t *testing.T) {
+	var buf bytes.Buffer
+	gz := gzip.NewWriter(&buf)
+	tw := tar.NewWriter(gz)
+	for name, src := range map[string]string{"mcp/authz.rego": "../../rego/mcp/authz.rego", "data.json": "../../rego/data.json", ".manifest": ""} {
+		body := []byte(`{"revision":"bundle-r1","roots":["mcp"]}`)
+		if src != "" {
+			var err error
+			if body, err = os.ReadFile(src); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := tw.WriteHeader(&tar.Header{Name: "/" + name, Mode: 0o644, Size: int64(len(body))}); err != nil {
+			t.Fatal(err)
+		}
+		tw.Write(body)
+	}
+	tw.Close()
+	gz.Close()
+	bundleSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/gzip")
+		w.Write(buf.Bytes())
+	}))
+	defer bundleSrv.Close()
+
+	dev := t.TempDir()
+	iss, _, err := devSetup(dev, "", true, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	cfgFile := filepath.Join(dir, "c.yaml")
+	base := "resource: http://localhost:10000/mcp\nauthorization_servers: [" + iss.URL + "]\n" +
+		"issuers: [{issuer: \"" + iss.URL + "\", jwks_file: \"" + filepath.Join(dev, "jwks.json") + "\"}]\n"
+	write(t, cfgFile, base+"policy:\n  paths: [../../rego]\n  bundle: {url: \"http://example.com/b.tar.gz\"}\n")
+	_, _, err = runCmd(t, "validate", "--config", cfgFile)
+	for _, want := range []string{"policy.bundle: set either policy.paths or policy.bundle, not both", `policy.bundle.url: "http://example.com/b.tar.gz" must use https`} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("validate = %v, want it to contain %q", err, want)
+		}
+	}
+
+	write(t, cfgFile, base+"policy:\n  bundle: {url: \""+bundleSrv.URL+"/b.tar.gz\"}\n")
+	tok, _, err := runCmd(t, "token", "--dev-dir", dev, "--scope", "tools:get_weather")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _, err := runCmd(t, "check", "--config", cfgFile, "--token", strings.TrimSpace(tok),
+		"--body", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get_weather"}}`)
+	if err != nil || !strings.Contains(out, "decision: allow") {
+		t.Fatalf("check with a bundle policy: %v\n%s", err, out)
 	}
 }

@@ -134,7 +134,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, o serveOpt
 	if err != nil {
 		return err
 	}
-	if len(cfg.Policy.Paths) > 0 && cfg.Policy.ReloadInterval > 0 {
+	if len(cfg.Policy.Paths) > 0 && cfg.Policy.Bundle == nil && cfg.Policy.ReloadInterval > 0 {
 		go comps.engine.Watch(ctx, policySource(cfg), cfg.Policy.ReloadInterval.D())
 	}
 

@@ -25,10 +25,13 @@ type Config struct {
 	// policy data".
 	ScopesSupported []string `yaml:"scopes_supported"`
 	Issuers         []Issuer `yaml:"issuers"`
-	Policy          Policy   `yaml:"policy"`
-	MCP             MCP      `yaml:"mcp"`
-	Upstream        Upstream `yaml:"upstream"`
-	Log             Log      `yaml:"log"`
+	// TokenCacheSize bounds the cache of verified tokens (keyed by a hash
+	// of the token, entries expire at exp; default 10000, -1 disables).
+	TokenCacheSize int      `yaml:"token_cache_size"`
+	Policy         Policy   `yaml:"policy"`
+	MCP            MCP      `yaml:"mcp"`
+	Upstream       Upstream `yaml:"upstream"`
+	Log            Log      `yaml:"log"`
 	// Shadow allows every request that policy denies and records the
 	// would-be denial (decision "shadow_deny") instead. Token and protocol
 	// checks are still enforced.
@@ -81,8 +84,13 @@ type Issuer struct {
 	RequiredClaims []string `yaml:"required_claims"`
 	// MaxTokenSize caps the bearer token in bytes before any parsing
 	// (default 16384).
-	MaxTokenSize  int            `yaml:"max_token_size"`
-	JWKS          JWKS           `yaml:"jwks"`
+	MaxTokenSize int `yaml:"max_token_size"`
+	// MaxLifetime rejects tokens whose lifetime is longer: exp - iat, or
+	// exp - now when the token has no iat (default 0: unlimited).
+	MaxLifetime Duration `yaml:"max_lifetime"`
+	JWKS        JWKS     `yaml:"jwks"`
+	// Introspection enables RFC 7662 introspection of opaque (non-JWS)
+	// tokens with this issuer. At most one issuer may set it.
 	Introspection *Introspection `yaml:"introspection"`
 }
 
@@ -101,14 +109,38 @@ type JWKS struct {
 
 // Introspection configures RFC 7662 token introspection for opaque tokens.
 type Introspection struct {
-	Endpoint         string   `yaml:"endpoint"`
-	ClientID         string   `yaml:"client_id"`
-	ClientSecretFile string   `yaml:"client_secret_file"`
-	ClientSecretEnv  string   `yaml:"client_secret_env"`
-	CacheTTL         Duration `yaml:"cache_ttl"`
+	// Endpoint is the introspection endpoint (https, or http on loopback).
+	Endpoint string `yaml:"endpoint"`
+	// ClientID and the secret authenticate mcpauthz to the endpoint with
+	// HTTP Basic (RFC 7662 §2.1, RFC 6749 §2.3.1). Exactly one of
+	// ClientSecretFile and ClientSecretEnv must be set.
+	ClientID         string `yaml:"client_id"`
+	ClientSecretFile string `yaml:"client_secret_file"`
+	ClientSecretEnv  string `yaml:"client_secret_env"`
+	// CacheTTL bounds how long an active answer is reused (default 5m;
+	// never past the token's exp): the longest a revocation can go
+	// unnoticed.
+	CacheTTL Duration `yaml:"cache_ttl"`
+	// NegativeCacheTTL is how long an inactive answer is reused
+	// (default 10s).
 	NegativeCacheTTL Duration `yaml:"negative_cache_ttl"`
-	Timeout          Duration `yaml:"timeout"`
+	// Timeout bounds one introspection call (default 2s).
+	Timeout Duration `yaml:"timeout"`
+	// MaxConcurrent bounds the calls in flight (default 16); RateLimit
+	// bounds the calls per second, with a burst of the same size
+	// (default 100). Requests beyond either are answered 503.
+	MaxConcurrent int `yaml:"max_concurrent"`
+	RateLimit     int `yaml:"rate_limit"`
 }
+
+// Defaults of the introspection keys.
+const (
+	DefaultIntrospectionCacheTTL         = 5 * time.Minute
+	DefaultIntrospectionNegativeCacheTTL = 10 * time.Second
+	DefaultIntrospectionTimeout          = 2 * time.Second
+	DefaultIntrospectionMaxConcurrent    = 16
+	DefaultIntrospectionRateLimit        = 100
+)
 
 // Policy selects the Rego policy and data.
 type Policy struct {
@@ -120,6 +152,37 @@ type Policy struct {
 	ReloadInterval Duration `yaml:"reload_interval"`
 	// EvalTimeout bounds one evaluation (default 100ms).
 	EvalTimeout Duration `yaml:"eval_timeout"`
+	// Bundle loads policy and data from an OPA bundle server instead of
+	// Paths (use one or the other).
+	Bundle *Bundle `yaml:"bundle"`
+}
+
+// Bundle is an OPA bundle served over HTTP, polled with ETags.
+type Bundle struct {
+	// URL of the bundle (.tar.gz); https except for loopback hosts.
+	URL string `yaml:"url"`
+	// PollMin and PollMax bound the polling interval and the retry backoff
+	// (defaults 10s and 30s).
+	PollMin Duration `yaml:"poll_min"`
+	PollMax Duration `yaml:"poll_max"`
+	// BearerTokenFile is read before every request and sent as
+	// Authorization: Bearer (a rotated token is picked up).
+	BearerTokenFile string `yaml:"bearer_token_file"`
+	// Signing makes signed bundles mandatory and verifies them.
+	Signing *BundleSigning `yaml:"signing"`
+}
+
+// BundleSigning verifies OPA bundle signatures (.signatures.json).
+type BundleSigning struct {
+	// PublicKeyFile (PEM) for RS*, PS*, ES*; SecretFile for HS*. Exactly one.
+	PublicKeyFile string `yaml:"public_key_file"`
+	SecretFile    string `yaml:"secret_file"`
+	// Algorithm of the signature (default RS256).
+	Algorithm string `yaml:"algorithm"`
+	// KeyID names the key; informational.
+	KeyID string `yaml:"key_id"`
+	// Scope, when set, must equal the signature's scope claim.
+	Scope string `yaml:"scope"`
 }
 
 // MCP describes the MCP endpoints behind Envoy.

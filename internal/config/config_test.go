@@ -168,3 +168,130 @@ issuers: [{issuer: "http://127.0.0.1:9193", jwks_file: "`+jwks+`"}]
 		t.Fatalf("Parse(loopback) = %v", err)
 	}
 }
+
+func TestIntrospectionDefaults(t *testing.T) {
+	secret := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(secret, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Parse("c.yaml", []byte(`
+resource: https://mcp.example.com/mcp
+authorization_servers: [https://as.example.com]
+issuers:
+  - issuer: https://as.example.com
+    max_lifetime: 24h
+    introspection:
+      endpoint: https://as.example.com/oauth2/introspect
+      client_id: mcpauthz
+      client_secret_file: `+secret+`
+`))
+	if err != nil {
+		t.Fatalf("Parse = %v", err)
+	}
+	is := cfg.Issuers[0]
+	want := &Introspection{
+		Endpoint: "https://as.example.com/oauth2/introspect", ClientID: "mcpauthz", ClientSecretFile: secret,
+		CacheTTL: Duration(5 * time.Minute), NegativeCacheTTL: Duration(10 * time.Second), Timeout: Duration(2 * time.Second),
+		MaxConcurrent: 16, RateLimit: 100,
+	}
+	if diff := cmp.Diff(want, is.Introspection); diff != "" {
+		t.Errorf("introspection defaults (-want +got):\n%s", diff)
+	}
+	if is.MaxLifetime.D() != 24*time.Hour {
+		t.Errorf("max_lifetime = %v", is.MaxLifetime.D())
+	}
+	// Without introspection nothing is added, and max_lifetime stays 0
+	// (unlimited).
+	cfg, err = Parse("c.yaml", []byte(good))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Issuers[0].Introspection != nil || cfg.Issuers[0].MaxLifetime != 0 {
+		t.Errorf("defaults added introspection %+v or max_lifetime %v", cfg.Issuers[0].Introspection, cfg.Issuers[0].MaxLifetime)
+	}
+}
+
+func TestIntrospectionProblems(t *testing.T) {
+	secret := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(secret, []byte("s3cret"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("MCPAUTHZ_TEST_SECRET", "s3cret")
+	head := "resource: https://mcp.example.com/mcp\nauthorization_servers: [https://as.example.com]\nissuers:\n"
+	tests := []struct {
+		name string
+		yaml string
+		want []string
+	}{
+		{
+			name: "two issuers with introspection",
+			yaml: head +
+				"  - issuer: https://as.example.com\n" +
+				"    introspection: {endpoint: https://as.example.com/introspect, client_id: a, client_secret_file: " + secret + "}\n" +
+				"  - issuer: https://other.example.com\n" +
+				"    introspection: {endpoint: https://other.example.com/introspect, client_id: b, client_secret_env: MCPAUTHZ_TEST_SECRET}\n",
+			want: []string{`c.yaml:7: issuers[1].introspection: only one issuer may use introspection; issuers[0] already does (opaque tokens would be sent to the wrong authorization server)`},
+		},
+		{
+			name: "bad values",
+			yaml: head +
+				"  - issuer: https://login.microsoftonline.com/{tenantid}/v2.0\n" +
+				"    jwks_uri: https://login.microsoftonline.com/common/discovery/v2.0/keys\n" +
+				"    max_lifetime: -1h\n" +
+				"    introspection:\n" +
+				"      endpoint: http://as.example.com/introspect\n" +
+				"      client_secret_env: MCPAUTHZ_TEST_UNSET_VARIABLE\n" +
+				"      cache_ttl: -1s\n" +
+				"      negative_cache_ttl: -1s\n" +
+				"      timeout: 1m\n" +
+				"      max_concurrent: 5000\n" +
+				"      rate_limit: -3\n",
+			want: []string{
+				`c.yaml:6: issuers[0].max_lifetime: must not be negative (0 means unlimited)`,
+				`c.yaml:7: issuers[0].introspection: not supported for an issuer pattern: the introspection answer cannot select a tenant`,
+				`c.yaml:8: issuers[0].introspection.endpoint: "http://as.example.com/introspect" must use https (http is allowed only for loopback hosts)`,
+				`c.yaml:7: issuers[0].introspection.client_id: required: introspection endpoints must authenticate the caller (RFC 7662 §2.1)`,
+				`c.yaml:9: issuers[0].introspection.client_secret_env: environment variable MCPAUTHZ_TEST_UNSET_VARIABLE is not set or empty`,
+				`c.yaml:10: issuers[0].introspection.cache_ttl: must be positive (it bounds how long a revoked token is still accepted)`,
+				`c.yaml:11: issuers[0].introspection.negative_cache_ttl: must be positive`,
+				`c.yaml:12: issuers[0].introspection.timeout: must be positive and at most 30s`,
+				`c.yaml:13: issuers[0].introspection.max_concurrent: must be between 1 and 1024`,
+				`c.yaml:14: issuers[0].introspection.rate_limit: must be between 1 and 100000 calls per second`,
+			},
+		},
+		{
+			name: "secrets",
+			yaml: head +
+				"  - issuer: https://as.example.com\n" +
+				"    introspection:\n" +
+				"      endpoint: https://user:pw@as.example.com/introspect#x\n" +
+				"      client_id: a\n" +
+				"      client_secret_file: /nonexistent/secret\n" +
+				"      client_secret_env: MCPAUTHZ_TEST_SECRET\n",
+			want: []string{
+				`c.yaml:6: issuers[0].introspection.endpoint: must not contain user information (use client_id and the client secret)`,
+				`c.yaml:6: issuers[0].introspection.endpoint: must not contain a fragment`,
+				`c.yaml:5: issuers[0].introspection: set exactly one of client_secret_file or client_secret_env`,
+			},
+		},
+		{
+			name: "missing secret file",
+			yaml: head +
+				"  - issuer: https://as.example.com\n" +
+				"    introspection: {endpoint: https://as.example.com/i, client_id: a, client_secret_file: /nonexistent/secret}\n",
+			want: []string{`c.yaml:5: issuers[0].introspection.client_secret_file: cannot read "/nonexistent/secret"`},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse("c.yaml", []byte(tt.yaml))
+			if err == nil {
+				t.Fatalf("Parse() = nil, want errors")
+			}
+			got := strings.Split(err.Error(), "\n")
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("Parse() problems (-want +got):\n%s", diff)
+			}
+		})
+	}
+}

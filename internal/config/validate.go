@@ -96,6 +96,23 @@ func (is *Issuer) applyDefaults(resource string) {
 	if is.JWKS.FetchTimeout == 0 {
 		is.JWKS.FetchTimeout = Duration(DefaultFetchTimeout)
 	}
+	if in := is.Introspection; in != nil {
+		if in.CacheTTL == 0 {
+			in.CacheTTL = Duration(DefaultIntrospectionCacheTTL)
+		}
+		if in.NegativeCacheTTL == 0 {
+			in.NegativeCacheTTL = Duration(DefaultIntrospectionNegativeCacheTTL)
+		}
+		if in.Timeout == 0 {
+			in.Timeout = Duration(DefaultIntrospectionTimeout)
+		}
+		if in.MaxConcurrent == 0 {
+			in.MaxConcurrent = DefaultIntrospectionMaxConcurrent
+		}
+		if in.RateLimit == 0 {
+			in.RateLimit = DefaultIntrospectionRateLimit
+		}
+	}
 }
 
 // knownAlgorithms are the JWS algorithms an issuer may list.
@@ -139,12 +156,22 @@ func (c *Config) Validate() error {
 		v.add("issuers", "at least one trusted issuer is required")
 	}
 	seen := map[string]int{}
+	introspecting := -1
 	for i := range c.Issuers {
 		key := fmt.Sprintf("issuers[%d]", i)
 		if j, dup := seen[c.Issuers[i].Issuer]; dup && c.Issuers[i].Issuer != "" {
 			v.add(key+".issuer", fmt.Sprintf("duplicate of issuers[%d]", j))
 		}
 		seen[c.Issuers[i].Issuer] = i
+		if c.Issuers[i].Introspection != nil {
+			if introspecting >= 0 {
+				// Opaque tokens carry no issuer: each would be sent to every
+				// introspecting server, leaking it to all but its own.
+				v.add(key+".introspection", fmt.Sprintf("only one issuer may use introspection; issuers[%d] already does (opaque tokens would be sent to the wrong authorization server)", introspecting))
+			} else {
+				introspecting = i
+			}
+		}
 		c.Issuers[i].validate(&v, key)
 	}
 	for i, p := range c.Policy.Paths {
@@ -155,6 +182,27 @@ func (c *Config) Validate() error {
 	}
 	if c.Policy.EvalTimeout < 0 {
 		v.add("policy.eval_timeout", "must be positive")
+	}
+	if b := c.Policy.Bundle; b != nil {
+		if len(c.Policy.Paths) > 0 {
+			v.add("policy.bundle", "set either policy.paths or policy.bundle, not both")
+		}
+		if b.URL == "" {
+			v.add("policy.bundle.url", "required")
+		} else {
+			v.url("policy.bundle.url", b.URL)
+		}
+		if b.PollMin < 0 || b.PollMax < 0 || b.PollMax > 0 && b.PollMax < b.PollMin {
+			v.add("policy.bundle.poll_max", "poll_min and poll_max must be positive and poll_max ≥ poll_min")
+		}
+		v.file("policy.bundle.bearer_token_file", b.BearerTokenFile)
+		if sg := b.Signing; sg != nil {
+			if (sg.PublicKeyFile == "") == (sg.SecretFile == "") {
+				v.add("policy.bundle.signing", "set exactly one of public_key_file or secret_file")
+			}
+			v.file("policy.bundle.signing.public_key_file", sg.PublicKeyFile)
+			v.file("policy.bundle.signing.secret_file", sg.SecretFile)
+		}
 	}
 	for i, p := range c.MCP.Paths {
 		key := fmt.Sprintf("mcp.paths[%d]", i)
@@ -168,6 +216,9 @@ func (c *Config) Validate() error {
 		if err != nil || u.Scheme == "" || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
 			v.add(key, fmt.Sprintf("%q is not an origin (scheme://host[:port])", o))
 		}
+	}
+	if c.TokenCacheSize < -1 || c.TokenCacheSize > 10_000_000 {
+		v.add("token_cache_size", "must be -1 (disabled), 0 (default 10000) or a size up to 10000000")
 	}
 	if c.MCP.MaxBatch < 1 {
 		v.add("mcp.max_batch", "must be at least 1")
@@ -270,6 +321,9 @@ func (is *Issuer) validate(v *validator, key string) {
 	if is.MaxTokenSize < 256 || is.MaxTokenSize > 1<<20 {
 		v.add(key+".max_token_size", "must be between 256 and 1048576 bytes")
 	}
+	if is.MaxLifetime < 0 {
+		v.add(key+".max_lifetime", "must not be negative (0 means unlimited)")
+	}
 	j := is.JWKS
 	if j.MinRefresh.D() < time.Second {
 		v.add(key+".jwks.min_refresh", "must be at least 1s")
@@ -284,18 +338,54 @@ func (is *Issuer) validate(v *validator, key string) {
 		v.add(key+".jwks.fetch_timeout", "must be positive")
 	}
 	if in := is.Introspection; in != nil {
-		ik := key + ".introspection"
-		if in.Endpoint == "" {
-			v.add(ik+".endpoint", "required")
-		} else {
-			v.url(ik+".endpoint", in.Endpoint)
+		is.validateIntrospection(v, key+".introspection")
+	}
+}
+
+func (is *Issuer) validateIntrospection(v *validator, ik string) {
+	in := is.Introspection
+	if strings.Contains(is.Issuer, "{tenantid}") {
+		v.add(ik, "not supported for an issuer pattern: the introspection answer cannot select a tenant")
+	}
+	if in.Endpoint == "" {
+		v.add(ik+".endpoint", "required")
+	} else if u := v.url(ik+".endpoint", in.Endpoint); u != nil {
+		if u.User != nil {
+			v.add(ik+".endpoint", "must not contain user information (use client_id and the client secret)")
 		}
-		if in.ClientID == "" {
-			v.add(ik+".client_id", "required: introspection endpoints must authenticate the caller (RFC 7662 §2.1)")
+		if u.Fragment != "" || strings.Contains(in.Endpoint, "#") {
+			v.add(ik+".endpoint", "must not contain a fragment")
 		}
-		if (in.ClientSecretFile == "") == (in.ClientSecretEnv == "") {
-			v.add(ik, "set exactly one of client_secret_file or client_secret_env")
+	}
+	if in.ClientID == "" {
+		v.add(ik+".client_id", "required: introspection endpoints must authenticate the caller (RFC 7662 §2.1)")
+	}
+	switch {
+	case (in.ClientSecretFile == "") == (in.ClientSecretEnv == ""):
+		v.add(ik, "set exactly one of client_secret_file or client_secret_env")
+	case in.ClientSecretFile != "":
+		if _, err := os.Stat(in.ClientSecretFile); err != nil {
+			v.add(ik+".client_secret_file", fmt.Sprintf("cannot read %q", in.ClientSecretFile))
 		}
+	default:
+		if os.Getenv(in.ClientSecretEnv) == "" {
+			v.add(ik+".client_secret_env", fmt.Sprintf("environment variable %s is not set or empty", in.ClientSecretEnv))
+		}
+	}
+	if in.CacheTTL <= 0 {
+		v.add(ik+".cache_ttl", "must be positive (it bounds how long a revoked token is still accepted)")
+	}
+	if in.NegativeCacheTTL <= 0 {
+		v.add(ik+".negative_cache_ttl", "must be positive")
+	}
+	if in.Timeout <= 0 || in.Timeout.D() > 30*time.Second {
+		v.add(ik+".timeout", "must be positive and at most 30s")
+	}
+	if in.MaxConcurrent < 1 || in.MaxConcurrent > 1024 {
+		v.add(ik+".max_concurrent", "must be between 1 and 1024")
+	}
+	if in.RateLimit < 1 || in.RateLimit > 100000 {
+		v.add(ik+".rate_limit", "must be between 1 and 100000 calls per second")
 	}
 }
 
@@ -305,6 +395,16 @@ type validator struct{ errs []error }
 func (v *validator) add(key, msg string) { v.errs = append(v.errs, Problem{Key: key, Msg: msg}) }
 
 func (v *validator) err() error { return errors.Join(v.errs...) }
+
+// file checks that an optional file path is readable.
+func (v *validator) file(key, path string) {
+	if path == "" {
+		return
+	}
+	if _, err := os.Stat(path); err != nil {
+		v.add(key, fmt.Sprintf("cannot read %q", path))
+	}
+}
 
 func (v *validator) addr(key, a string) {
 	if _, port, err := net.SplitHostPort(a); err != nil || port == "" {

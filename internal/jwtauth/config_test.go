@@ -30,7 +30,7 @@ func TestNewVerifierRejectsBadConfig(t *testing.T) {
 		{"no-issuers", nil, testAud, "no issuers"},
 		{"empty-issuer", with(func(c *config.Issuer) { c.Issuer = "" }), testAud, "issuer is empty"},
 		{"two-tenant-placeholders", with(func(c *config.Issuer) { c.Issuer = "https://x/{tenantid}/{tenantid}" }), testAud, "more than once"},
-		{"introspection", with(func(c *config.Issuer) { c.Introspection = &config.Introspection{Endpoint: "https://x"} }), testAud, "introspection not supported yet"},
+		{"introspection-without-client", with(func(c *config.Issuer) { c.Introspection = &config.Introspection{Endpoint: "https://x"} }), testAud, "client_id is empty"},
 		{"negative-leeway", with(func(c *config.Issuer) { c.Leeway = config.Duration(-time.Second) }), testAud, "leeway must not be negative"},
 		{"max-refresh-below-min", with(func(c *config.Issuer) {
 			c.JWKS.MinRefresh = config.Duration(time.Hour)

@@ -1,5 +1,6 @@
-// Package jwtauth extracts bearer tokens and verifies JWT access tokens
-// against the configured issuers.
+// Package jwtauth extracts bearer tokens and verifies access tokens against
+// the configured issuers: JWT access tokens locally, opaque tokens by RFC
+// 7662 introspection.
 //
 // # Errors
 //
@@ -7,9 +8,71 @@
 // attribute), ErrMalformedHeader (several comma-joined values: 400) or an
 // error wrapping ErrInvalidToken and ErrMalformed (401 invalid_token).
 // Verifier.Verify wraps ErrInvalidToken and one precise sentinel for every
-// rejection (see Reason), except ErrKeysUnavailable, which means the
-// verifier cannot decide yet (503). Error messages never contain token
-// material.
+// rejection (see Reason), except the errors that mean the verifier cannot
+// decide (503): ErrKeysUnavailable (no key set yet) and the introspection
+// failures ErrUnavailable and ErrRateLimited, which wrap
+// ErrKeysUnavailable so that errors.Is(err, ErrKeysUnavailable) holds for
+// every cannot-decide error. Reason maps every error to a label of a
+// closed set (Reasons). Error messages never contain token material or
+// secrets.
+//
+// # Routing
+//
+// A token with the shape of a compact JWS (three dot-separated segments
+// whose first decodes, leniently, to a JSON object with an alg member)
+// takes the JWT path only. When an issuer has introspection (at most one
+// may: an opaque token names no issuer, so a second endpoint would receive
+// the first one's tokens), every other token takes the introspection path
+// only; without one, it fails as a malformed JWT. A token that fails on
+// its path is never tried on the other (I-09). An issuer with
+// introspection and no jwks_uri, jwks_file or hmac_secret_file takes no
+// JWTs (ErrType) and discovers no keys.
+//
+// # Introspection
+//
+// The token is POSTed (form-urlencoded, token_type_hint=access_token) to
+// the configured endpoint with HTTP Basic client authentication, client ID
+// and secret each form-urlencoded first (RFC 7662 §2.1, RFC 6749 §2.3.1).
+// Redirects are not followed; the answer is read up to 1 MiB within the
+// timeout. A transport or TLS error, a timeout, a status other than 200,
+// a larger body or one that is not a JSON object is ErrUnavailable. The
+// object is then read strictly (see issuer.introspectionIdentity): a
+// duplicate name or a non-boolean active is ErrIntrospectionResponse,
+// active false is ErrInactive, then token_type, iss, the time claims, aud
+// (checked only when present: without it, audience binding rests on the
+// authorization server), required claims and cnf are checked.
+//
+// Concurrent requests with the same token share one call (single-flight).
+// The call runs detached from the requests, within the timeout: a request
+// whose context ends stops waiting (ErrUnavailable) without cancelling the
+// call for the others. A new call needs a free slot of max_concurrent and
+// a token of the per-issuer bucket (rate_limit per second, burst of the
+// same size, on Options.Clock); otherwise the request fails at once with
+// ErrRateLimited, so a flood of random tokens costs the endpoint at most
+// rate_limit calls per second (I-08). Active answers go to the verified-
+// token cache until min(exp, now + cache_ttl); definitive rejections of a
+// valid answer (inactive, wrong audience, ...) go to a separate bounded
+// negative cache for negative_cache_ttl; failures and invalid answers are
+// never cached.
+//
+// # Verified-token cache
+//
+// Successful verifications (JWT or introspection) are kept in a bounded
+// cache (Options.CacheSize entries, default 10000; CLOCK eviction, sharded)
+// keyed by the SHA-256 of the token; the token itself is never kept. An
+// entry is never served at or after the token's exp (nor after cache_ttl
+// for introspection), and a hit checks the time claims again against the
+// clock, so it decides exactly as a full verification would. Only
+// successes are cached: invalid tokens can neither grow the cache nor
+// evict valid entries. One token may have several valid spellings
+// (high-s ECDSA, J-41); each is its own entry, which the bound makes
+// harmless. When a key set refresh removes a key (no key with the same kid
+// and public key in the new set), the entries verified with it are purged
+// a per-issuer generation counter keeps a verification that loaded
+// the old set from re-inserting its result after the purge. Revocation is
+// the policy's job and runs on every request after Verify, cached or not.
+// Identities returned share their slices with the cache and must not be
+// modified.
 //
 // # Parsing
 //
@@ -31,6 +94,8 @@
 //     x5t#S256 are ignored: keys come only from the issuer's configured or
 //     discovered key set.
 //   - typ is checked only for issuers with token_type at+jwt.
+//   - max_lifetime, when set, bounds exp - iat (exp - now - leeway
+//     without iat): ErrLifetime (J-23).
 //   - A token without kid is accepted only when its issuer's set has
 //     exactly one usable key; otherwise it fails with ErrUnknownKey (and no
 //     refetch, which could not help).

@@ -351,8 +351,10 @@ func reasonOf(err error) string {
 			return r.reason
 		}
 	}
-	if err == ErrKeysUnavailable {
-		return "keys_unavailable"
+	for _, r := range unavailableReasons {
+		if r.err == err {
+			return r.reason
+		}
 	}
 	return "invalid_token"
 }
@@ -372,7 +374,11 @@ func checkErr(tb testing.TB, what string, err, want error) {
 	if !errors.Is(err, want) {
 		tb.Fatalf("%s = %v, want errors.Is %v", what, err, want)
 	}
-	if want != ErrKeysUnavailable && !errors.Is(err, ErrInvalidToken) {
+	if errors.Is(want, ErrKeysUnavailable) {
+		if errors.Is(err, ErrInvalidToken) {
+			tb.Fatalf("%s = %v: a cannot-decide error wraps ErrInvalidToken", what, err)
+		}
+	} else if !errors.Is(err, ErrInvalidToken) {
 		tb.Fatalf("%s = %v, does not wrap ErrInvalidToken", what, err)
 	}
 	if got := Reason(err); got != reasonOf(want) {

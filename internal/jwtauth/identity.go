@@ -2,9 +2,14 @@ package jwtauth
 
 import (
 	"errors"
+	"slices"
 )
 
 // Identity is a verified access token, reduced to what authorization needs.
+//
+// Identities returned by Verify may share their slices with the
+// verified-token cache and with other requests: callers must not modify
+// them.
 type Identity struct {
 	Issuer   string
 	Subject  string
@@ -16,7 +21,9 @@ type Identity struct {
 	// JTI is the token identifier, empty when absent.
 	JTI string
 	// Claims is the verified JSON payload of the token, as sent by the issuer
-	// (strict JSON: a payload with duplicate names is rejected).
+	// (strict JSON: a payload with duplicate names is rejected). For an
+	// opaque token it is the introspection answer (RFC 7662 §2.2), as sent
+	// by the authorization server.
 	Claims []byte
 	// Expiry is the exp claim as Unix seconds (0 when the token has none,
 	// which only introspection results may lack).
@@ -47,27 +54,103 @@ var (
 	ErrIssuer         = errors.New("issuer mismatch")
 	ErrInactive       = errors.New("token inactive")
 	ErrRevoked        = errors.New("token revoked")
+	// ErrLifetime means exp - iat (or exp - now without iat) exceeds the
+	// issuer's max_lifetime (J-23).
+	ErrLifetime = errors.New("token lifetime exceeds max_lifetime")
+	// ErrIntrospectionResponse means the introspection endpoint answered
+	// 200 with a JSON object that is not a valid RFC 7662 answer
+	// (duplicate names, active missing or not a boolean, claims of the
+	// wrong type). The token is rejected (401), as if inactive, and the
+	// answer is not cached.
+	ErrIntrospectionResponse = errors.New("invalid introspection response")
 )
 
-// Reason maps a Verify error to a short, closed-set identifier for logs and
-// metric labels ("expired", "bad_signature", ...). It never includes token
-// material.
+// The errors of introspection that mean "cannot decide". Both wrap
+// ErrKeysUnavailable, so errors.Is(err, ErrKeysUnavailable) holds and
+// callers that answer 503 for it need no change; Reason tells them apart.
+var (
+	// ErrUnavailable means the introspection endpoint could not be asked
+	// or did not answer usably: transport or TLS error, timeout, a status
+	// other than 200, a body over 1 MiB or one that is not a JSON object.
+	ErrUnavailable error = &unavailableError{"introspection unavailable", ErrKeysUnavailable}
+	// ErrRateLimited means the token needed an introspection call and the
+	// issuer's max_concurrent or rate_limit was reached (I-08). It wraps
+	// ErrUnavailable.
+	ErrRateLimited error = &unavailableError{"introspection rate limit exceeded", ErrUnavailable}
+)
+
+// unavailableError is a sentinel that wraps a more general one.
+type unavailableError struct {
+	msg    string
+	parent error
+}
+
+func (e *unavailableError) Error() string { return e.msg }
+func (e *unavailableError) Unwrap() error { return e.parent }
+
+// Reason maps an error of ExtractBearer or Verify to a short identifier
+// for logs and metric labels. It never includes token material. The set
+// of labels is closed (see Reasons):
+//
+//	no_token                    ErrNoBearer
+//	malformed_header            ErrMalformedHeader
+//	token_too_large             ErrTooLarge
+//	malformed_token             ErrMalformed
+//	unknown_issuer              ErrUnknownIssuer
+//	unknown_key                 ErrUnknownKey
+//	algorithm_not_allowed       ErrAlgorithm
+//	critical_header             ErrCritical
+//	wrong_token_type            ErrType
+//	bad_signature               ErrBadSignature
+//	expired                     ErrExpired
+//	not_yet_valid               ErrNotYetValid
+//	issued_in_future            ErrIssuedInFuture
+//	lifetime_too_long           ErrLifetime
+//	missing_claim               ErrMissingClaim
+//	wrong_audience              ErrAudience
+//	wrong_issuer                ErrIssuer
+//	inactive                    ErrInactive
+//	revoked                     ErrRevoked
+//	bad_introspection_response  ErrIntrospectionResponse
+//	introspection_rate_limited  ErrRateLimited
+//	introspection_unavailable   ErrUnavailable
+//	keys_unavailable            ErrKeysUnavailable
+//	invalid_token               any other error
 func Reason(err error) string {
 	for _, r := range reasons {
 		if errors.Is(err, r.err) {
 			return r.reason
 		}
 	}
-	if errors.Is(err, ErrKeysUnavailable) {
-		return "keys_unavailable"
+	for _, r := range unavailableReasons {
+		if errors.Is(err, r.err) {
+			return r.reason
+		}
 	}
 	return "invalid_token"
 }
 
+// Reasons returns every label Reason can return, sorted.
+func Reasons() []string {
+	out := []string{"invalid_token"}
+	for _, r := range reasons {
+		out = append(out, r.reason)
+	}
+	for _, r := range unavailableReasons {
+		out = append(out, r.reason)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// reasons are the precise causes of a rejection: a Verify error wraps
+// exactly one of them (besides ErrInvalidToken).
 var reasons = []struct {
 	err    error
 	reason string
 }{
+	{ErrNoBearer, "no_token"},
+	{ErrMalformedHeader, "malformed_header"},
 	{ErrTooLarge, "token_too_large"},
 	{ErrMalformed, "malformed_token"},
 	{ErrUnknownIssuer, "unknown_issuer"},
@@ -79,9 +162,21 @@ var reasons = []struct {
 	{ErrExpired, "expired"},
 	{ErrNotYetValid, "not_yet_valid"},
 	{ErrIssuedInFuture, "issued_in_future"},
+	{ErrLifetime, "lifetime_too_long"},
 	{ErrMissingClaim, "missing_claim"},
 	{ErrAudience, "wrong_audience"},
 	{ErrIssuer, "wrong_issuer"},
 	{ErrInactive, "inactive"},
 	{ErrRevoked, "revoked"},
+	{ErrIntrospectionResponse, "bad_introspection_response"},
+}
+
+// unavailableReasons label the cannot-decide errors, most precise first.
+var unavailableReasons = []struct {
+	err    error
+	reason string
+}{
+	{ErrRateLimited, "introspection_rate_limited"},
+	{ErrUnavailable, "introspection_unavailable"},
+	{ErrKeysUnavailable, "keys_unavailable"},
 }

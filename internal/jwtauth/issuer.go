@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/go-json-experiment/json/jsontext"
 	"github.com/mcpauthz/mcpauthz/internal/config"
 )
 
@@ -24,6 +25,12 @@ const (
 	defaultMaxRefresh         = time.Hour
 	defaultUnknownKIDInterval = 10 * time.Second
 	defaultFetchTimeout       = 5 * time.Second
+
+	defaultIntrospectionCacheTTL    = 5 * time.Minute
+	defaultIntrospectionNegativeTTL = 10 * time.Second
+	defaultIntrospectionTimeout     = 2 * time.Second
+	defaultIntrospectionConcurrency = 16
+	defaultIntrospectionRate        = 100
 
 	tokenTypeAny   = "any"
 	tokenTypeATJWT = "at+jwt"
@@ -84,6 +91,7 @@ type issuer struct {
 	claimScopes    []claimScope
 	requiredClaims []string
 	maxTokenSize   int
+	maxLifetime    time.Duration // 0: unlimited
 
 	jwksURI            string // configured; empty means discovery or static
 	jwksFile           string
@@ -96,8 +104,29 @@ type issuer struct {
 	// keys is the current verification set; nil until the first usable set
 	// is loaded. It is never replaced by an empty set.
 	keys atomic.Pointer[keySet]
+	// keyGen counts the key set replacements that removed keys. A token
+	// verified with a set loaded at one generation is cached only if the
+	// generation has not moved when it is inserted (see purgeRemovedKeys).
+	keyGen atomic.Uint64
 	// remote fetches keys over HTTP; nil for jwks_file and HMAC-only issuers.
 	remote *remoteKeys
+
+	// introspection is set for the (single) issuer that introspects
+	// opaque tokens.
+	introspection *introspectionConfig
+}
+
+// introspectionConfig is config.Introspection with defaults applied and
+// the client secret read.
+type introspectionConfig struct {
+	endpoint      string
+	clientID      string
+	clientSecret  string
+	cacheTTL      time.Duration
+	negativeTTL   time.Duration
+	timeout       time.Duration
+	maxConcurrent int
+	rateLimit     int
 }
 
 type claimScope struct {
@@ -121,6 +150,7 @@ func newIssuer(c config.Issuer, defaultAudience string) (*issuer, error) {
 		maxRefresh:         durationOr(c.JWKS.MaxRefresh, defaultMaxRefresh),
 		unknownKIDInterval: durationOr(c.JWKS.UnknownKIDInterval, defaultUnknownKIDInterval),
 		fetchTimeout:       durationOr(c.JWKS.FetchTimeout, defaultFetchTimeout),
+		maxLifetime:        c.MaxLifetime.D(),
 	}
 
 	switch n := strings.Count(c.Issuer, tenantPlaceholder); {
@@ -134,8 +164,11 @@ func newIssuer(c config.Issuer, defaultAudience string) (*issuer, error) {
 	}
 
 	if c.Introspection != nil {
-		// TODO(introspection): RFC 7662 for opaque tokens is a later issue.
-		fail("introspection not supported yet")
+		ic, err := newIntrospectionConfig(c.Introspection, is.pattern)
+		if err != nil {
+			fail("introspection: %w", err)
+		}
+		is.introspection = ic
 	}
 
 	if is.maxTokenSize == 0 {
@@ -146,6 +179,7 @@ func newIssuer(c config.Issuer, defaultAudience string) (*issuer, error) {
 	for name, d := range map[string]config.Duration{
 		"leeway": c.Leeway, "jwks.min_refresh": c.JWKS.MinRefresh, "jwks.max_refresh": c.JWKS.MaxRefresh,
 		"jwks.unknown_kid_interval": c.JWKS.UnknownKIDInterval, "jwks.fetch_timeout": c.JWKS.FetchTimeout,
+		"max_lifetime": c.MaxLifetime,
 	} {
 		if d < 0 {
 			fail("%s must not be negative", name)
@@ -233,6 +267,10 @@ func newIssuer(c config.Issuer, defaultAudience string) (*issuer, error) {
 	case c.JWKSFile != "" || hmacOnly:
 	case is.pattern:
 		fail("an issuer with %s needs jwks_uri or jwks_file (discovery needs a concrete issuer)", tenantPlaceholder)
+	case c.Introspection != nil:
+		// Introspection only: an opaque-token server need not publish
+		// keys, and readiness must not wait for them. Set jwks_uri (or
+		// jwks_file) to accept the issuer's JWTs too.
 	default:
 		is.discovery = true
 		if err := checkFetchURL(c.Issuer); err != nil {
@@ -245,10 +283,132 @@ func newIssuer(c config.Issuer, defaultAudience string) (*issuer, error) {
 	return is, nil
 }
 
+// newIntrospectionConfig applies defaults to c, validates it and reads
+// the client secret.
+func newIntrospectionConfig(c *config.Introspection, pattern bool) (*introspectionConfig, error) {
+	var errs []error
+	fail := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	ic := &introspectionConfig{
+		endpoint:      c.Endpoint,
+		clientID:      c.ClientID,
+		cacheTTL:      durationOr(c.CacheTTL, defaultIntrospectionCacheTTL),
+		negativeTTL:   durationOr(c.NegativeCacheTTL, defaultIntrospectionNegativeTTL),
+		timeout:       durationOr(c.Timeout, defaultIntrospectionTimeout),
+		maxConcurrent: c.MaxConcurrent,
+		rateLimit:     c.RateLimit,
+	}
+	if pattern {
+		fail("not supported for an issuer with %s", tenantPlaceholder)
+	}
+	if c.Endpoint == "" {
+		fail("endpoint is empty")
+	} else if err := checkFetchURL(c.Endpoint); err != nil {
+		fail("endpoint: %w", err)
+	}
+	if c.ClientID == "" {
+		fail("client_id is empty")
+	}
+	switch {
+	case (c.ClientSecretFile == "") == (c.ClientSecretEnv == ""):
+		fail("set exactly one of client_secret_file and client_secret_env")
+	case c.ClientSecretFile != "":
+		b, err := os.ReadFile(c.ClientSecretFile)
+		if err != nil {
+			fail("client_secret_file: %w", err)
+		}
+		ic.clientSecret = string(bytes.TrimRight(b, "\r\n"))
+		if err == nil && ic.clientSecret == "" {
+			fail("client_secret_file is empty")
+		}
+	default:
+		ic.clientSecret = os.Getenv(c.ClientSecretEnv)
+		if ic.clientSecret == "" {
+			fail("client_secret_env: %s is not set or empty", c.ClientSecretEnv)
+		}
+	}
+	for name, d := range map[string]config.Duration{"cache_ttl": c.CacheTTL, "negative_cache_ttl": c.NegativeCacheTTL, "timeout": c.Timeout} {
+		if d < 0 {
+			fail("%s must not be negative", name)
+		}
+	}
+	switch {
+	case c.MaxConcurrent == 0:
+		ic.maxConcurrent = defaultIntrospectionConcurrency
+	case c.MaxConcurrent < 0:
+		fail("max_concurrent must be positive")
+	}
+	switch {
+	case c.RateLimit == 0:
+		ic.rateLimit = defaultIntrospectionRate
+	case c.RateLimit < 0:
+		fail("rate_limit must be positive")
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return ic, nil
+}
+
 // needsKeys reports whether the issuer verifies with a key set (it does
-// unless it is HMAC-only).
+// unless it is HMAC-only or introspection-only).
 func (is *issuer) needsKeys() bool {
 	return is.jwksURI != "" || is.jwksFile != "" || is.discovery
+}
+
+// acceptsJWT reports whether the issuer can verify JWTs: it has a key set
+// or an HMAC secret.
+func (is *issuer) acceptsJWT() bool {
+	return is.needsKeys() || is.hmacKey != nil
+}
+
+// tokenTimes are the time claims of a token (JWT claims or introspection
+// answer).
+type tokenTimes struct {
+	exp, nbf, iat          time.Time
+	hasExp, hasNbf, hasIat bool
+}
+
+// readTimes reads exp, nbf and iat (RFC 7519 NumericDates).
+func readTimes(c map[string]jsontext.Value) (tokenTimes, error) {
+	var t tokenTimes
+	var err error
+	if t.exp, t.hasExp, err = numericDate(c, "exp"); err != nil {
+		return t, err
+	}
+	if t.nbf, t.hasNbf, err = numericDate(c, "nbf"); err != nil {
+		return t, err
+	}
+	if t.iat, t.hasIat, err = numericDate(c, "iat"); err != nil {
+		return t, err
+	}
+	return t, nil
+}
+
+// checkTimes checks the time claims at now, each with the issuer's leeway
+// for clock skew: exp (the token is rejected from exp + leeway on), nbf,
+// iat, and the issuer's max_lifetime: exp - iat, or without iat exp - now
+// (then with the leeway added, for the skew). Absent claims are not
+// checked here (JWTs require exp before).
+func (is *issuer) checkTimes(t tokenTimes, now time.Time) error {
+	if t.hasExp && !now.Before(t.exp.Add(is.leeway)) {
+		return invalid(ErrExpired, "token expired")
+	}
+	if t.hasNbf && t.nbf.After(now.Add(is.leeway)) {
+		return invalid(ErrNotYetValid, "nbf is in the future")
+	}
+	if t.hasIat && t.iat.After(now.Add(is.leeway)) {
+		return invalid(ErrIssuedInFuture, "iat is in the future")
+	}
+	if is.maxLifetime > 0 && t.hasExp {
+		if t.hasIat {
+			if t.exp.Sub(t.iat) > is.maxLifetime {
+				return invalid(ErrLifetime, "exp - iat exceeds max_lifetime (%s)", is.maxLifetime)
+			}
+		} else if t.exp.Sub(now) > is.maxLifetime+is.leeway {
+			return invalid(ErrLifetime, "exp is further than max_lifetime (%s) away and the token has no iat", is.maxLifetime)
+		}
+	}
+	return nil
 }
 
 func (is *issuer) ready() bool {

@@ -247,7 +247,8 @@ func (r *remoteKeys) postFetch(u string, set jwk.Set) (jwk.Set, error) {
 		r.v.log.Warn("jwks rejected", append([]any{"issuer", r.iss.name, "jwks_uri", u, "error", err.Error()}, st.logAttrs()...)...)
 		return nil, err
 	}
-	r.iss.keys.Store(ks)
+	old := r.iss.keys.Swap(ks)
+	r.v.purgeRemovedKeys(r.iss, old, ks)
 	r.v.log.Info("jwks loaded", append([]any{"issuer", r.iss.name, "jwks_uri", u}, st.logAttrs()...)...)
 	if r.v.onRefresh != nil {
 		r.v.onRefresh(r.iss.name, st.usable, nil)

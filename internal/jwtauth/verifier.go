@@ -36,9 +36,13 @@ type Options struct {
 	// still in use and the error on failure. It may be called concurrently
 	// and must not block.
 	OnJWKSRefresh func(issuer string, keys int, err error)
+	// CacheSize is the capacity of the verified-token cache (and of the
+	// introspection negative cache): 0 means 10000, a negative value
+	// disables both caches.
+	CacheSize int
 }
 
-// Verifier verifies JWT access tokens of the configured issuers. It is safe
+// Verifier verifies the access tokens of the configured issuers. It is safe
 // for concurrent use.
 type Verifier struct {
 	ctx       context.Context
@@ -51,6 +55,12 @@ type Verifier struct {
 	exact    map[string]*issuer
 	patterns []*issuer
 	maxSize  int // the largest max_token_size, checked before parsing
+
+	// cache holds verified identities by token hash; nil when disabled.
+	cache *clockCache[*cacheEntry]
+	// intro introspects opaque tokens; nil when no issuer has
+	// introspection.
+	intro *introspector
 
 	readyOnce sync.Once
 	readyCh   chan struct{}
@@ -85,7 +95,14 @@ func NewVerifier(ctx context.Context, issuers []config.Issuer, defaultAudience s
 	}
 
 	var errs []error
+	introspecting := -1
 	for i, c := range issuers {
+		if c.Introspection != nil {
+			if introspecting >= 0 {
+				errs = append(errs, fmt.Errorf("issuers[%d] %q: introspection: only one issuer may use introspection (issuers[%d] does)", i, c.Issuer, introspecting))
+			}
+			introspecting = i
+		}
 		is, err := newIssuer(c, defaultAudience)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("issuers[%d] %q: %w", i, c.Issuer, err))
@@ -119,6 +136,16 @@ func NewVerifier(ctx context.Context, issuers []config.Issuer, defaultAudience s
 		return nil, fmt.Errorf("jwtauth: %w", err)
 	}
 
+	size := opts.CacheSize
+	if size == 0 {
+		size = defaultCacheSize
+	}
+	v.cache = newClockCache[*cacheEntry](size)
+	for _, is := range v.issuers {
+		if is.introspection != nil {
+			v.intro = newIntrospector(v, is, size)
+		}
+	}
 	for _, is := range v.issuers {
 		if is.jwksURI != "" || is.discovery {
 			is.remote = newRemoteKeys(v, is)
@@ -160,10 +187,18 @@ func (v *Verifier) checkReady() {
 	}
 }
 
-// Verify verifies a compact JWS access token and returns its identity.
+// Verify verifies an access token and returns its identity.
 //
-// The checks run in this order; every rejection wraps ErrInvalidToken and
-// the precise cause, except ErrKeysUnavailable (no key set yet: the
+// A token already verified and still cached (see the package doc) is
+// answered from the cache, after its time claims are checked again. Any
+// other token with the shape of a compact JWS (see looksLikeJWS) is
+// verified as a JWT; when an issuer has introspection, every other token
+// is introspected. A token takes one of these paths only: a JWT that fails
+// is never introspected, and an opaque token is never parsed as a JWT
+// (I-09).
+//
+// The JWT checks run in this order; every rejection wraps ErrInvalidToken
+// and the precise cause, except ErrKeysUnavailable (no key set yet: the
 // verifier cannot decide):
 //
 //  1. size (ErrTooLarge), then structure: three non-empty segments of
@@ -172,21 +207,44 @@ func (v *Verifier) checkReady() {
 //  2. header: crit present (ErrCritical); jwk, jku, x5u or b64 present,
 //     alg missing or not a string, kid or typ not a string (ErrMalformed);
 //  3. issuer: the unverified iss selects exactly one configured issuer
-//     (ErrUnknownIssuer; ErrMissingClaim without iss);
+//     (ErrUnknownIssuer; ErrMissingClaim without iss); an issuer without
+//     keys (introspection only) takes no JWTs (ErrType);
 //  4. typ, when the issuer requires at+jwt (ErrType);
 //  5. alg in the issuer's allow-list (ErrAlgorithm);
 //  6. key: by kid among that issuer's keys only, refetching once
 //     (rate-limited) on an unknown kid (ErrUnknownKey); the key must fit
 //     alg by type, curve and its own alg (ErrAlgorithm);
 //  7. signature, with jws.Verify and that single key (ErrBadSignature);
-//  8. claims, read only now that they are authentic: exp, nbf, iat, aud,
-//     tenant, required claims, cnf, and the types of the claims used.
+//  8. claims, read only now that they are authentic: exp, nbf, iat,
+//     max_lifetime (ErrLifetime), aud, tenant, required claims, cnf, and
+//     the types of the claims used.
 //
-// ctx only bounds the wait for a refetch.
+// Introspection is described in the package doc. ctx bounds the wait for
+// a key refetch or an introspection call; it never cancels a call other
+// requests are waiting for.
 func (v *Verifier) Verify(ctx context.Context, token string) (*Identity, error) {
 	if len(token) > v.maxSize {
 		return nil, invalid(ErrTooLarge, "token exceeds %d bytes", v.maxSize)
 	}
+	var key tokenKey
+	if v.cache != nil || v.intro != nil {
+		key = keyOf(token)
+	}
+	if v.cache != nil {
+		now := v.now()
+		if e, ok := v.cache.get(key, now.UnixNano()); ok {
+			return e.identity(now)
+		}
+	}
+	if v.intro != nil && !looksLikeJWS(token) {
+		return v.intro.verify(ctx, token, key)
+	}
+	return v.verifyJWT(ctx, token, key)
+}
+
+// verifyJWT verifies a compact JWS and caches the result; key is the
+// token's hash (unset when the cache is disabled).
+func (v *Verifier) verifyJWT(ctx context.Context, token string, key tokenKey) (*Identity, error) {
 	j, err := parseJOSE(token)
 	if err != nil {
 		return nil, err
@@ -206,17 +264,22 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*Identity, error) 
 	if len(token) > is.maxTokenSize {
 		return nil, invalid(ErrTooLarge, "token exceeds %d bytes", is.maxTokenSize)
 	}
+	if !is.acceptsJWT() {
+		return nil, invalid(ErrType, "the issuer is configured for opaque tokens (introspection) only")
+	}
 	if is.requireATJWT && !isATJWT(j) {
 		return nil, invalid(ErrType, "typ is not at+jwt")
 	}
 	if !is.algs[j.alg] {
 		return nil, invalid(ErrAlgorithm, "algorithm not allowed for this issuer")
 	}
-	key, err := v.selectKey(ctx, is, j)
+	// Read before the key set: see purgeRemovedKeys.
+	gen := is.keyGen.Load()
+	vk, err := v.selectKey(ctx, is, j)
 	if err != nil {
 		return nil, err
 	}
-	payload, err := jws.Verify([]byte(token), jws.WithKey(jwa.SignatureAlgorithm(j.alg), key))
+	payload, err := jws.Verify([]byte(token), jws.WithKey(jwa.SignatureAlgorithm(j.alg), vk.pub))
 	if err != nil {
 		return nil, invalid(ErrBadSignature, "signature verification failed")
 	}
@@ -225,7 +288,50 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*Identity, error) 
 		// that the claims returned are the ones verified.
 		return nil, malformed("verified payload differs from the parsed one")
 	}
-	return is.identity(j, iss, tenant, v.now())
+	now := v.now()
+	id, times, err := is.identity(j, iss, tenant, now)
+	if err != nil {
+		return nil, err
+	}
+	if v.cache != nil {
+		e := &cacheEntry{id: id, is: is, times: times, kid: vk.kid, keyed: vk.family != famHMAC}
+		cp := *id
+		v.cache.add(key, e, unixNano(times.exp), now.UnixNano(), func() bool { return is.keyGen.Load() == gen })
+		return &cp, nil
+	}
+	return id, nil
+}
+
+// purgeRemovedKeys removes from the cache the tokens of is verified with a
+// key of old that next no longer has (same kid and same public key): a key
+// removed from the JWKS stops verifying cached tokens too. It runs
+// after next is published; the generation bump makes a verification that
+// loaded old and finishes after the purge skip the cache.
+func (v *Verifier) purgeRemovedKeys(is *issuer, old, next *keySet) {
+	if old == nil || v.cache == nil {
+		return
+	}
+	removed := make(map[string]bool)
+	for _, k := range old.keys {
+		cands := next.keys
+		if k.kid != "" {
+			cands = next.byKID[k.kid]
+		}
+		kept := slices.ContainsFunc(cands, func(n *verificationKey) bool {
+			return n.kid == k.kid && samePublicKey(n.pub, k.pub)
+		})
+		if !kept {
+			removed[k.kid] = true
+		}
+	}
+	if len(removed) == 0 {
+		return
+	}
+	is.keyGen.Add(1)
+	n := v.cache.removeIf(func(e *cacheEntry) bool { return e.is == is && e.keyed && removed[e.kid] })
+	if n > 0 {
+		v.log.Info("cached tokens purged after key removal", "issuer", is.name, "keys_removed", len(removed), "tokens_purged", n)
+	}
 }
 
 // selectIssuer returns the issuer whose iss is exactly iss, else the first
@@ -248,10 +354,12 @@ func isATJWT(j *jose) bool {
 	return j.hasTyp && (strings.EqualFold(j.typ, "at+jwt") || strings.EqualFold(j.typ, "application/at+jwt"))
 }
 
-// selectKey finds the verification key of the token in the issuer's set.
-func (v *Verifier) selectKey(ctx context.Context, is *issuer, j *jose) (any, error) {
+// selectKey finds the verification key of the token in the issuer's set
+// (for HMAC, a key holding the issuer's secret).
+func (v *Verifier) selectKey(ctx context.Context, is *issuer, j *jose) (*verificationKey, error) {
 	if algFamily[j.alg] == famHMAC {
-		return is.hmacKey, nil // allowed only when the issuer has a secret
+		// Allowed only when the issuer has a secret.
+		return &verificationKey{family: famHMAC, alg: j.alg, pub: is.hmacKey}, nil
 	}
 	ks := is.keys.Load()
 	if ks == nil && is.remote != nil {
@@ -277,97 +385,83 @@ func (v *Verifier) selectKey(ctx context.Context, is *issuer, j *jose) (any, err
 	}
 	for _, k := range cands {
 		if k.fits(j.alg) {
-			return k.pub, nil
+			return k, nil
 		}
 	}
 	return nil, invalid(ErrAlgorithm, "the key does not fit the algorithm")
 }
 
 // identity checks the verified claims and builds the Identity.
-func (is *issuer) identity(j *jose, iss, tenant string, now time.Time) (*Identity, error) {
+func (is *issuer) identity(j *jose, iss, tenant string, now time.Time) (*Identity, tokenTimes, error) {
 	c := j.claims
-	exp, ok, err := numericDate(c, "exp")
+	times, err := readTimes(c)
 	if err != nil {
-		return nil, malformed("%w", err)
+		return nil, times, malformed("%w", err)
 	}
-	if !ok {
-		return nil, invalid(ErrMissingClaim, "exp missing")
+	if !times.hasExp {
+		return nil, times, invalid(ErrMissingClaim, "exp missing")
 	}
-	if !now.Before(exp.Add(is.leeway)) {
-		return nil, invalid(ErrExpired, "token expired")
-	}
-	nbf, ok, err := numericDate(c, "nbf")
-	if err != nil {
-		return nil, malformed("%w", err)
-	}
-	if ok && nbf.After(now.Add(is.leeway)) {
-		return nil, invalid(ErrNotYetValid, "nbf is in the future")
-	}
-	iat, ok, err := numericDate(c, "iat")
-	if err != nil {
-		return nil, malformed("%w", err)
-	}
-	if ok && iat.After(now.Add(is.leeway)) {
-		return nil, invalid(ErrIssuedInFuture, "iat is in the future")
+	if err := is.checkTimes(times, now); err != nil {
+		return nil, times, err
 	}
 
 	aud, _, err := stringsMember(c, "aud")
 	if err != nil {
-		return nil, malformed("%w", err)
+		return nil, times, malformed("%w", err)
 	}
 	if !slices.ContainsFunc(aud, func(a string) bool { return slices.Contains(is.audiences, a) }) {
-		return nil, invalid(ErrAudience, "no accepted audience in aud")
+		return nil, times, invalid(ErrAudience, "no accepted audience in aud")
 	}
 
 	if is.pattern {
 		tid, ok, err := stringMember(c, is.tenantClaim)
 		if err != nil {
-			return nil, malformed("%w", err)
+			return nil, times, malformed("%w", err)
 		}
 		if !ok {
-			return nil, invalid(ErrMissingClaim, "tenant claim missing")
+			return nil, times, invalid(ErrMissingClaim, "tenant claim missing")
 		}
 		if tid != tenant {
-			return nil, invalid(ErrIssuer, "tenant claim does not match the issuer")
+			return nil, times, invalid(ErrIssuer, "tenant claim does not match the issuer")
 		}
 	}
 	for _, name := range is.requiredClaims {
 		if v, ok := c[name]; !ok || v.Kind() == jsontext.KindNull {
-			return nil, invalid(ErrMissingClaim, "required claim missing")
+			return nil, times, invalid(ErrMissingClaim, "required claim missing")
 		}
 	}
 	if _, ok := c["cnf"]; ok {
 		// A sender-constrained token (DPoP, RFC 9449; mTLS, RFC 8705)
 		// must not be accepted as a bearer token: its binding cannot be
 		// checked here.
-		return nil, invalid(ErrType, "sender-constrained token (cnf) presented as a bearer token")
+		return nil, times, invalid(ErrType, "sender-constrained token (cnf) presented as a bearer token")
 	}
 
 	id := &Identity{
 		Issuer:   iss,
 		Audience: aud,
 		Claims:   j.payload,
-		Expiry:   exp.Unix(),
+		Expiry:   times.exp.Unix(),
 	}
 	if id.Subject, _, err = stringMember(c, "sub"); err != nil {
-		return nil, malformed("%w", err)
+		return nil, times, malformed("%w", err)
 	}
 	if id.JTI, _, err = stringMember(c, "jti"); err != nil {
-		return nil, malformed("%w", err)
+		return nil, times, malformed("%w", err)
 	}
 	for _, name := range []string{"client_id", "azp", "cid"} {
 		s, _, err := stringMember(c, name)
 		if err != nil {
-			return nil, malformed("%w", err)
+			return nil, times, malformed("%w", err)
 		}
 		if id.ClientID == "" {
 			id.ClientID = s
 		}
 	}
 	if id.Scopes, err = is.scopes(c); err != nil {
-		return nil, malformed("%w", err)
+		return nil, times, malformed("%w", err)
 	}
-	return id, nil
+	return id, times, nil
 }
 
 // scopes collects the scopes of the scope claims (strings are split on

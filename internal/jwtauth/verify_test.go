@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"math/big"
 	"net/http"
 	"net/http/httptest"
@@ -38,6 +39,7 @@ const (
 	issEntra    = "https://login.microsoftonline.com/{tenantid}/v2.0"
 	issAuth0    = "https://tenant.eu.auth0.com/"
 	issKeycloak = "https://kc.example.com/realms/mcp"
+	issShort    = "https://short-lived.example.com"
 
 	entraTenant = "9188040d-6c67-4c5b-b112-36a304b66dad"
 	entraAppID  = "6e74172b-be56-4843-9ff4-e66a39bb12e3"
@@ -69,6 +71,7 @@ func tableVerifier(tb testing.TB) *Verifier {
 		{Issuer: issEntra, JWKSFile: fileA, Audiences: []string{entraAppID}, ClaimScopes: map[string]string{"roles": "role:"}},
 		{Issuer: issAuth0, JWKSFile: fileA, ClaimScopes: map[string]string{"permissions": ""}},
 		{Issuer: issKeycloak, JWKSFile: fileA},
+		{Issuer: issShort, JWKSFile: fileA, MaxLifetime: config.Duration(24 * time.Hour)},
 	}, Options{})
 }
 
@@ -319,8 +322,22 @@ func jRows() []verifyCase {
 	add("J-21/iat-in-1h", ErrIssuedInFuture, func(t testing.TB) string { return validToken(t, "iat", now+3600) })
 	add("J-21/iat-2100", ErrIssuedInFuture, func(t testing.TB) string { return validToken(t, "iat", 4102444800) })
 	add("J-22/exp-missing", ErrMissingClaim, func(t testing.TB) string { return validToken(t, "exp", del) })
-	// J-23: accepted by design: config has no max_lifetime (yet).
-	add("J-23/exp-year-2286-accepted", nil, func(t testing.TB) string { return validToken(t, "exp", int64(1e10)) })
+	// J-23: accepted without max_lifetime (the default, unlimited);
+	// rejected by an issuer with max_lifetime 24h (leeway 60s).
+	add("J-23/exp-year-2286-accepted-without-max-lifetime", nil, func(t testing.TB) string { return validToken(t, "exp", int64(1e10)) })
+	add("J-23/exp-year-2286", ErrLifetime, func(t testing.TB) string { return validToken(t, "iss", issShort, "exp", int64(1e10)) })
+	add("J-23/exp-minus-iat-24h-1s", ErrLifetime, func(t testing.TB) string {
+		return validToken(t, "iss", issShort, "iat", now-3600, "exp", now-3600+86401)
+	})
+	add("J-23/exp-minus-iat-24h", nil, func(t testing.TB) string {
+		return validToken(t, "iss", issShort, "iat", now-3600, "exp", now-3600+86400)
+	})
+	add("J-23/no-iat-exp-in-25h", ErrLifetime, func(t testing.TB) string {
+		return validToken(t, "iss", issShort, "iat", del, "exp", now+25*3600)
+	})
+	add("J-23/no-iat-exp-in-24h-plus-leeway", nil, func(t testing.TB) string {
+		return validToken(t, "iss", issShort, "iat", del, "exp", now+86400+60)
+	})
 	add("J-24/exp-string", ErrMalformed, func(t testing.TB) string { return validToken(t, "exp", "4102444800") })
 	for _, v := range []string{"1e400", "99999999999999999999", "9223372036854775807", "-1", "true", "null", `{}`, `[4102444800]`} {
 		add("J-25/exp-"+v, ErrMalformed, func(t testing.TB) string { return validToken(t, "exp", raw(v)) })
@@ -832,7 +849,7 @@ var notApplicableJ = map[string]bool{
 // TestNoInsecureJWXAPIs is J-05/J-11: no code path verifies through an
 // unverified parse or follows token-supplied key URLs.
 func TestNoInsecureJWXAPIs(t *testing.T) {
-	for _, f := range []string{"verifier.go", "jose.go", "keys.go", "jwks.go", "issuer.go", "bearer.go"} {
+	for _, f := range []string{"verifier.go", "jose.go", "keys.go", "jwks.go", "issuer.go", "bearer.go", "introspect.go", "cache.go", "identity.go"} {
 		b := readSource(t, f)
 		for _, bad := range []string{"ParseInsecure", "WithVerifyAuto", "WithVerify(false)", "WithKeySet(", "WithInferAlgorithmFromKey"} {
 			if strings.Contains(b, bad) {
@@ -862,5 +879,56 @@ func TestVerifyErrorsAreDistinct(t *testing.T) {
 				t.Fatalf("Verify = %v wraps %d precise sentinels, want 1", err, n)
 			}
 		})
+	}
+}
+
+func TestReasonLabels(t *testing.T) {
+	// The label set is closed, one label per sentinel, no duplicates.
+	all := Reasons()
+	if len(all) != len(reasons)+len(unavailableReasons)+1 || !slices.IsSorted(all) || len(slices.Compact(slices.Clone(all))) != len(all) {
+		t.Fatalf("Reasons() = %q", all)
+	}
+	for _, r := range reasons {
+		if got := Reason(fmt.Errorf("%w: %w: x", ErrInvalidToken, r.err)); got != r.reason {
+			t.Errorf("Reason(%v) = %q, want %q", r.err, got, r.reason)
+		}
+	}
+	tests := []struct {
+		err  error
+		want string
+	}{
+		{ErrNoBearer, "no_token"},
+		{ErrMalformedHeader, "malformed_header"},
+		{fmt.Errorf("%w: x", ErrRateLimited), "introspection_rate_limited"},
+		{fmt.Errorf("%w: x", ErrUnavailable), "introspection_unavailable"},
+		{fmt.Errorf("%w: x", ErrKeysUnavailable), "keys_unavailable"},
+		{invalid(ErrLifetime, "x"), "lifetime_too_long"},
+		{invalid(ErrIntrospectionResponse, "x"), "bad_introspection_response"},
+		{errors.New("other"), "invalid_token"},
+		{nil, "invalid_token"},
+	}
+	for _, tt := range tests {
+		if got := Reason(tt.err); got != tt.want {
+			t.Errorf("Reason(%v) = %q, want %q", tt.err, got, tt.want)
+		}
+		if !slices.Contains(all, tt.want) {
+			t.Errorf("%q missing from Reasons()", tt.want)
+		}
+	}
+	for _, h := range []string{"", "Basic x", "Bearer a,Bearer b", "Bearer a b"} {
+		_, err := ExtractBearer(h)
+		if r := Reason(err); r == "invalid_token" || !slices.Contains(all, r) {
+			t.Errorf("Reason(ExtractBearer(%q)) = %q", h, r)
+		}
+	}
+	// Cannot-decide errors keep working with callers that test for
+	// ErrKeysUnavailable (503) and never look like a rejection (401).
+	for _, e := range []error{ErrUnavailable, ErrRateLimited} {
+		if !errors.Is(e, ErrKeysUnavailable) || errors.Is(e, ErrInvalidToken) {
+			t.Errorf("%v: Is(ErrKeysUnavailable) = %v, Is(ErrInvalidToken) = %v", e, errors.Is(e, ErrKeysUnavailable), errors.Is(e, ErrInvalidToken))
+		}
+	}
+	if !errors.Is(ErrRateLimited, ErrUnavailable) {
+		t.Error("ErrRateLimited does not wrap ErrUnavailable")
 	}
 }

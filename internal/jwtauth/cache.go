@@ -1,0 +1,283 @@
+package jwtauth
+
+import (
+	"crypto/sha256"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// defaultCacheSize is the capacity of the verified-token cache when
+// Options.CacheSize is 0.
+const defaultCacheSize = 10000
+
+// tokenKey is the SHA-256 of a token. Caches and the introspection
+// single-flight map are keyed by it: a token itself is never kept beyond
+// its request.
+type tokenKey [sha256.Size]byte
+
+func keyOf(token string) tokenKey { return sha256.Sum256([]byte(token)) }
+
+// maxNanoTime is the last instant UnixNano can represent (year 2262).
+var maxNanoTime = time.Unix(0, math.MaxInt64)
+
+// unixNano is t.UnixNano, saturated for times after year 2262 (exp may
+// be as late as year 9999).
+func unixNano(t time.Time) int64 {
+	if t.After(maxNanoTime) {
+		return math.MaxInt64
+	}
+	return t.UnixNano()
+}
+
+// cacheEntry is one verified token in the verified-token cache. It is
+// immutable once inserted.
+type cacheEntry struct {
+	id    *Identity
+	is    *issuer
+	times tokenTimes
+	// kid is the kid of the key that verified the token ("" for a key
+	// without kid) and keyed is true when that key came from the issuer's
+	// key set (not an HMAC secret, not introspection): the entry is
+	// purged when a new set no longer has that key.
+	kid   string
+	keyed bool
+}
+
+// identity re-checks the time claims against now (the clock may have
+// moved; a cache hit decides exactly as a full verification would) and
+// returns a copy of the cached identity.
+func (e *cacheEntry) identity(now time.Time) (*Identity, error) {
+	if err := e.is.checkTimes(e.times, now); err != nil {
+		return nil, err
+	}
+	id := *e.id
+	return &id, nil
+}
+
+// clockCache is a fixed-capacity map from token hashes to values that
+// expire, with CLOCK (second-chance) eviction: an entry read since the
+// hand last passed survives one more pass; expired entries are reclaimed
+// first. It is split into shards by the first byte of the key (uniform:
+// keys are SHA-256 outputs) so that concurrent requests rarely share a
+// lock. A hit takes a shard's read lock and sets the entry's reference bit
+// atomically; only inserts, purges and expired hits take the write lock.
+// It is safe for concurrent use; a nil *clockCache is an empty cache that
+// stores nothing.
+type clockCache[V any] struct {
+	shards []cacheShard[V]
+}
+
+type cacheShard[V any] struct {
+	mu    sync.RWMutex
+	index map[tokenKey]int
+	slots []cacheSlot[V]
+	free  []int // emptied slots, reused before the hand evicts
+	hand  int
+	cap   int
+}
+
+type cacheSlot[V any] struct {
+	key   tokenKey
+	val   V
+	until int64  // Unix nanoseconds: the entry is not served at or after it
+	ref   uint32 // CLOCK reference bit, accessed atomically
+}
+
+// newClockCache returns a cache of exactly capacity entries, or nil when
+// capacity is not positive.
+func newClockCache[V any](capacity int) *clockCache[V] {
+	if capacity <= 0 {
+		return nil
+	}
+	n := 1
+	if capacity >= 1024 {
+		n = 16
+	}
+	c := &clockCache[V]{shards: make([]cacheShard[V], n)}
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.cap = capacity / n
+		if i < capacity%n {
+			s.cap++
+		}
+		s.index = make(map[tokenKey]int)
+	}
+	return c
+}
+
+func (c *clockCache[V]) shard(k tokenKey) *cacheShard[V] {
+	return &c.shards[int(k[0])%len(c.shards)]
+}
+
+// get returns the value stored for k if it has not expired at now (Unix
+// nanoseconds).
+func (c *clockCache[V]) get(k tokenKey, now int64) (V, bool) {
+	var zero V
+	if c == nil {
+		return zero, false
+	}
+	s := c.shard(k)
+	s.mu.RLock()
+	i, ok := s.index[k]
+	if !ok {
+		s.mu.RUnlock()
+		return zero, false
+	}
+	e := &s.slots[i]
+	if e.until <= now {
+		s.mu.RUnlock()
+		s.mu.Lock()
+		if i, ok := s.index[k]; ok && s.slots[i].until <= now {
+			s.removeLocked(i)
+		}
+		s.mu.Unlock()
+		return zero, false
+	}
+	if atomic.LoadUint32(&e.ref) == 0 {
+		atomic.StoreUint32(&e.ref, 1)
+	}
+	v := e.val
+	s.mu.RUnlock()
+	return v, true
+}
+
+// add stores v for k until the Unix nanosecond until, evicting an entry
+// if the shard is full. Nothing is stored when until is not after now, or
+// when admit (called under the shard's lock) returns false.
+func (c *clockCache[V]) add(k tokenKey, v V, until, now int64, admit func() bool) {
+	if c == nil || until <= now {
+		return
+	}
+	s := c.shard(k)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if admit != nil && !admit() {
+		return
+	}
+	if i, ok := s.index[k]; ok {
+		e := &s.slots[i]
+		e.val, e.until = v, until
+		atomic.StoreUint32(&e.ref, 1)
+		return
+	}
+	var i int
+	switch {
+	case len(s.free) > 0:
+		i = s.free[len(s.free)-1]
+		s.free = s.free[:len(s.free)-1]
+	case len(s.slots) < s.cap:
+		s.slots = append(s.slots, cacheSlot[V]{})
+		i = len(s.slots) - 1
+	default:
+		i = s.evictLocked(now)
+	}
+	e := &s.slots[i]
+	e.key, e.val, e.until = k, v, until
+	atomic.StoreUint32(&e.ref, 0)
+	s.index[k] = i
+}
+
+// evictLocked frees and returns a slot of a full shard without free
+// slots: the first one from the hand that has expired or has not been
+// read since the hand last passed it. It ends within one turn and a slot:
+// readers cannot set reference bits while the write lock is held.
+func (s *cacheShard[V]) evictLocked(now int64) int {
+	for {
+		i := s.hand
+		s.hand = (s.hand + 1) % len(s.slots)
+		e := &s.slots[i]
+		if e.until <= now || atomic.LoadUint32(&e.ref) == 0 {
+			delete(s.index, e.key)
+			return i
+		}
+		atomic.StoreUint32(&e.ref, 0)
+	}
+}
+
+// removeLocked empties slot i.
+func (s *cacheShard[V]) removeLocked(i int) {
+	var zero V
+	e := &s.slots[i]
+	delete(s.index, e.key)
+	e.key, e.val, e.until = tokenKey{}, zero, 0
+	s.free = append(s.free, i)
+}
+
+// removeIf removes every entry whose value satisfies pred and returns how
+// many it removed.
+func (c *clockCache[V]) removeIf(pred func(V) bool) int {
+	if c == nil {
+		return 0
+	}
+	n := 0
+	for si := range c.shards {
+		s := &c.shards[si]
+		s.mu.Lock()
+		for _, i := range s.index {
+			if pred(s.slots[i].val) {
+				s.removeLocked(i)
+				n++
+			}
+		}
+		s.mu.Unlock()
+	}
+	return n
+}
+
+// len returns the number of entries, expired ones not yet reclaimed
+// included.
+func (c *clockCache[V]) len() int {
+	if c == nil {
+		return 0
+	}
+	n := 0
+	for si := range c.shards {
+		s := &c.shards[si]
+		s.mu.RLock()
+		n += len(s.index)
+		s.mu.RUnlock()
+	}
+	return n
+}
+
+// capacity returns the maximum number of entries.
+func (c *clockCache[V]) capacity() int {
+	if c == nil {
+		return 0
+	}
+	n := 0
+	for si := range c.shards {
+		n += c.shards[si].cap
+	}
+	return n
+}
+
+// tokenBucket is a token-bucket rate limiter on an injected clock. It is
+// not safe for concurrent use (the introspector guards it).
+type tokenBucket struct {
+	rate, burst float64 // tokens per second, capacity
+	tokens      float64
+	last        time.Time
+}
+
+func newTokenBucket(perSecond int) tokenBucket {
+	return tokenBucket{rate: float64(perSecond), burst: float64(perSecond), tokens: float64(perSecond)}
+}
+
+// take removes a token if one is available at now.
+func (b *tokenBucket) take(now time.Time) bool {
+	if b.last.IsZero() {
+		b.last = now
+	}
+	if d := now.Sub(b.last); d > 0 {
+		b.tokens = min(b.burst, b.tokens+d.Seconds()*b.rate)
+		b.last = now
+	}
+	if b.tokens >= 1 {
+		b.tokens--
+		return true
+	}
+	return false
+}

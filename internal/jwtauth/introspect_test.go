@@ -1,0 +1,782 @@
+package jwtauth
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/mcpauthz/mcpauthz/internal/config"
+)
+
+const (
+	introClientID = "mcpauthz"
+	introSecret   = "s3cret-value"
+	opaqueToken   = "2YotnFZFEjr1zCsicMWpAA"
+)
+
+// introAnswer is what the fake introspection endpoint answers.
+type introAnswer struct {
+	status int
+	body   string
+	// block, when set, makes the handler wait until the request is
+	// cancelled (timeouts) or release is closed.
+	block bool
+	// slowBody writes body then waits like block (slow-loris).
+	slowBody bool
+}
+
+// introServer is an httptest RFC 7662 endpoint. It checks every request
+// (method, path, content type, client authentication, form) and fails the
+// test on a wrong one.
+type introServer struct {
+	*httptest.Server
+	t        testing.TB
+	wantAuth string // expected Authorization header
+	mu       sync.Mutex
+	answer   func(token string) introAnswer
+	hits     atomic.Int64
+	release  chan struct{}
+	tokens   []string // tokens received, in order
+}
+
+func newIntroServer(t testing.TB, answer func(token string) introAnswer) *introServer {
+	s := &introServer{t: t, answer: answer, release: make(chan struct{})}
+	s.wantAuth = "Basic " + base64.StdEncoding.EncodeToString([]byte(introClientID+":"+introSecret))
+	s.Server = httptest.NewServer(http.HandlerFunc(s.handle))
+	t.Cleanup(func() {
+		s.unblock()
+		s.Close()
+	})
+	return s
+}
+
+func (s *introServer) unblock() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	select {
+	case <-s.release:
+	default:
+		close(s.release)
+	}
+}
+
+func (s *introServer) set(answer func(token string) introAnswer) {
+	s.mu.Lock()
+	s.answer = answer
+	s.mu.Unlock()
+}
+
+func (s *introServer) handle(w http.ResponseWriter, r *http.Request) {
+	s.hits.Add(1)
+	if r.Method != http.MethodPost || r.URL.Path != "/introspect" || r.URL.RawQuery != "" {
+		s.t.Errorf("introspection request %s %s, want POST /introspect without query", r.Method, r.URL)
+	}
+	if ct := r.Header.Get("Content-Type"); ct != "application/x-www-form-urlencoded" {
+		s.t.Errorf("Content-Type = %q", ct)
+	}
+	if a := r.Header.Get("Accept"); a != "application/json" {
+		s.t.Errorf("Accept = %q", a)
+	}
+	if got := r.Header.Get("Authorization"); got != s.wantAuth {
+		s.t.Errorf("Authorization = %q, want %q", got, s.wantAuth)
+	}
+	if err := r.ParseForm(); err != nil {
+		s.t.Errorf("ParseForm: %v", err)
+	}
+	if len(r.PostForm) != 2 || len(r.PostForm["token"]) != 1 || r.PostForm.Get("token_type_hint") != "access_token" {
+		s.t.Errorf("form = %v, want exactly token and token_type_hint=access_token", r.PostForm)
+	}
+	tok := r.PostForm.Get("token")
+	s.mu.Lock()
+	s.tokens = append(s.tokens, tok)
+	a := s.answer(tok)
+	release := s.release
+	s.mu.Unlock()
+	if a.block {
+		select {
+		case <-r.Context().Done():
+		case <-release:
+		}
+		if r.Context().Err() != nil {
+			return
+		}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if a.status == 0 {
+		a.status = http.StatusOK
+	}
+	w.WriteHeader(a.status)
+	io.WriteString(w, a.body)
+	if a.slowBody {
+		w.(http.Flusher).Flush()
+		select {
+		case <-r.Context().Done():
+		case <-release:
+		}
+	}
+}
+
+// activeJSON is an active RFC 7662 answer for testIss with overrides
+// (name, value pairs; del removes).
+func activeJSON(kv ...any) string {
+	now := testNow.Unix()
+	m := map[string]any{
+		"active": true, "scope": "tools:read tools:call", "client_id": "client-1", "sub": "alice",
+		"aud": testAud, "iss": testIss, "exp": now + 300, "iat": now, "token_type": "Bearer", "jti": "jti-o1",
+	}
+	for i := 0; i < len(kv); i += 2 {
+		if kv[i+1] == del {
+			delete(m, kv[i].(string))
+		} else {
+			m[kv[i].(string)] = kv[i+1]
+		}
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		panic(err)
+	}
+	return string(b)
+}
+
+func always(a introAnswer) func(string) introAnswer { return func(string) introAnswer { return a } }
+
+func ok200(body string) func(string) introAnswer { return always(introAnswer{body: body}) }
+
+// introVerifier is a verifier whose issuer testIss has the main key set
+// and introspection at srv, on clock.
+func introVerifier(t testing.TB, srv *introServer, clock *fakeClock, mod ...func(*config.Issuer)) *Verifier {
+	t.Helper()
+	c := config.Issuer{
+		Issuer: testIss, JWKSFile: writeFile(t, "jwks.json", mainJWKS(t)), TokenType: "at+jwt",
+		Introspection: &config.Introspection{
+			Endpoint: srv.URL + "/introspect", ClientID: introClientID,
+			ClientSecretFile: writeFile(t, "secret", []byte(introSecret+"\n")),
+			Timeout:          config.Duration(200 * time.Millisecond),
+		},
+	}
+	for _, m := range mod {
+		m(&c)
+	}
+	return newTestVerifier(t, []config.Issuer{c}, Options{Clock: clock.Now})
+}
+
+func randomOpaque() string {
+	b := make([]byte, 24)
+	rand.Read(b)
+	return enc.EncodeToString(b)
+}
+
+type introCase struct {
+	name   string
+	answer introAnswer
+	want   error
+	check  func(t *testing.T, id *Identity)
+}
+
+// iRows are the rows of table I of security-cases.md (I-01..I-06) plus
+// the accepted shapes.
+func iRows() []introCase {
+	now := testNow.Unix()
+	big := `{"active":true,"pad":"` + strings.Repeat("x", 2<<20) + `"}`
+	return []introCase{
+		{name: "control/active", answer: introAnswer{body: activeJSON()}, check: func(t *testing.T, id *Identity) {
+			if id.Issuer != testIss || id.Subject != "alice" || id.ClientID != "client-1" || id.JTI != "jti-o1" ||
+				!slices.Equal(id.Audience, []string{testAud}) || id.Expiry != now+300 ||
+				!slices.Equal(id.Scopes, []string{"tools:call", "tools:read"}) || string(id.Claims) != activeJSON() {
+				t.Fatalf("identity = %+v", id)
+			}
+		}},
+		{name: "control/minimal-active", answer: introAnswer{body: `{"active":true}`}, check: func(t *testing.T, id *Identity) {
+			if id.Issuer != testIss || id.Expiry != 0 || id.Audience != nil || len(id.Scopes) != 0 {
+				t.Fatalf("identity = %+v", id)
+			}
+		}},
+		{name: "control/aud-array", answer: introAnswer{body: activeJSON("aud", []string{"https://other.example", testAud})}},
+		{name: "control/token-type-access_token", answer: introAnswer{body: activeJSON("token_type", "access_token")}},
+		{name: "control/token-type-bearer-lower", answer: introAnswer{body: activeJSON("token_type", "bearer")}},
+		{name: "control/token-use-hydra", answer: introAnswer{body: activeJSON("token_use", "access_token")}},
+		{name: "control/exp-within-leeway", answer: introAnswer{body: activeJSON("exp", now-30)}},
+		{name: "control/whitespace-around", answer: introAnswer{body: " \n" + activeJSON() + "\n"}},
+
+		{name: "I-01/inactive", answer: introAnswer{body: `{"active":false}`}, want: ErrInactive},
+		{name: "I-01/inactive-with-claims", answer: introAnswer{body: activeJSON("active", false)}, want: ErrInactive},
+		{name: "I-02/active-missing", answer: introAnswer{body: activeJSON("active", del)}, want: ErrIntrospectionResponse},
+		{name: "I-02/active-string", answer: introAnswer{body: activeJSON("active", "true")}, want: ErrIntrospectionResponse},
+		{name: "I-02/active-number", answer: introAnswer{body: activeJSON("active", 1)}, want: ErrIntrospectionResponse},
+		{name: "I-02/active-null", answer: introAnswer{body: `{"active":null}`}, want: ErrIntrospectionResponse},
+		{name: "I-02/active-array", answer: introAnswer{body: `{"active":[true]}`}, want: ErrIntrospectionResponse},
+		{name: "I-03/duplicate-active", answer: introAnswer{body: `{"active":false,"active":true}`}, want: ErrIntrospectionResponse},
+		{name: "I-03/duplicate-active-true-first", answer: introAnswer{body: `{"active":true,"active":false}`}, want: ErrIntrospectionResponse},
+		{name: "I-03/duplicate-scope", answer: introAnswer{body: `{"active":true,"scope":"tools:read","scope":"tools:admin"}`}, want: ErrIntrospectionResponse},
+		{name: "I-03/invalid-utf8", answer: introAnswer{body: "{\"active\":true,\"sub\":\"\xff\"}"}, want: ErrIntrospectionResponse},
+		{name: "I-03/deep-nesting", answer: introAnswer{body: `{"active":true,"x":` + nested(40) + `}`}, want: ErrIntrospectionResponse},
+		{name: "I-04/wrong-audience", answer: introAnswer{body: activeJSON("aud", "https://other-mcp.example.com/mcp")}, want: ErrAudience},
+		{name: "I-04/audience-trailing-slash", answer: introAnswer{body: activeJSON("aud", testAud+"/")}, want: ErrAudience},
+		{name: "I-04/audience-empty-array", answer: introAnswer{body: activeJSON("aud", []string{})}, want: ErrAudience},
+		{name: "I-04/audience-number", answer: introAnswer{body: activeJSON("aud", 5)}, want: ErrIntrospectionResponse},
+		{name: "I-04/refresh-token", answer: introAnswer{body: activeJSON("token_type", "refresh_token")}, want: ErrType},
+		{name: "I-04/dpop-token-type", answer: introAnswer{body: activeJSON("token_type", "DPoP")}, want: ErrType},
+		{name: "I-04/token-use-refresh", answer: introAnswer{body: activeJSON("token_use", "refresh_token")}, want: ErrType},
+		{name: "I-04/token-type-not-string", answer: introAnswer{body: activeJSON("token_type", 1)}, want: ErrIntrospectionResponse},
+		{name: "I-04/exp-past", answer: introAnswer{body: activeJSON("exp", now-3600)}, want: ErrExpired},
+		{name: "I-04/exp-string", answer: introAnswer{body: activeJSON("exp", fmt.Sprint(now+300))}, want: ErrIntrospectionResponse},
+		{name: "I-04/exp-huge", answer: introAnswer{body: `{"active":true,"exp":1e400}`}, want: ErrIntrospectionResponse},
+		{name: "I-04/nbf-future", answer: introAnswer{body: activeJSON("nbf", now+3600)}, want: ErrNotYetValid},
+		{name: "I-04/iat-future", answer: introAnswer{body: activeJSON("iat", now+3600)}, want: ErrIssuedInFuture},
+		{name: "I-04/unexpected-iss", answer: introAnswer{body: activeJSON("iss", "https://evil.example.com")}, want: ErrIssuer},
+		{name: "I-04/iss-trailing-slash", answer: introAnswer{body: activeJSON("iss", testIss+"/")}, want: ErrIssuer},
+		{name: "I-04/sender-constrained", answer: introAnswer{body: activeJSON("cnf", map[string]string{"jkt": "x"})}, want: ErrType},
+		{name: "I-04/sub-not-string", answer: introAnswer{body: activeJSON("sub", 7)}, want: ErrIntrospectionResponse},
+		{name: "I-04/scope-not-string", answer: introAnswer{body: activeJSON("scope", map[string]int{})}, want: ErrIntrospectionResponse},
+		{name: "I-05/500", answer: introAnswer{status: 500, body: `{"active":true}`}, want: ErrUnavailable},
+		{name: "I-05/503", answer: introAnswer{status: 503}, want: ErrUnavailable},
+		{name: "I-05/400", answer: introAnswer{status: 400, body: `{"error":"invalid_request"}`}, want: ErrUnavailable},
+		{name: "I-05/401-bad-client-credentials", answer: introAnswer{status: 401, body: `{"error":"invalid_client"}`}, want: ErrUnavailable},
+		{name: "I-05/redirect", answer: introAnswer{status: 302}, want: ErrUnavailable},
+		{name: "I-05/timeout", answer: introAnswer{block: true, body: activeJSON()}, want: ErrUnavailable},
+		{name: "I-06/html", answer: introAnswer{body: "<html><body>maintenance</body></html>"}, want: ErrUnavailable},
+		{name: "I-06/empty-body", answer: introAnswer{body: ""}, want: ErrUnavailable},
+		{name: "I-06/truncated", answer: introAnswer{body: activeJSON()[:20]}, want: ErrUnavailable},
+		{name: "I-06/array", answer: introAnswer{body: `[{"active":true}]`}, want: ErrUnavailable},
+		{name: "I-06/string", answer: introAnswer{body: `"active"`}, want: ErrUnavailable},
+		{name: "I-06/trailing-data", answer: introAnswer{body: `{"active":true}{"active":true}`}, want: ErrUnavailable},
+		{name: "I-06/over-1MiB", answer: introAnswer{body: big}, want: ErrUnavailable},
+		{name: "I-06/slow-loris", answer: introAnswer{body: `{"active":`, slowBody: true}, want: ErrUnavailable},
+	}
+}
+
+func TestIntrospectionRows(t *testing.T) {
+	for _, tc := range iRows() {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := newIntroServer(t, always(tc.answer))
+			v := introVerifier(t, srv, newFakeClock(testNow))
+			id, err := v.Verify(context.Background(), opaqueToken)
+			checkErr(t, "Verify(opaque)", err, tc.want)
+			if n := srv.hits.Load(); n != 1 {
+				t.Fatalf("%d introspection calls, want 1", n)
+			}
+			if err != nil {
+				if id != nil {
+					t.Fatal("identity returned with an error")
+				}
+				if strings.Contains(err.Error(), opaqueToken) || strings.Contains(err.Error(), introSecret) {
+					t.Fatalf("error %q contains the token or the secret", err)
+				}
+				return
+			}
+			if tc.check != nil {
+				tc.check(t, id)
+			}
+		})
+	}
+}
+
+func TestIntrospectionRowsCovered(t *testing.T) {
+	names := []string{}
+	for _, tc := range iRows() {
+		names = append(names, tc.name)
+	}
+	// I-07 (caching), I-08 (flood) and I-09 (no fallback) have their
+	// own tests below.
+	for i := 1; i <= 6; i++ {
+		p := fmt.Sprintf("I-%02d/", i)
+		if !slices.ContainsFunc(names, func(n string) bool { return strings.HasPrefix(n, p) }) {
+			t.Errorf("no row for %s", p)
+		}
+	}
+}
+
+func TestIntrospectionTLSFailure(t *testing.T) {
+	// I-05: the endpoint's certificate is not trusted: cannot decide.
+	var hits atomic.Int64
+	tlsSrv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		io.WriteString(w, activeJSON())
+	}))
+	t.Cleanup(tlsSrv.Close)
+	srv := newIntroServer(t, ok200(activeJSON()))
+	v := introVerifier(t, srv, newFakeClock(testNow), func(c *config.Issuer) { c.Introspection.Endpoint = tlsSrv.URL + "/introspect" })
+	checkErr(t, "Verify(untrusted TLS)", verifyTok(v, opaqueToken), ErrUnavailable)
+	if hits.Load() != 0 {
+		t.Fatal("the handler ran despite the TLS failure")
+	}
+}
+
+func TestIntrospectionNoRedirect(t *testing.T) {
+	// The token is never sent anywhere but the configured endpoint.
+	target := newIntroServer(t, ok200(activeJSON()))
+	var hits atomic.Int64
+	redirector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		http.Redirect(w, r, target.URL+"/introspect", http.StatusTemporaryRedirect)
+	}))
+	t.Cleanup(redirector.Close)
+	v := introVerifier(t, target, newFakeClock(testNow), func(c *config.Issuer) { c.Introspection.Endpoint = redirector.URL + "/introspect" })
+	checkErr(t, "Verify(307 to elsewhere)", verifyTok(v, opaqueToken), ErrUnavailable)
+	if hits.Load() != 1 || target.hits.Load() != 0 {
+		t.Fatalf("redirect followed: endpoint %d, target %d calls", hits.Load(), target.hits.Load())
+	}
+}
+
+func TestIntrospectionClientAuthentication(t *testing.T) {
+	// RFC 7662 §2.1 with client_secret_basic: both parts form-urlencoded
+	// (RFC 6749 §2.3.1, Appendix B) before base64; the token in the form
+	// body, escaped.
+	const id, secret = "mcp gw:1/é", "p@ss wörd+/=%&:"
+	const wantCred = "mcp+gw%3A1%2F%C3%A9:p%40ss+w%C3%B6rd%2B%2F%3D%25%26%3A"
+	const token = "abc+/~-._=="
+	var gotAuth, gotBody string
+	var mu sync.Mutex
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		gotAuth, gotBody = r.Header.Get("Authorization"), string(b)
+		mu.Unlock()
+		io.WriteString(w, `{"active":true}`)
+	}))
+	t.Cleanup(s.Close)
+	t.Setenv("TEST_INTROSPECTION_SECRET", secret)
+	v := newTestVerifier(t, []config.Issuer{{
+		Issuer: testIss,
+		Introspection: &config.Introspection{
+			Endpoint: s.URL + "/introspect", ClientID: id, ClientSecretEnv: "TEST_INTROSPECTION_SECRET",
+		},
+	}}, Options{})
+	checkErr(t, "Verify", verifyTok(v, token), nil)
+	mu.Lock()
+	defer mu.Unlock()
+	if want := "Basic " + base64.StdEncoding.EncodeToString([]byte(wantCred)); gotAuth != want {
+		t.Errorf("Authorization = %q, want %q", gotAuth, want)
+	}
+	if want := "token=abc%2B%2F~-._%3D%3D&token_type_hint=access_token"; gotBody != want {
+		t.Errorf("body = %q, want %q", gotBody, want)
+	}
+}
+
+func TestIntrospectionCaching(t *testing.T) {
+	// I-07: an active answer is reused until min(exp, now + cache_ttl),
+	// then asked again (a revocation is seen after at most cache_ttl);
+	// an inactive one for negative_cache_ttl; failures are not cached.
+	now := testNow.Unix()
+	t.Run("positive-bounded-by-cache_ttl", func(t *testing.T) {
+		srv := newIntroServer(t, ok200(activeJSON("exp", now+3600)))
+		clock := newFakeClock(testNow)
+		v := introVerifier(t, srv, clock, func(c *config.Issuer) { c.Introspection.CacheTTL = config.Duration(time.Minute) })
+		for range 3 {
+			checkErr(t, "Verify", verifyTok(v, opaqueToken), nil)
+		}
+		if n := srv.hits.Load(); n != 1 {
+			t.Fatalf("%d calls for 3 verifications, want 1", n)
+		}
+		clock.Advance(59 * time.Second)
+		checkErr(t, "Verify(59s later)", verifyTok(v, opaqueToken), nil)
+		srv.set(ok200(`{"active":false}`)) // revoked
+		clock.Advance(time.Second)
+		checkErr(t, "Verify(revoked, cache_ttl later)", verifyTok(v, opaqueToken), ErrInactive)
+		if n := srv.hits.Load(); n != 2 {
+			t.Fatalf("%d calls, want 2", n)
+		}
+	})
+	t.Run("positive-bounded-by-exp", func(t *testing.T) {
+		srv := newIntroServer(t, ok200(activeJSON("exp", now+30)))
+		clock := newFakeClock(testNow)
+		v := introVerifier(t, srv, clock)
+		checkErr(t, "Verify", verifyTok(v, opaqueToken), nil)
+		clock.Advance(29 * time.Second)
+		checkErr(t, "Verify(before exp)", verifyTok(v, opaqueToken), nil)
+		if n := srv.hits.Load(); n != 1 {
+			t.Fatalf("%d calls, want 1", n)
+		}
+		clock.Advance(time.Second)
+		srv.set(ok200(`{"active":false}`))
+		checkErr(t, "Verify(at exp)", verifyTok(v, opaqueToken), ErrInactive)
+		if n := srv.hits.Load(); n != 2 {
+			t.Fatalf("%d calls, want 2 (never cached past exp)", n)
+		}
+	})
+	t.Run("negative", func(t *testing.T) {
+		srv := newIntroServer(t, ok200(`{"active":false}`))
+		clock := newFakeClock(testNow)
+		v := introVerifier(t, srv, clock)
+		for range 3 {
+			checkErr(t, "Verify", verifyTok(v, opaqueToken), ErrInactive)
+		}
+		srv.set(ok200(activeJSON("aud", "https://other.example")))
+		clock.Advance(9 * time.Second)
+		checkErr(t, "Verify(9s)", verifyTok(v, opaqueToken), ErrInactive)
+		if n := srv.hits.Load(); n != 1 {
+			t.Fatalf("%d calls, want 1", n)
+		}
+		clock.Advance(time.Second)
+		// Other definitive rejections are cached negatively too, with
+		// their own reason.
+		for range 3 {
+			checkErr(t, "Verify(wrong audience)", verifyTok(v, opaqueToken), ErrAudience)
+		}
+		if n := srv.hits.Load(); n != 2 {
+			t.Fatalf("%d calls, want 2", n)
+		}
+		if v.cache.len() != 0 {
+			t.Fatal("a rejection entered the verified-token cache")
+		}
+	})
+	t.Run("failures-not-cached", func(t *testing.T) {
+		for _, fail := range []introAnswer{{status: 500}, {body: "<html>"}, {body: `{"active":"true"}`}, {block: true}} {
+			srv := newIntroServer(t, always(fail))
+			clock := newFakeClock(testNow)
+			v := introVerifier(t, srv, clock)
+			if err := verifyTok(v, opaqueToken); err == nil {
+				t.Fatalf("answer %+v accepted", fail)
+			}
+			srv.set(ok200(activeJSON()))
+			checkErr(t, "Verify(after the failure)", verifyTok(v, opaqueToken), nil)
+			if n := srv.hits.Load(); n != 2 {
+				t.Fatalf("answer %+v: %d calls, want 2 (failure not cached)", fail, n)
+			}
+		}
+	})
+	t.Run("cache-disabled", func(t *testing.T) {
+		srv := newIntroServer(t, ok200(activeJSON()))
+		c := config.Issuer{Issuer: testIss, Introspection: &config.Introspection{
+			Endpoint: srv.URL + "/introspect", ClientID: introClientID, ClientSecretFile: writeFile(t, "s", []byte(introSecret)),
+		}}
+		v := newTestVerifier(t, []config.Issuer{c}, Options{CacheSize: -1})
+		for range 3 {
+			checkErr(t, "Verify", verifyTok(v, opaqueToken), nil)
+		}
+		if n := srv.hits.Load(); n != 3 {
+			t.Fatalf("%d calls, want 3 with caching disabled", n)
+		}
+	})
+}
+
+func TestIntrospectionSingleFlight(t *testing.T) {
+	// N concurrent requests with the same token make one call; a request
+	// whose context ends stops waiting without cancelling the call.
+	srv := newIntroServer(t, always(introAnswer{block: true, body: activeJSON()}))
+	v := introVerifier(t, srv, newFakeClock(testNow), func(c *config.Issuer) { c.Introspection.Timeout = config.Duration(10 * time.Second) })
+	const n = 50
+	errs := make(chan error, n)
+	for range n {
+		go func() { errs <- verifyTok(v, opaqueToken) }()
+	}
+	waitFor(t, "the callers to join", func() bool { return srv.hits.Load() == 1 && v.intro.joined.Load() == n-1 })
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err := v.Verify(ctx, opaqueToken)
+	checkErr(t, "Verify(cancelled request)", err, ErrUnavailable)
+	srv.unblock()
+	for range n {
+		checkErr(t, "Verify(joined)", <-errs, nil)
+	}
+	if h := srv.hits.Load(); h != 1 {
+		t.Fatalf("%d calls for %d concurrent requests, want 1", h, n)
+	}
+}
+
+func TestIntrospectionConcurrencyBound(t *testing.T) {
+	srv := newIntroServer(t, always(introAnswer{block: true, body: activeJSON()}))
+	v := introVerifier(t, srv, newFakeClock(testNow), func(c *config.Issuer) {
+		c.Introspection.MaxConcurrent = 2
+		c.Introspection.Timeout = config.Duration(10 * time.Second)
+	})
+	errs := make(chan error, 2)
+	for range 2 {
+		go func() { errs <- verifyTok(v, randomOpaque()) }()
+	}
+	waitFor(t, "two calls in flight", func() bool { return srv.hits.Load() == 2 })
+	checkErr(t, "Verify(third concurrent token)", verifyTok(v, randomOpaque()), ErrRateLimited)
+	srv.unblock()
+	for range 2 {
+		checkErr(t, "Verify(in flight)", <-errs, nil)
+	}
+	checkErr(t, "Verify(after the calls ended)", verifyTok(v, randomOpaque()), nil)
+}
+
+func TestIntrospectionFlood(t *testing.T) {
+	// I-08, R-17: 1000 random opaque tokens at once: the endpoint sees at
+	// most rate_limit calls (the clock does not move), the others are
+	// answered 503 at once; the negative cache holds only what was asked;
+	// the verified-token cache keeps its warm entries.
+	srv := newIntroServer(t, func(tok string) introAnswer {
+		if tok == opaqueToken {
+			return introAnswer{body: activeJSON()}
+		}
+		return introAnswer{body: `{"active":false}`}
+	})
+	clock := newFakeClock(testNow)
+	v := introVerifier(t, srv, clock, func(c *config.Issuer) { c.Introspection.RateLimit = 20 })
+	jwt := validToken(t)
+	checkErr(t, "Verify(JWT, warm)", verifyTok(v, jwt), nil)
+	checkErr(t, "Verify(opaque, warm)", verifyTok(v, opaqueToken), nil)
+	if n := v.cache.len(); n != 2 {
+		t.Fatalf("cache len = %d, want 2", n)
+	}
+	var wg sync.WaitGroup
+	var inactive, limited atomic.Int64
+	for range 1000 {
+		wg.Go(func() {
+			err := verifyTok(v, randomOpaque())
+			switch {
+			case errors.Is(err, ErrInactive):
+				inactive.Add(1)
+			case errors.Is(err, ErrRateLimited):
+				limited.Add(1)
+				if Reason(err) != "introspection_rate_limited" || !errors.Is(err, ErrKeysUnavailable) {
+					t.Errorf("rate-limited error %v: reason %q", err, Reason(err))
+				}
+			default:
+				t.Errorf("Verify(random opaque) = %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	calls := srv.hits.Load() - 1
+	if calls > 19 || inactive.Load() != calls || limited.Load() != 1000-calls {
+		t.Fatalf("1000 random tokens: %d calls (rate limit 20, 1 used), %d inactive, %d rate-limited", calls, inactive.Load(), limited.Load())
+	}
+	if n := v.intro.neg.len(); n != int(calls) {
+		t.Fatalf("negative cache len = %d, want %d", n, calls)
+	}
+	if n := v.cache.len(); n != 2 {
+		t.Fatalf("cache len = %d after the flood, want 2", n)
+	}
+	dropKeys(t, v)
+	checkErr(t, "Verify(JWT, still cached)", verifyTok(v, jwt), nil)
+	before := srv.hits.Load()
+	checkErr(t, "Verify(opaque, still cached)", verifyTok(v, opaqueToken), nil)
+	if srv.hits.Load() != before {
+		t.Fatal("the warm opaque token was introspected again")
+	}
+	// The bucket refills with the clock.
+	clock.Advance(time.Second)
+	checkErr(t, "Verify(random, a second later)", verifyTok(v, randomOpaque()), ErrInactive)
+}
+
+func TestIntrospectionNoFallback(t *testing.T) {
+	// I-09: a token takes one path only.
+	srv := newIntroServer(t, ok200(activeJSON()))
+	v := introVerifier(t, srv, newFakeClock(testNow))
+	k := keys(t)
+	jwtRows := []struct {
+		name string
+		tok  string
+		want error
+	}{
+		{"valid-jwt", validToken(t), nil},
+		{"bad-signature", mint(t, hdrRS256, claimsJSON(), "RS256", k.attacker), ErrBadSignature},
+		{"unknown-issuer", validToken(t, "iss", "https://evil.example.com"), ErrUnknownIssuer},
+		{"expired", validToken(t, "exp", testNow.Unix()-3600), ErrExpired},
+		{"alg-none", enc.EncodeToString([]byte(`{"alg":"none","typ":"at+jwt"}`)) + "." + enc.EncodeToString([]byte(claimsJSON())) + ".AA", ErrAlgorithm},
+		{"padded-header", func() string {
+			tok := validToken(t)
+			i := strings.IndexByte(tok, '.')
+			return tok[:i] + "==" + tok[i:]
+		}(), ErrMalformed},
+		{"duplicate-header-names", enc.EncodeToString([]byte(`{"alg":"RS256","alg":"RS256"}`)) + ".e30.AA", ErrMalformed},
+	}
+	for _, r := range jwtRows {
+		checkErr(t, "Verify("+r.name+")", verifyTok(v, r.tok), r.want)
+	}
+	if n := srv.hits.Load(); n != 0 {
+		t.Fatalf("JWT-shaped tokens caused %d introspection calls, want 0", n)
+	}
+	// Opaque tokens are introspected, never parsed as JWTs: an inactive
+	// one is ErrInactive, not ErrMalformed.
+	srv.set(ok200(`{"active":false}`))
+	for _, tok := range []string{"opaque-1", "a.b", "a.b.c", "eyJhbGciOiJSUzI1NiJ9", "h.p.s.x.y", "e30.e30.AA"} {
+		checkErr(t, "Verify("+tok+")", verifyTok(v, tok), ErrInactive)
+	}
+	if n := srv.hits.Load(); n != 6 {
+		t.Fatalf("%d introspection calls for 6 opaque tokens", n)
+	}
+	// Without introspection, an opaque token is a malformed JWT.
+	plain := cacheVerifier(t, newFakeClock(testNow), 0)
+	checkErr(t, "Verify(opaque, no introspection)", verifyTok(plain, opaqueToken), ErrMalformed)
+}
+
+func TestIntrospectionOnlyIssuer(t *testing.T) {
+	// An issuer with introspection and no keys discovers nothing, is
+	// ready at once, and takes no JWTs.
+	srv := newIntroServer(t, ok200(activeJSON()))
+	v := newTestVerifier(t, []config.Issuer{{Issuer: testIss, Introspection: &config.Introspection{
+		Endpoint: srv.URL + "/introspect", ClientID: introClientID, ClientSecretFile: writeFile(t, "s", []byte(introSecret)),
+	}}}, Options{})
+	if !v.Ready() {
+		t.Fatal("introspection-only verifier not ready")
+	}
+	checkErr(t, "Verify(JWT of the introspection-only issuer)", verifyTok(v, validToken(t)), ErrType)
+	checkErr(t, "Verify(opaque)", verifyTok(v, opaqueToken), nil)
+	if n := srv.hits.Load(); n != 1 {
+		t.Fatalf("%d calls, want 1", n)
+	}
+}
+
+func TestIntrospectionScopesAndClaims(t *testing.T) {
+	// The issuer's scope_claims and claim_scopes apply to the answer too;
+	// required_claims are checked; the answer is Identity.Claims.
+	srv := newIntroServer(t, ok200(activeJSON("permissions", []string{"tools:admin"}, "scope", "a b  c")))
+	v := introVerifier(t, srv, newFakeClock(testNow), func(c *config.Issuer) {
+		c.ClaimScopes = map[string]string{"permissions": "perm:"}
+		c.RequiredClaims = []string{"sub", "username"}
+	})
+	checkErr(t, "Verify(username missing)", verifyTok(v, opaqueToken), ErrMissingClaim)
+	srv.set(ok200(activeJSON("permissions", []string{"tools:admin"}, "scope", "a b  c", "username", "alice")))
+	id, err := v.Verify(context.Background(), "other-token")
+	checkErr(t, "Verify", err, nil)
+	if !slices.Equal(id.Scopes, []string{"a", "b", "c", "perm:tools:admin"}) {
+		t.Fatalf("Scopes = %q", id.Scopes)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(id.Claims, &m); err != nil || m["username"] != "alice" || m["active"] != true {
+		t.Fatalf("Claims = %s (%v)", id.Claims, err)
+	}
+}
+
+func TestIntrospectionMaxLifetime(t *testing.T) {
+	// J-23 applies to introspection answers that carry exp; an answer
+	// without exp has no lifetime to check.
+	now := testNow.Unix()
+	srv := newIntroServer(t, ok200(activeJSON("iat", now, "exp", now+25*3600)))
+	v := introVerifier(t, srv, newFakeClock(testNow), func(c *config.Issuer) { c.MaxLifetime = config.Duration(24 * time.Hour) })
+	checkErr(t, "Verify(exp - iat = 25h)", verifyTok(v, "t1"), ErrLifetime)
+	srv.set(ok200(activeJSON("iat", del, "exp", now+25*3600)))
+	checkErr(t, "Verify(no iat, exp in 25h)", verifyTok(v, "t2"), ErrLifetime)
+	srv.set(ok200(activeJSON("iat", del, "exp", del)))
+	checkErr(t, "Verify(no exp)", verifyTok(v, "t3"), nil)
+	srv.set(ok200(activeJSON("exp", now+3600)))
+	checkErr(t, "Verify(1h)", verifyTok(v, "t4"), nil)
+}
+
+func TestIntrospectionMaxTokenSize(t *testing.T) {
+	srv := newIntroServer(t, ok200(activeJSON()))
+	v := introVerifier(t, srv, newFakeClock(testNow), func(c *config.Issuer) { c.MaxTokenSize = 300 })
+	checkErr(t, "Verify(opaque over max_token_size)", verifyTok(v, strings.Repeat("a", 301)), ErrTooLarge)
+	if srv.hits.Load() != 0 {
+		t.Fatal("an oversized token was sent to the endpoint")
+	}
+}
+
+func TestIntrospectionConfigErrors(t *testing.T) {
+	secret := writeFile(t, "secret", []byte(introSecret))
+	empty := writeFile(t, "empty", []byte("\n"))
+	in := func(f func(*config.Introspection)) config.Issuer {
+		c := config.Introspection{Endpoint: "https://as.example.com/introspect", ClientID: "c", ClientSecretFile: secret}
+		f(&c)
+		return config.Issuer{Issuer: testIss, Introspection: &c}
+	}
+	tests := []struct {
+		name    string
+		issuers []config.Issuer
+		want    string
+	}{
+		{"two-introspecting-issuers", []config.Issuer{in(func(*config.Introspection) {}), func() config.Issuer {
+			c := in(func(*config.Introspection) {})
+			c.Issuer = issB
+			return c
+		}()}, `issuers[1] "` + issB + `": introspection: only one issuer may use introspection`},
+		{"http-endpoint", []config.Issuer{in(func(c *config.Introspection) { c.Endpoint = "http://as.example.com/i" })}, "http is only allowed for loopback"},
+		{"no-endpoint", []config.Issuer{in(func(c *config.Introspection) { c.Endpoint = "" })}, "endpoint is empty"},
+		{"two-secrets", []config.Issuer{in(func(c *config.Introspection) { c.ClientSecretEnv = "X" })}, "exactly one of client_secret_file and client_secret_env"},
+		{"no-secret", []config.Issuer{in(func(c *config.Introspection) { c.ClientSecretFile = "" })}, "exactly one of"},
+		{"empty-secret-file", []config.Issuer{in(func(c *config.Introspection) { c.ClientSecretFile = empty })}, "client_secret_file is empty"},
+		{"missing-secret-file", []config.Issuer{in(func(c *config.Introspection) { c.ClientSecretFile = "/nonexistent/secret" })}, "client_secret_file"},
+		{"unset-env", []config.Issuer{in(func(c *config.Introspection) {
+			c.ClientSecretFile = ""
+			c.ClientSecretEnv = "MCPAUTHZ_TEST_UNSET_VARIABLE"
+		})}, "MCPAUTHZ_TEST_UNSET_VARIABLE is not set"},
+		{"negative-ttl", []config.Issuer{in(func(c *config.Introspection) { c.CacheTTL = -1 })}, "cache_ttl must not be negative"},
+		{"negative-concurrency", []config.Issuer{in(func(c *config.Introspection) { c.MaxConcurrent = -1 })}, "max_concurrent"},
+		{"negative-rate", []config.Issuer{in(func(c *config.Introspection) { c.RateLimit = -1 })}, "rate_limit"},
+		{"pattern-issuer", []config.Issuer{func() config.Issuer {
+			c := in(func(*config.Introspection) {})
+			c.Issuer = issEntra
+			c.JWKSURI = "https://login.microsoftonline.com/common/discovery/v2.0/keys"
+			return c
+		}()}, "not supported for an issuer with {tenantid}"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := NewVerifier(context.Background(), tt.issuers, testAud, Options{})
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("NewVerifier = %v, want an error containing %q", err, tt.want)
+			}
+			if strings.Contains(err.Error(), introSecret) {
+				t.Fatalf("error %q contains the secret", err)
+			}
+		})
+	}
+}
+
+func TestLooksLikeJWS(t *testing.T) {
+	h := func(s string) string { return enc.EncodeToString([]byte(s)) }
+	std := base64.StdEncoding.EncodeToString([]byte(`{"alg":"RS256","x":"??>>"}`))
+	tests := map[string]bool{
+		h(`{"alg":"RS256"}`) + ".e30.AA":           true,
+		h(`{"alg":"RS256"}`) + "..":                true,
+		h(`{"kid":"a","alg":"x"}`) + ".p.s":        true,
+		h(`{"x":{"alg":1},"alg":null}`) + ".p.s":   true,
+		h(`{"alg":"RS256","alg":"none"}`) + ".p.s": true,
+		h("{\"alg\":\"\xff\"}") + ".p.s":           true,
+		std + ".p.s":                               true, // std alphabet and padding
+		h(`{"alg":"RS256"`) + ".p.s":               true, // alg seen before the syntax error
+		h(`{"typ":"JWT"}`) + ".p.s":                false,
+		h(`{"x":{"alg":"RS256"}}`) + ".p.s":        false,
+		h(`["alg"]`) + ".p.s":                      false,
+		h(`"alg"`) + ".p.s":                        false,
+		h(`{"alg":"RS256"}`) + ".p":                false,
+		h(`{"alg":"RS256"}`) + ".p.s.x":            false,
+		h(`{"alg":"RS256"}`) + ".p.s.x.y":          false, // JWE shape
+		"opaque":                                   false,
+		"":                                         false,
+		"..":                                       false,
+		"!!!.p.s":                                  false,
+		strings.Repeat("[", 100) + ".p.s":          false,
+		h(strings.Repeat(`{"a":`, 100)+`1`+strings.Repeat(`}`, 100)) + ".p.s": false,
+	}
+	for tok, want := range tests {
+		if got := looksLikeJWS(tok); got != want {
+			t.Errorf("looksLikeJWS(%q) = %v, want %v", tok, got, want)
+		}
+	}
+	if !strings.ContainsAny(std, "+/=") {
+		t.Fatal("the std-alphabet case has no std-only characters")
+	}
+}
+
+func BenchmarkIntrospection(b *testing.B) {
+	srv := newIntroServer(b, ok200(activeJSON()))
+	v := introVerifier(b, srv, newFakeClock(testNow))
+	ctx := context.Background()
+	if _, err := v.Verify(ctx, opaqueToken); err != nil {
+		b.Fatal(err)
+	}
+	b.Run("cached", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := v.Verify(ctx, opaqueToken); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("negative-cached", func(b *testing.B) {
+		srv.set(ok200(`{"active":false}`))
+		v.Verify(ctx, "inactive-token")
+		b.ReportAllocs()
+		for b.Loop() {
+			v.Verify(ctx, "inactive-token")
+		}
+	})
+}
