@@ -450,6 +450,7 @@ func policyToken(id *jwtauth.Identity) *policy.Token {
 		Audience: id.Audience,
 		Scopes:   id.Scopes,
 		Claims:   id.Claims,
+		Expiry:   id.Expiry,
 	}
 }
 

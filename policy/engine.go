@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,6 +23,7 @@ const (
 	decisionQuery        = "data.mcp.authz.decision"
 	scopesSupportedQuery = "data.mcp.authz.scopes_supported"
 	scopePrefixesQuery   = "data.mcp.authz.scope_prefixes"
+	knownToolsQuery      = "data.mcp.authz.known_tools"
 )
 
 // DefaultEvalTimeout bounds one evaluation when Options.EvalTimeout is zero.
@@ -50,6 +52,11 @@ type Options struct {
 	// if they could not be read or downloaded) and the error. It runs
 	// synchronously while loads are serialised; keep it cheap.
 	OnReload func(revision string, err error)
+	// DecisionCacheSize bounds the decision cache (see cache.go): zero
+	// selects DefaultDecisionCacheSize, a negative value disables it.
+	DecisionCacheSize int
+	// Now is the clock that expires cached decisions; nil means time.Now.
+	Now func() time.Time
 }
 
 // Engine evaluates the Rego policy. It is safe for concurrent use: Decide
@@ -59,6 +66,8 @@ type Engine struct {
 	logger   *slog.Logger
 	timeout  time.Duration
 	onReload func(string, error)
+	cacheMax int
+	now      func() time.Time
 
 	loadMu sync.Mutex // serialises Load so generations are published in order
 	gen    atomic.Pointer[generation]
@@ -71,6 +80,9 @@ type generation struct {
 	revision        string
 	scopesSupported []string
 	scopePrefixes   []string
+	tools           []string
+	plan            cachePlan
+	cache           *decisionCache // nil: decisions are not cached
 }
 
 // New returns an Engine without a policy; call Load before Decide.
@@ -79,6 +91,14 @@ func New(opts Options) *Engine {
 		logger:   opts.Logger,
 		timeout:  opts.EvalTimeout,
 		onReload: opts.OnReload,
+		cacheMax: opts.DecisionCacheSize,
+		now:      opts.Now,
+	}
+	if e.cacheMax == 0 {
+		e.cacheMax = DefaultDecisionCacheSize
+	}
+	if e.now == nil {
+		e.now = time.Now
 	}
 	if e.logger == nil {
 		e.logger = slog.New(slog.DiscardHandler)
@@ -127,8 +147,13 @@ func (e *Engine) publish(ctx context.Context, sum [32]byte, revision string, mk 
 		e.reloaded(revision, err)
 		return err
 	}
+	cacheAttr := slog.String("decision_cache", "off: "+g.plan.why)
+	if g.plan.cacheable && e.cacheMax > 0 {
+		g.cache = newDecisionCache(e.cacheMax)
+		cacheAttr = slog.String("decision_cache", "on: "+fieldNames(g.plan.fields))
+	}
 	e.gen.Store(g)
-	e.logger.LogAttrs(ctx, slog.LevelInfo, msg, append([]slog.Attr{slog.String("revision", g.revision)}, attrs...)...)
+	e.logger.LogAttrs(ctx, slog.LevelInfo, msg, append([]slog.Attr{slog.String("revision", g.revision), cacheAttr}, attrs...)...)
 	e.reloaded(g.revision, nil)
 	return nil
 }
@@ -182,6 +207,16 @@ func (e *Engine) ScopesSupported() []string {
 func (e *Engine) ScopePrefixes() []string {
 	if g := e.gen.Load(); g != nil {
 		return clone(g.scopePrefixes)
+	}
+	return nil
+}
+
+// Tools returns data.mcp.authz.known_tools of the current policy: the tool
+// names its data names literally (the only values the metrics' tool label
+// takes). It is empty if the policy does not define it.
+func (e *Engine) Tools() []string {
+	if g := e.gen.Load(); g != nil {
+		return clone(g.tools)
 	}
 	return nil
 }
@@ -245,6 +280,10 @@ func newGeneration(ctx context.Context, modules map[string]*ast.Module, docs map
 	if g.scopePrefixes, err = readStrings(ctx, compiler, store, scopePrefixesQuery); err != nil {
 		return nil, err
 	}
+	if g.tools, err = readStrings(ctx, compiler, store, knownToolsQuery); err != nil {
+		return nil, err
+	}
+	g.plan = planCache(compiler.Modules)
 	return g, nil
 }
 
@@ -331,38 +370,82 @@ func (e *Engine) Decide(ctx context.Context, req *Request, tok *Token, msgs []MC
 	if g == nil {
 		return nil, ErrNotReady
 	}
-	base := make([][2]*ast.Term, 0, 3)
-	if req != nil {
-		base = append(base, [2]*ast.Term{keyRequest, ast.NewTerm(requestValue(req))})
-	}
-	if tok != nil {
-		v, err := tokenValue(tok)
-		if err != nil {
-			return nil, fmt.Errorf("policy: input.token: %w", err)
+	d := decider{e: e, g: g, req: req, tok: tok}
+	if g.cache != nil && tok != nil && tok.Expiry > 0 {
+		// Cached decisions never outlive the token they were made for.
+		if now := e.now().Unix(); now < tok.Expiry {
+			d.cache, d.now = g.cache, now
 		}
-		base = append(base, [2]*ast.Term{keyToken, ast.NewTerm(v)})
 	}
-
 	if len(msgs) == 0 {
-		d, err := e.eval(ctx, g, ast.NewObject(base...))
+		dec, err := d.decide(ctx, nil)
 		if err != nil {
 			return nil, fmt.Errorf("policy: %w", err)
 		}
-		return []Decision{d}, nil
+		return []Decision{dec}, nil
 	}
 	out := make([]Decision, len(msgs))
-	pairs := append(base, [2]*ast.Term{keyMCP, nil})
 	for i := range msgs {
-		v, err := mcpValue(&msgs[i])
-		if err != nil {
-			return nil, fmt.Errorf("policy: message %d: input.mcp: %w", i, err)
-		}
-		pairs[len(pairs)-1][1] = ast.NewTerm(v)
-		if out[i], err = e.eval(ctx, g, ast.NewObject(pairs...)); err != nil {
+		var err error
+		if out[i], err = d.decide(ctx, &msgs[i]); err != nil {
 			return nil, fmt.Errorf("policy: message %d: %w", i, err)
 		}
 	}
 	return out, nil
+}
+
+// decider evaluates the messages of one request against one generation. It
+// converts input.request and input.token to AST values once, and only when
+// an evaluation is needed (a cache miss).
+type decider struct {
+	e     *Engine
+	g     *generation
+	req   *Request
+	tok   *Token
+	cache *decisionCache // nil: do not use the cache
+	now   int64
+	buf   []byte
+	pairs [][2]*ast.Term // input.request and input.token, once built
+	built bool
+}
+
+func (d *decider) decide(ctx context.Context, m *MCP) (Decision, error) {
+	var key [2]uint64
+	if d.cache != nil {
+		key, d.buf = d.cache.key(d.g.plan.fields, d.buf, d.req, d.tok, m)
+		if dec, ok := d.cache.get(key, d.now); ok {
+			return dec, nil
+		}
+	}
+	if !d.built {
+		d.built = true
+		if d.req != nil {
+			d.pairs = append(d.pairs, [2]*ast.Term{keyRequest, ast.NewTerm(requestValue(d.req))})
+		}
+		if d.tok != nil {
+			v, err := tokenValue(d.tok)
+			if err != nil {
+				return Decision{}, fmt.Errorf("input.token: %w", err)
+			}
+			d.pairs = append(d.pairs, [2]*ast.Term{keyToken, ast.NewTerm(v)})
+		}
+	}
+	pairs := d.pairs
+	if m != nil {
+		v, err := mcpValue(m)
+		if err != nil {
+			return Decision{}, fmt.Errorf("input.mcp: %w", err)
+		}
+		pairs = append(slices.Clip(pairs), [2]*ast.Term{keyMCP, ast.NewTerm(v)})
+	}
+	dec, err := d.e.eval(ctx, d.g, ast.NewObject(pairs...))
+	if err != nil {
+		return Decision{}, err
+	}
+	if d.cache != nil {
+		d.cache.put(key, dec, d.tok.Expiry)
+	}
+	return dec, nil
 }
 
 // eval runs one evaluation under the engine's timeout.

@@ -29,6 +29,10 @@ type Token struct {
 	// Claims is the raw, verified JSON payload of the token (a JSON object).
 	// Nil for tokens without a JSON payload (never for JWTs).
 	Claims jsontext.Value
+	// Expiry is the token's exp (Unix seconds), 0 when unknown. It is not
+	// part of the input: it bounds how long a decision for this token may be
+	// cached (never with 0).
+	Expiry int64
 }
 
 // MCP is input.mcp for one JSON-RPC message (one evaluation per batch

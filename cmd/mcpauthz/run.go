@@ -175,10 +175,25 @@ type observers struct {
 	recorders     []extauthz.Recorder
 	onReload      func(revision string, err error)
 	onJWKSRefresh func(issuer string, keys int, err error)
+	// onTools receives the tool names of each loaded policy (metric labels).
+	onTools func(tools []string)
 }
 
 func buildComponents(ctx context.Context, cfg *config.Config, log *slog.Logger, obs observers) (*components, error) {
-	engine := policy.New(policy.Options{Logger: log, EvalTimeout: cfg.Policy.EvalTimeout.D(), OnReload: obs.onReload})
+	var engine *policy.Engine
+	engine = policy.New(policy.Options{
+		Logger:            log,
+		EvalTimeout:       cfg.Policy.EvalTimeout.D(),
+		DecisionCacheSize: cfg.Policy.DecisionCacheSize,
+		OnReload: func(revision string, err error) {
+			if obs.onReload != nil {
+				obs.onReload(revision, err)
+			}
+			if err == nil && obs.onTools != nil {
+				obs.onTools(engine.Tools())
+			}
+		},
+	})
 	if b := cfg.Policy.Bundle; b != nil {
 		// The bundle is polled until ctx ends; the engine is not ready (and
 		// every check answers 503) until the first bundle is active.

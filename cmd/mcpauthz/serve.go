@@ -130,6 +130,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, o serveOpt
 		}},
 		onReload:      m.PolicyReload,
 		onJWKSRefresh: m.JWKSRefresh,
+		onTools:       m.SetTools,
 	})
 	if err != nil {
 		return err

@@ -152,6 +152,11 @@ type Policy struct {
 	ReloadInterval Duration `yaml:"reload_interval"`
 	// EvalTimeout bounds one evaluation (default 100ms).
 	EvalTimeout Duration `yaml:"eval_timeout"`
+	// DecisionCacheSize bounds the cache of policy decisions (default
+	// 10000, -1 disables). A decision is reused only when every input the
+	// policy reads is equal; policies that call time, HTTP or random
+	// built-ins are never cached.
+	DecisionCacheSize int `yaml:"decision_cache_size"`
 	// Bundle loads policy and data from an OPA bundle server instead of
 	// Paths (use one or the other).
 	Bundle *Bundle `yaml:"bundle"`

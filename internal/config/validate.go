@@ -217,6 +217,9 @@ func (c *Config) Validate() error {
 			v.add(key, fmt.Sprintf("%q is not an origin (scheme://host[:port])", o))
 		}
 	}
+	if c.Policy.DecisionCacheSize < -1 || c.Policy.DecisionCacheSize > 10_000_000 {
+		v.add("policy.decision_cache_size", "must be -1 (disabled), 0 (default 10000) or a size up to 10000000")
+	}
 	if c.TokenCacheSize < -1 || c.TokenCacheSize > 10_000_000 {
 		v.add("token_cache_size", "must be -1 (disabled), 0 (default 10000) or a size up to 10000000")
 	}

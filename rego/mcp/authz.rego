@@ -21,7 +21,10 @@ default decision := {
 decision := _deny("revoked") if {
 	_revoked
 } else := _deny("not_mcp") if {
-	not input.mcp
+	# input.mcp.kind rather than input.mcp: the decision cache keys on the
+	# input paths a policy reads, and input.mcp as a whole includes the
+	# request id, which differs on every request.
+	not input.mcp.kind
 } else := _deny("invalid_input") if {
 	not _valid_input
 } else := _method_decision
@@ -37,6 +40,16 @@ scopes_supported := sort(_supported_scopes)
 default scope_prefixes := ["tools:", "prompts:", "resources:"]
 
 scope_prefixes := data.mcp.config.scope_prefixes
+
+# known_tools are the tool names the data mappings name literally (globs
+# excluded). The engine reads it once per load: only these names appear as
+# the tool label of mcpauthz_decisions_total, so clients cannot create
+# metric series.
+known_tools := sort({t |
+	some patterns in data.mcp.config.scopes.tools
+	some t in patterns
+	not regex.match(`[*?\[{]`, t)
+})
 
 # ---------------------------------------------------------------------------
 # Decision builders.
@@ -75,7 +88,7 @@ _revoked if input.token.claims.jti in data.mcp.config.revoked.jti
 _revoked if input.token.subject in data.mcp.config.revoked.subjects
 
 _valid_input if {
-	is_object(input.token)
+	is_string(input.token.subject)
 	input.mcp.kind in _kinds
 	_valid_method
 }

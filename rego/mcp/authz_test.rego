@@ -463,3 +463,11 @@ test_shipped_data_mappings_grant if {
 	}
 	authz.scopes_supported == sort(authz.scopes_supported)
 }
+
+test_known_tools_lists_literal_names_only if {
+	authz.known_tools == ["a", "b"] with data.mcp.config.scopes.tools as {"s1": ["b", "x_*"], "s2": ["a", "b", "c?", "[d]"]}
+}
+
+test_known_tools_empty_without_mappings if {
+	authz.known_tools == [] with data.mcp.config.scopes as {}
+}

@@ -1,0 +1,199 @@
+package policy
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestCachePlan(t *testing.T) {
+	tests := []struct {
+		name      string
+		rego      string
+		cacheable bool
+		fields    string
+	}{
+		{
+			name:      "fields read",
+			rego:      "decision := {\"allow\": true} if { input.mcp.tool == \"a\"; input.token.scopes[_] == \"x\" }",
+			cacheable: true,
+			fields:    "mcp.tool,token.scopes",
+		},
+		{
+			name:      "prefix reads every field below it",
+			rego:      `decision := {"allow": count(input.request) > 0}`,
+			cacheable: true,
+			fields:    "request.headers,request.host,request.method,request.path,request.query",
+		},
+		{
+			name:      "dynamic header name is fine",
+			rego:      "decision := {\"allow\": true} if { some k; input.request.headers[k] == \"x\" }",
+			cacheable: true,
+			fields:    "request.headers",
+		},
+		{name: "input as a whole", rego: `decision := {"allow": count(input) > 0}`},
+		{name: "dynamic top-level key", rego: "decision := {\"allow\": true} if { some k; input[k].tool == \"a\" }"},
+		{name: "unknown field", rego: `decision := {"allow": input.token.expiry > 0}`},
+		{name: "time", rego: `decision := {"allow": time.now_ns() > 0}`},
+		{name: "http.send", rego: `decision := {"allow": http.send({"method": "GET", "url": "http://127.0.0.1:1"}).status_code == 200}`},
+		{name: "random", rego: `decision := {"allow": rand.intn("x", 2) == 1}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := loadModule(t, tt.rego)
+			g := e.gen.Load()
+			if g.plan.cacheable != tt.cacheable || fieldNames(g.plan.fields) != tt.fields {
+				t.Errorf("plan = cacheable %v fields %q (%s), want %v %q", g.plan.cacheable, fieldNames(g.plan.fields), g.plan.why, tt.cacheable, tt.fields)
+			}
+			if (g.cache != nil) != tt.cacheable {
+				t.Errorf("cache present = %v, want %v", g.cache != nil, tt.cacheable)
+			}
+		})
+	}
+}
+
+// TestDefaultPolicyIsCacheable pins the inputs the shipped policy reads: the
+// request id and the HTTP request must not be among them, or every request
+// would miss the cache.
+func TestDefaultPolicyIsCacheable(t *testing.T) {
+	e := New(Options{})
+	if err := e.Load(context.Background(), Source{Paths: []string{"../rego"}}); err != nil {
+		t.Fatal(err)
+	}
+	g := e.gen.Load()
+	want := "mcp.kind,mcp.method,mcp.prompt,mcp.resource_uri,mcp.resource_uris,mcp.tool,token.claims,token.scopes,token.subject"
+	if !g.plan.cacheable || fieldNames(g.plan.fields) != want {
+		t.Errorf("default policy plan = %v %q (%s), want cacheable %q", g.plan.cacheable, fieldNames(g.plan.fields), g.plan.why, want)
+	}
+}
+
+func loadModule(t *testing.T, body string) *Engine {
+	t.Helper()
+	dir := t.TempDir()
+	src := "package mcp.authz\n\n" + body + "\n"
+	if err := os.WriteFile(filepath.Join(dir, "p.rego"), []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e := New(Options{})
+	if err := e.Load(context.Background(), Source{Paths: []string{dir}}); err != nil {
+		t.Fatalf("Load(%s): %v", body, err)
+	}
+	return e
+}
+
+func TestDecisionCache(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	e := New(Options{Now: func() time.Time { return now }, DecisionCacheSize: 64})
+	if err := e.Load(context.Background(), Source{Paths: []string{"../rego"}}); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	tok := func(scopes ...string) *Token {
+		return &Token{Issuer: "i", Subject: "alice", Scopes: scopes, Claims: []byte(`{"jti":"j1"}`), Expiry: now.Unix() + 60}
+	}
+	call := func(tool string, id string) []MCP {
+		return []MCP{{Kind: "request", Method: "tools/call", Tool: tool, ID: []byte(id)}}
+	}
+	decide := func(tk *Token, msgs []MCP) Decision {
+		t.Helper()
+		ds, err := e.Decide(ctx, &Request{Method: "POST", Path: "/mcp", Headers: map[string]string{"x-request-id": fmt.Sprint(time.Now().UnixNano())}}, tk, msgs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ds[0]
+	}
+	cache := e.gen.Load().cache
+
+	weather := tok("tools:get_weather")
+	first := decide(weather, call("get_weather", "1"))
+	if !first.Allow || cache.len() != 1 {
+		t.Fatalf("first decision %+v, cache len %d; want allow and one entry", first, cache.len())
+	}
+	// Another request id and request header: the same entry serves it.
+	if second := decide(weather, call("get_weather", "2")); cache.len() != 1 || !cmp.Equal(first, second) {
+		t.Errorf("repeat: cache len %d, decision %+v; want the cached %+v", cache.len(), second, first)
+	}
+	// R-18: a denial for tool A never answers tool B, and scopes are part of
+	// the key.
+	if d := decide(weather, call("delete_file", "3")); d.Allow {
+		t.Errorf("delete_file with tools:get_weather allowed: %+v", d)
+	}
+	if d := decide(tok("tools:delete_file"), call("delete_file", "4")); !d.Allow {
+		t.Errorf("delete_file with tools:delete_file denied: %+v", d)
+	}
+	if d := decide(tok("tools:delete_file"), call("get_weather", "5")); d.Allow {
+		t.Errorf("get_weather with tools:delete_file allowed: %+v", d)
+	}
+	// Tokens without exp, or expired, are never cached.
+	n := cache.len()
+	decide(&Token{Subject: "bob", Scopes: []string{"tools:*"}}, call("x", "6"))
+	expired := tok("tools:*")
+	expired.Expiry = now.Unix()
+	decide(expired, call("x", "7"))
+	if cache.len() != n {
+		t.Errorf("cache grew from %d to %d for tokens without a future exp", n, cache.len())
+	}
+	// An entry expires with its token.
+	now = now.Add(2 * time.Minute)
+	if _, ok := cache.get(mustKey(cache, e, weather, call("get_weather", "1")), now.Unix()); ok {
+		t.Error("entry outlived its token")
+	}
+	// Bounded.
+	later := tok("tools:*")
+	later.Expiry = now.Unix() + 60
+	for i := 0; i < 500; i++ {
+		decide(later, call(fmt.Sprintf("t%d", i), "1"))
+	}
+	if got := cache.len(); got > 64 {
+		t.Errorf("cache len %d, want at most 64", got)
+	}
+	// A reload starts a new, empty cache.
+	dir := t.TempDir()
+	for _, f := range []string{"mcp/authz.rego", "data.json"} {
+		b, _ := os.ReadFile(filepath.Join("../rego", f))
+		os.MkdirAll(filepath.Dir(filepath.Join(dir, f)), 0o755)
+		os.WriteFile(filepath.Join(dir, f), append(b, '\n'), 0o644)
+	}
+	if err := e.Load(ctx, Source{Paths: []string{dir}}); err != nil {
+		t.Fatal(err)
+	}
+	if c := e.gen.Load().cache; c == cache || c.len() != 0 {
+		t.Errorf("reload kept the old cache")
+	}
+}
+
+func mustKey(c *decisionCache, e *Engine, tok *Token, msgs []MCP) [2]uint64 {
+	k, _ := c.key(e.gen.Load().plan.fields, nil, &Request{}, tok, &msgs[0])
+	return k
+}
+
+func TestDecisionCacheConcurrent(t *testing.T) {
+	e := New(Options{DecisionCacheSize: 16})
+	if err := e.Load(context.Background(), Source{Paths: []string{"../rego"}}); err != nil {
+		t.Fatal(err)
+	}
+	exp := time.Now().Add(time.Hour).Unix()
+	var wg sync.WaitGroup
+	for w := 0; w < 4; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 200; i++ {
+				tool := fmt.Sprintf("t%d", i%40)
+				tok := &Token{Subject: "a", Scopes: []string{"tools:" + tool}, Expiry: exp}
+				ds, err := e.Decide(context.Background(), nil, tok, []MCP{{Kind: "request", Method: "tools/call", Tool: tool}})
+				if err != nil || !ds[0].Allow {
+					t.Errorf("Decide(%s) = %+v, %v", tool, ds, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
