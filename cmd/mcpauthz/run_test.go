@@ -26,6 +26,7 @@ import (
 
 	"github.com/mcpauthz/mcpauthz/internal/config"
 	"github.com/mcpauthz/mcpauthz/internal/devissuer"
+	"github.com/mcpauthz/mcpauthz/policy"
 )
 
 func runCmd(t *testing.T, args ...string) (stdout, stderr string, err error) {
@@ -397,4 +398,107 @@ func TestPolicyBundleConfig(t *testing.T) {
 	if err != nil || !strings.Contains(out, "decision: allow") {
 		t.Fatalf("check with a bundle policy: %v\n%s", err, out)
 	}
+}
+
+// TestMetricsAfterScriptedDecisions drives a real server through a fixed set
+// of decisions and compares the exported series exactly.
+func TestMetricsAfterScriptedDecisions(t *testing.T) {
+	dev := t.TempDir()
+	iss, cfg, err := devSetup(dev, "", true, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jwks := httptest.NewServer(iss.Handler())
+	defer jwks.Close()
+	cfg.Issuers[0].JWKSFile, cfg.Issuers[0].JWKSURI = "", jwks.URL+"/jwks"
+	cfg.GRPCAddr, cfg.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0"
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ready := make(chan [2]string, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- serve(ctx, cfg, newLogger(cfg, io.Discard), serveOptions{stdout: io.Discard, ready: ready})
+	}()
+	addrs := <-ready
+	conn, err := grpc.NewClient(addrs[0], grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	client := authv3.NewAuthorizationClient(conn)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if r, err := http.Get("http://" + addrs[1] + "/readyz"); err == nil && r.StatusCode == 200 {
+			r.Body.Close()
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatal("never ready")
+		}
+	}
+	tok, _, _ := runCmd(t, "token", "--dev-dir", dev, "--scope", "tools:get_weather")
+	tok = strings.TrimSpace(tok)
+	call := func(tool string) []byte {
+		return []byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"` + tool + `"}}`)
+	}
+	script := []struct {
+		token string
+		body  []byte
+	}{
+		{tok, call("get_weather")}, // allow, tool named in the data
+		{tok, call("get_weather")}, // again (cached decision, same series)
+		{tok, call("delete_file")}, // 403, tool not in the data → other
+		{tok, []byte(`{"jsonrpc":"2.0","id":2,"method":"tools/list"}`)},
+		{"", call("get_weather")},                                         // 401 no token
+		{tok[:len(tok)-4] + "AAAA", call("get_weather")},                  // 401 bad signature
+		{tok, []byte(`{"jsonrpc":"2.0","id":3,"method":"weird/method"}`)}, // 403, method label other
+	}
+	for i, s := range script {
+		req, _ := buildCheckRequest(cfg, "POST", "", s.token, nil, s.body)
+		if _, err := client.Check(ctx, req); err != nil {
+			t.Fatalf("check %d: %v", i, err)
+		}
+	}
+	resp, err := http.Get("http://" + addrs[1] + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var got []string
+	for _, l := range strings.Split(string(body), "\n") {
+		if strings.HasPrefix(l, "mcpauthz_decisions_total{") || strings.HasPrefix(l, "mcpauthz_token_validations_total{") ||
+			strings.HasPrefix(l, "mcpauthz_policy_reloads_total{") || strings.HasPrefix(l, "mcpauthz_jwks_keys{") ||
+			strings.HasPrefix(l, "mcpauthz_checks_in_flight") || strings.HasPrefix(l, "mcpauthz_policy_info{") {
+			got = append(got, l)
+		}
+	}
+	issuer := cfg.Issuers[0].Issuer
+	want := []string{
+		`mcpauthz_checks_in_flight 0`,
+		`mcpauthz_decisions_total{decision="allow",mcp_method="tools/call",reason="policy_allow",status="200",tool="get_weather"} 2`,
+		`mcpauthz_decisions_total{decision="allow",mcp_method="tools/list",reason="policy_allow",status="200",tool=""} 1`,
+		`mcpauthz_decisions_total{decision="deny",mcp_method="",reason="invalid_token",status="401",tool=""} 1`,
+		`mcpauthz_decisions_total{decision="deny",mcp_method="",reason="no_token",status="401",tool=""} 1`,
+		`mcpauthz_decisions_total{decision="deny",mcp_method="other",reason="policy_deny",status="403",tool=""} 1`,
+		`mcpauthz_decisions_total{decision="deny",mcp_method="tools/call",reason="insufficient_scope",status="403",tool="other"} 1`,
+		`mcpauthz_jwks_keys{issuer="` + issuer + `"} 1`,
+		`mcpauthz_policy_info{revision="` + mustRevision(t) + `"} 1`,
+		`mcpauthz_policy_reloads_total{result="success"} 1`,
+		`mcpauthz_token_validations_total{issuer="` + issuer + `",result="valid"} 5`,
+		`mcpauthz_token_validations_total{issuer="unknown",result="bad_signature"} 1`,
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("metrics (-want +got):\n%s", diff)
+	}
+	cancel()
+	<-done
+}
+
+// mustRevision is the revision of the embedded default policy.
+func mustRevision(t *testing.T) string {
+	t.Helper()
+	e := policy.New(policy.Options{})
+	if err := e.Load(context.Background(), policy.DefaultSource()); err != nil {
+		t.Fatal(err)
+	}
+	return e.Revision()
 }
