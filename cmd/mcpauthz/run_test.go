@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -153,27 +154,12 @@ func TestTokenAndCheckDev(t *testing.T) {
 // CheckRequest, and that health, metadata and metrics are served.
 func TestServeAndCheckAgree(t *testing.T) {
 	dev := t.TempDir()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	iss, cfg, err := devSetup(dev, "", true, true)
+	_, cfg, err := devSetup(dev, "", true, true)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.GRPCAddr, cfg.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0"
-	ready := make(chan [2]string, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- serve(ctx, cfg, newLogger(cfg, io.Discard), serveOptions{stdout: io.Discard, ready: ready})
-	}()
-	var addrs [2]string
-	select {
-	case addrs = <-ready:
-	case err := <-done:
-		t.Fatalf("serve: %v", err)
-	case <-time.After(20 * time.Second):
-		t.Fatal("serve did not start")
-	}
-	_ = iss
+	srv := startServer(t, cfg)
+	ctx := context.Background()
 	tok, _, err := runCmd(t, "token", "--dev-dir", dev, "--scope", "tools:get_weather")
 	if err != nil {
 		t.Fatal(err)
@@ -183,12 +169,7 @@ func TestServeAndCheckAgree(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn, err := grpc.NewClient(addrs[0], grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	got, err := authv3.NewAuthorizationClient(conn).Check(ctx, req)
+	got, err := srv.client.Check(ctx, req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,7 +188,7 @@ func TestServeAndCheckAgree(t *testing.T) {
 		t.Errorf("server and check disagree (-check +server):\n%s", diff)
 	}
 
-	hc := healthpb.NewHealthClient(conn)
+	hc := healthpb.NewHealthClient(srv.conn)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		st, err := hc.Check(ctx, &healthpb.HealthCheckRequest{})
@@ -219,7 +200,7 @@ func TestServeAndCheckAgree(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	base := "http://" + addrs[1]
+	base := srv.httpBase
 	for path, want := range map[string]string{
 		"/healthz": "ok",
 		"/readyz":  "ready",
@@ -237,14 +218,8 @@ func TestServeAndCheckAgree(t *testing.T) {
 		}
 	}
 
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("serve returned %v after cancel, want nil", err)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("serve did not stop")
+	if err := srv.stop(t); err != nil {
+		t.Errorf("serve returned %v after cancel, want nil", err)
 	}
 }
 
@@ -274,23 +249,10 @@ func TestShutdownWithChecksInFlight(t *testing.T) {
 	defer slow.Close()
 	cfg.Issuers[0].JWKSFile = ""
 	cfg.Issuers[0].JWKSURI = slow.URL + "/jwks"
-	cfg.GRPCAddr, cfg.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0"
 	cfg.Shutdown.Timeout = config.Duration(10 * time.Second)
-
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	ready := make(chan [2]string, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- serve(ctx, cfg, newLogger(cfg, io.Discard), serveOptions{stdout: io.Discard, ready: ready})
-	}()
-	addrs := <-ready
-	conn, err := grpc.NewClient(addrs[0], grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	client := authv3.NewAuthorizationClient(conn)
+	srv := startServer(t, cfg)
+	client := srv.client
+	ctx := context.Background()
 	// Wait until the keys are loaded, so the checks below are decided by the
 	// unknown-kid refetch and not by a cold start.
 	tok, _, _ := runCmd(t, "token", "--dev-dir", dev)
@@ -332,13 +294,14 @@ func TestShutdownWithChecksInFlight(t *testing.T) {
 	}
 	time.Sleep(200 * time.Millisecond) // the checks are now waiting on the slow JWKS
 	cancelAt.Store(time.Now().UnixNano())
-	cancel()
+	stopped := make(chan error, 1)
+	go func() { stopped <- srv.stop(t) }()
 	for i := 0; i < n; i++ {
 		if err := <-results; err != nil {
 			t.Errorf("in-flight check %d: %v", i, err)
 		}
 	}
-	if err := <-done; err != nil {
+	if err := <-stopped; err != nil {
 		t.Errorf("serve() = %v after shutdown", err)
 	}
 }
@@ -411,23 +374,11 @@ func TestMetricsAfterScriptedDecisions(t *testing.T) {
 	jwks := httptest.NewServer(iss.Handler())
 	defer jwks.Close()
 	cfg.Issuers[0].JWKSFile, cfg.Issuers[0].JWKSURI = "", jwks.URL+"/jwks"
-	cfg.GRPCAddr, cfg.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0"
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	ready := make(chan [2]string, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- serve(ctx, cfg, newLogger(cfg, io.Discard), serveOptions{stdout: io.Discard, ready: ready})
-	}()
-	addrs := <-ready
-	conn, err := grpc.NewClient(addrs[0], grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	client := authv3.NewAuthorizationClient(conn)
+	srv := startServer(t, cfg)
+	client := srv.client
+	ctx := context.Background()
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if r, err := http.Get("http://" + addrs[1] + "/readyz"); err == nil && r.StatusCode == 200 {
+		if r, err := http.Get(srv.httpBase + "/readyz"); err == nil && r.StatusCode == 200 {
 			r.Body.Close()
 			break
 		} else if time.Now().After(deadline) {
@@ -457,7 +408,7 @@ func TestMetricsAfterScriptedDecisions(t *testing.T) {
 			t.Fatalf("check %d: %v", i, err)
 		}
 	}
-	resp, err := http.Get("http://" + addrs[1] + "/metrics")
+	resp, err := http.Get(srv.httpBase + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -489,8 +440,6 @@ func TestMetricsAfterScriptedDecisions(t *testing.T) {
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("metrics (-want +got):\n%s", diff)
 	}
-	cancel()
-	<-done
 }
 
 // mustRevision is the revision of the embedded default policy.
@@ -501,4 +450,58 @@ func mustRevision(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return e.Revision()
+}
+
+// testServer is a running `serve` on loopback ports with a gRPC client.
+type testServer struct {
+	client   authv3.AuthorizationClient
+	conn     *grpc.ClientConn
+	httpBase string
+	stopOnce sync.Once
+	stopErr  error
+	cancel   context.CancelFunc
+	done     chan error
+}
+
+// startServer runs serve with cfg on 127.0.0.1:0 until the test ends (or
+// stop).
+func startServer(t *testing.T, cfg *config.Config) *testServer {
+	t.Helper()
+	cfg.GRPCAddr, cfg.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0"
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &testServer{cancel: cancel, done: make(chan error, 1)}
+	ready := make(chan [2]string, 1)
+	go func() {
+		s.done <- serve(ctx, cfg, newLogger(cfg, io.Discard), serveOptions{stdout: io.Discard, ready: ready})
+	}()
+	var addrs [2]string
+	select {
+	case addrs = <-ready:
+	case err := <-s.done:
+		cancel()
+		t.Fatalf("serve: %v", err)
+	case <-time.After(20 * time.Second):
+		cancel()
+		t.Fatal("serve did not start")
+	}
+	conn, err := grpc.NewClient(addrs[0], grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.conn, s.client, s.httpBase = conn, authv3.NewAuthorizationClient(conn), "http://"+addrs[1]
+	t.Cleanup(func() { conn.Close(); s.stop(t) })
+	return s
+}
+
+// stop cancels serve and returns its result.
+func (s *testServer) stop(t *testing.T) error {
+	s.stopOnce.Do(func() {
+		s.cancel()
+		select {
+		case s.stopErr = <-s.done:
+		case <-time.After(20 * time.Second):
+			s.stopErr = fmt.Errorf("serve did not stop")
+		}
+	})
+	return s.stopErr
 }

@@ -28,6 +28,8 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jwa"
 	"github.com/lestrrat-go/jwx/v2/jwk"
 	"github.com/lestrrat-go/jwx/v2/jws"
+
+	"github.com/mcpauthz/mcpauthz/internal/config"
 )
 
 // KeyFile is the name of the signing key in the directory given to
@@ -266,7 +268,7 @@ func (i *Issuer) Mint(opts MintOptions) (string, error) {
 		return "", errors.New("devissuer: a non-empty audience is required")
 	}
 	for _, s := range opts.Scopes {
-		if !isScopeToken(s) {
+		if !config.ValidScope(s) {
 			return "", fmt.Errorf("devissuer: scope %q is not a scope-token (RFC 6749 §3.3)", s)
 		}
 	}
@@ -321,17 +323,4 @@ func (i *Issuer) Mint(opts MintOptions) (string, error) {
 		return "", fmt.Errorf("devissuer: signing: %w", err)
 	}
 	return string(tok), nil
-}
-
-// isScopeToken reports whether s is 1*( %x21 / %x23-5B / %x5D-7E ).
-func isScopeToken(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x21 || c > 0x7e || c == '"' || c == '\\' {
-			return false
-		}
-	}
-	return true
 }

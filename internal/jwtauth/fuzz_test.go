@@ -221,7 +221,7 @@ func FuzzIntrospectionResponse(f *testing.F) {
 			t.Fatalf("Issuer = %q", id.Issuer)
 		}
 		for _, s := range id.Scopes {
-			if !isScopeToken(s) {
+			if !config.ValidScope(s) {
 				t.Fatalf("scope %q is not a scope token", s)
 			}
 		}

@@ -478,7 +478,7 @@ func (is *issuer) scopes(c map[string]jsontext.Value) ([]string, error) {
 		}
 		for _, v := range vals {
 			for _, s := range strings.Fields(v) {
-				if isScopeToken(s) {
+				if config.ValidScope(s) {
 					out = append(out, s)
 				}
 			}
@@ -490,25 +490,11 @@ func (is *issuer) scopes(c map[string]jsontext.Value) ([]string, error) {
 			return nil, err
 		}
 		for _, v := range vals {
-			if s := cs.prefix + v; v != "" && isScopeToken(s) {
+			if s := cs.prefix + v; v != "" && config.ValidScope(s) {
 				out = append(out, s)
 			}
 		}
 	}
 	slices.Sort(out)
 	return slices.Compact(out), nil
-}
-
-// isScopeToken reports whether s is 1*( %x21 / %x23-5B / %x5D-7E ).
-func isScopeToken(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c < 0x21 || c > 0x7e || c == '"' || c == '\\' {
-			return false
-		}
-	}
-	return true
 }
