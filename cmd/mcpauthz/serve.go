@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"time"
 
@@ -150,7 +151,14 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, o serveOpt
 	}
 
 	gs := grpc.NewServer(
+		// Bodies up to Envoy's max_request_bytes plus headers.
 		grpc.MaxRecvMsgSize(32<<20),
+		// Envoy multiplexes checks over few connections; beyond this it
+		// opens more.
+		grpc.MaxConcurrentStreams(1024),
+		// A fixed pool of stream workers instead of a goroutine per check:
+		// no per-request goroutine start or stack growth on the hot path.
+		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.ChainUnaryInterceptor(m.GRPCUnaryInterceptor()),
 	)
