@@ -104,7 +104,7 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	}
 	pol := setup.policy
 	if pol == nil {
-		engine := policy.New(policy.Options{Logger: log})
+		engine := policy.New(policy.Options{Logger: log, EvalTimeout: 30 * time.Second}) // generous: -race on a busy machine
 		src := policy.Source{Paths: []string{"../rego"}}
 		if setup.policySrc != nil {
 			src = *setup.policySrc

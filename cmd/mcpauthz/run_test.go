@@ -468,6 +468,7 @@ type testServer struct {
 func startServer(t *testing.T, cfg *config.Config) *testServer {
 	t.Helper()
 	cfg.GRPCAddr, cfg.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.Policy.EvalTimeout = config.Duration(30 * time.Second) // -race on a busy machine
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &testServer{cancel: cancel, done: make(chan error, 1)}
 	ready := make(chan [2]string, 1)
