@@ -77,19 +77,6 @@ func newHTTPRequest(h *authv3.AttributeContext_HttpRequest) *httpRequest {
 
 func (r *httpRequest) header(name string) string { return r.headers[name] }
 
-// policyHeaders returns the headers policy may see: everything except
-// credentials.
-func (r *httpRequest) policyHeaders() map[string]string {
-	out := make(map[string]string, len(r.headers))
-	for k, v := range r.headers {
-		if k == "authorization" || k == "cookie" || k == "proxy-authorization" {
-			continue
-		}
-		out[k] = v
-	}
-	return out
-}
-
 // queryValues parses the query; a query that does not parse yields what
 // could be read, and ok=false.
 func (r *httpRequest) queryValues() (url.Values, bool) {

@@ -437,7 +437,7 @@ func (s *Server) policyRequest(r *httpRequest) *policy.Request {
 		Method:  r.method,
 		Path:    r.path,
 		Host:    r.host,
-		Headers: r.policyHeaders(),
+		Headers: r.headers, // the policy engine drops credential headers
 		Query:   q,
 	}
 }

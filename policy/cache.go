@@ -246,7 +246,7 @@ func (c *decisionCache) key(fields []field, buf []byte, req *Request, tok *Token
 			case fReqHeaders:
 				keys := make([]string, 0, len(req.Headers))
 				for k := range req.Headers {
-					if k != "authorization" && k != "cookie" {
+					if !credentialHeader(k) {
 						keys = append(keys, k)
 					}
 				}

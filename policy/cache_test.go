@@ -197,3 +197,18 @@ func TestDecisionCacheConcurrent(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestPolicyNeverSeesCredentials: whatever the caller passes, input.request
+// carries no credential headers.
+func TestPolicyNeverSeesCredentials(t *testing.T) {
+	e := loadModule(t, `decision := {"allow": true, "reason": concat(",", sort(object.keys(input.request.headers)))}`)
+	ds, err := e.Decide(context.Background(), &Request{Headers: map[string]string{
+		"authorization": "Bearer t", "cookie": "s=1", "proxy-authorization": "Basic x", "x-a": "1",
+	}}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ds[0].Reason; got != "x-a" {
+		t.Errorf("headers policy saw: %q, want only x-a", got)
+	}
+}

@@ -10,8 +10,9 @@ type Request struct {
 	// Path is the raw :path without the query string.
 	Path string
 	Host string
-	// Headers are lowercased; authorization and cookie are never included.
-	// Repeated headers are joined with ",".
+	// Headers are lowercased; repeated headers are joined with ",". The
+	// engine drops authorization, proxy-authorization and cookie: policy
+	// never sees credentials.
 	Headers map[string]string
 	// Query holds the decoded query parameters.
 	Query map[string][]string

@@ -83,7 +83,9 @@ func stringTerm(s string) *ast.Term {
 func requestValue(r *Request) ast.Value {
 	headers := make([][2]*ast.Term, 0, len(r.Headers))
 	for k, v := range r.Headers {
-		headers = append(headers, [2]*ast.Term{ast.StringTerm(k), ast.StringTerm(v)})
+		if !credentialHeader(k) {
+			headers = append(headers, [2]*ast.Term{ast.StringTerm(k), ast.StringTerm(v)})
+		}
 	}
 	query := make([][2]*ast.Term, 0, len(r.Query))
 	for k, vs := range r.Query {
@@ -96,6 +98,12 @@ func requestValue(r *Request) ast.Value {
 		[2]*ast.Term{keyHeaders, ast.NewTerm(ast.NewObject(headers...))},
 		[2]*ast.Term{keyQuery, ast.NewTerm(ast.NewObject(query...))},
 	)
+}
+
+// credentialHeader reports whether a (lowercase) header carries credentials,
+// which policy never sees: the verified token is input.token.
+func credentialHeader(name string) bool {
+	return name == "authorization" || name == "cookie" || name == "proxy-authorization"
 }
 
 // tokenValue builds input.token. Claims must be a JSON object; nil Claims
