@@ -75,3 +75,10 @@ envoy-validate: ## Validate envoy/*.yaml with Envoy itself (envoy --mode validat
 	  docker run --rm -v "$(CURDIR)/envoy/$$f:/etc/envoy/$$f:ro" -v "$$tmp:/etc/envoy/tls:ro" \
 	    $(ENVOY_IMAGE) --mode validate -c /etc/envoy/$$f || exit 1; \
 	done
+
+# --- Load harness --------------------------------------------------------------
+BENCH_ARGS ?=
+
+.PHONY: bench-load
+bench-load: ## Closed-loop load comparison against a do-nothing ext_authz server (see docs/performance.md)
+	$(GO) run ./cmd/mcpauthz-bench --json bench-load.json $(BENCH_ARGS)

@@ -156,9 +156,10 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, o serveOpt
 		// Envoy multiplexes checks over few connections; beyond this it
 		// opens more.
 		grpc.MaxConcurrentStreams(1024),
-		// A fixed pool of stream workers instead of a goroutine per check:
-		// no per-request goroutine start or stack growth on the hot path.
-		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
+		// A pool of stream workers instead of a goroutine per check: no
+		// goroutine start or stack growth per request. Sized for the checks
+		// Envoy keeps in flight; beyond it gRPC starts goroutines again.
+		grpc.NumStreamWorkers(uint32(32*runtime.GOMAXPROCS(0))),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.ChainUnaryInterceptor(m.GRPCUnaryInterceptor()),
 	)

@@ -69,14 +69,18 @@ func isB64Token(s string) bool {
 	return i == len(s)
 }
 
-func isB64TokenChar(c byte) bool {
-	switch {
-	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		return true
+func isB64TokenChar(c byte) bool { return b64TokenChars[c] }
+
+// b64TokenChars is the RFC 6750 b64token alphabet as a lookup table: the
+// check runs over every byte of every token.
+var b64TokenChars = func() (t [256]bool) {
+	for c := 0; c < 256; c++ {
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+			t[c] = true
+		case c == '-', c == '.', c == '_', c == '~', c == '+', c == '/':
+			t[c] = true
+		}
 	}
-	switch c {
-	case '-', '.', '_', '~', '+', '/':
-		return true
-	}
-	return false
-}
+	return t
+}()
