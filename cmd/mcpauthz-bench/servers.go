@@ -6,28 +6,21 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"runtime"
-	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	statuspb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/keepalive"
+
+	"github.com/mcpauthz/mcpauthz/internal/grpcopts"
 )
 
 // newGRPCServer has the transport settings of `mcpauthz serve`
-// (cmd/mcpauthz/serve.go: message size, concurrent streams, a fixed pool of
-// stream workers, keepalive policy), so that the do-nothing server differs
-// from mcpauthz only by what Check does. Keep them in step. (This binary
-// does not link the mcpauthz decision path, so that the do-nothing
-// server's memory and start-up are those of a plain gRPC server.)
+// (internal/grpcopts), so that the do-nothing server differs from mcpauthz
+// only by what Check does. (grpcopts imports nothing of the decision path,
+// so the do-nothing server's memory and start-up are those of a plain gRPC
+// server.)
 func newGRPCServer() *grpc.Server {
-	return grpc.NewServer(
-		grpc.MaxRecvMsgSize(32<<20),
-		grpc.MaxConcurrentStreams(1024),
-		grpc.NumStreamWorkers(uint32(32*runtime.GOMAXPROCS(0))),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-	)
+	return grpc.NewServer(grpcopts.ServerOptions()...)
 }
 
 // noopServer answers every check OK at once, with an empty OkResponse.

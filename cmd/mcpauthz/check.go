@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/mcpauthz/mcpauthz/extauthz"
+	"github.com/mcpauthz/mcpauthz/internal/app"
 	"github.com/mcpauthz/mcpauthz/internal/config"
 )
 
@@ -86,17 +87,17 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	comps, err := buildComponents(ctx, cfg, log, observers{})
+	comps, err := app.Build(ctx, cfg, log, false)
 	if err != nil {
 		return err
 	}
-	if err := comps.verifier.WaitReady(ctx); err != nil {
+	if err := comps.Verifier.WaitReady(ctx); err != nil {
 		fmt.Fprintln(stderr, "warning: keys not loaded for every issuer:", err)
 	}
-	for !comps.engine.Ready() && ctx.Err() == nil {
+	for !comps.Engine.Ready() && ctx.Err() == nil {
 		time.Sleep(20 * time.Millisecond) // the first bundle is on its way
 	}
-	d, resp := comps.server.Evaluate(ctx, req)
+	d, resp := comps.Server.Evaluate(ctx, req)
 	if *asJSON {
 		out, err := protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(resp)
 		if err != nil {

@@ -11,9 +11,8 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/mcpauthz/mcpauthz/extauthz"
+	"github.com/mcpauthz/mcpauthz/internal/app"
 	"github.com/mcpauthz/mcpauthz/internal/config"
-	"github.com/mcpauthz/mcpauthz/internal/jwtauth"
 	"github.com/mcpauthz/mcpauthz/policy"
 )
 
@@ -92,37 +91,6 @@ func defaultDevDir() string {
 	return filepath.Join(dir, "mcpauthz", "dev")
 }
 
-// policySource maps policy.paths to a Source: the embedded default policy
-// when empty.
-func policySource(cfg *config.Config) policy.Source {
-	if len(cfg.Policy.Paths) == 0 {
-		return policy.DefaultSource()
-	}
-	return policy.Source{Paths: cfg.Policy.Paths}
-}
-
-// bundleSource maps policy.bundle to a policy.BundleSource, reading the
-// verification key.
-func bundleSource(b *config.Bundle) (policy.BundleSource, error) {
-	src := policy.BundleSource{URL: b.URL, PollMin: b.PollMin.D(), PollMax: b.PollMax.D(), BearerTokenFile: b.BearerTokenFile}
-	if sg := b.Signing; sg != nil {
-		file := sg.PublicKeyFile
-		if file == "" {
-			file = sg.SecretFile
-		}
-		key, err := os.ReadFile(file)
-		if err != nil {
-			return src, fmt.Errorf("policy.bundle.signing: %w", err)
-		}
-		alg := sg.Algorithm
-		if alg == "" {
-			alg = "RS256"
-		}
-		src.VerificationKey = &policy.BundleKey{KeyID: sg.KeyID, Key: string(key), Algorithm: alg, Scope: sg.Scope}
-	}
-	return src, src.Validate()
-}
-
 // loadConfig reads and validates a configuration file together with its
 // policy, so that every problem is reported at once.
 func loadConfig(ctx context.Context, path string) (*config.Config, error) {
@@ -131,12 +99,12 @@ func loadConfig(ctx context.Context, path string) (*config.Config, error) {
 		return nil, fmt.Errorf("invalid configuration:\n%w", indent(err))
 	}
 	if cfg.Policy.Bundle != nil {
-		if _, err := bundleSource(cfg.Policy.Bundle); err != nil {
+		if _, err := app.BundleSource(cfg.Policy.Bundle); err != nil {
 			return nil, fmt.Errorf("invalid policy bundle:\n%w", indent(err))
 		}
 		return cfg, nil
 	}
-	if err := policy.Compile(ctx, policySource(cfg)); err != nil {
+	if err := policy.Compile(ctx, app.PolicySource(cfg)); err != nil {
 		return nil, fmt.Errorf("invalid policy:\n%w", indent(err))
 	}
 	return cfg, nil
@@ -159,67 +127,6 @@ func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
 		return slog.New(slog.NewTextHandler(w, opts))
 	}
 	return slog.New(slog.NewJSONHandler(w, opts))
-}
-
-// components are the request-path parts built from a configuration; serve
-// and check share them, so check decides exactly as the server does.
-type components struct {
-	engine   *policy.Engine
-	verifier *jwtauth.Verifier
-	server   *extauthz.Server
-}
-
-// observers are the optional hooks of the serving path (metrics, decision
-// log); check runs without them.
-type observers struct {
-	recorders     []extauthz.Recorder
-	onReload      func(revision string, err error)
-	onJWKSRefresh func(issuer string, keys int, err error)
-	// onTools receives the tool names of each loaded policy (metric labels).
-	onTools func(tools []string)
-}
-
-func buildComponents(ctx context.Context, cfg *config.Config, log *slog.Logger, obs observers) (*components, error) {
-	var engine *policy.Engine
-	engine = policy.New(policy.Options{
-		Logger:            log,
-		EvalTimeout:       cfg.Policy.EvalTimeout.D(),
-		DecisionCacheSize: cfg.Policy.DecisionCacheSize,
-		OnReload: func(revision string, err error) {
-			if obs.onReload != nil {
-				obs.onReload(revision, err)
-			}
-			if err == nil && obs.onTools != nil {
-				obs.onTools(engine.Tools())
-			}
-		},
-	})
-	if b := cfg.Policy.Bundle; b != nil {
-		// The bundle is polled until ctx ends; the engine is not ready (and
-		// every check answers 503) until the first bundle is active.
-		src, err := bundleSource(b)
-		if err != nil {
-			return nil, err
-		}
-		go func() { _ = engine.RunBundle(ctx, src) }()
-	} else if err := engine.Load(ctx, policySource(cfg)); err != nil {
-		return nil, fmt.Errorf("load policy:\n%w", indent(err))
-	}
-	verifier, err := jwtauth.NewVerifier(ctx, cfg.Issuers, cfg.Resource, jwtauth.Options{Logger: log, OnJWKSRefresh: obs.onJWKSRefresh, CacheSize: cfg.TokenCacheSize})
-	if err != nil {
-		return nil, fmt.Errorf("token verifier: %w", err)
-	}
-	srv, err := extauthz.New(extauthz.Options{
-		Config:        cfg,
-		Authenticator: verifier,
-		Policy:        engine,
-		Logger:        log,
-		Recorders:     obs.recorders,
-	})
-	if err != nil {
-		return nil, err
-	}
-	return &components{engine: engine, verifier: verifier, server: srv}, nil
 }
 
 func runValidate(ctx context.Context, args []string, stdout, stderr io.Writer) error {

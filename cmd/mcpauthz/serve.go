@@ -10,22 +10,18 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
-	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/keepalive"
 
-	"github.com/mcpauthz/mcpauthz/extauthz"
+	"github.com/mcpauthz/mcpauthz/internal/app"
 	"github.com/mcpauthz/mcpauthz/internal/config"
 	"github.com/mcpauthz/mcpauthz/internal/devissuer"
-	"github.com/mcpauthz/mcpauthz/internal/metrics"
 )
 
 // Development defaults: the issuer listens next to the server, and the
@@ -115,29 +111,12 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, o serveOpt
 		defer issSrv.Close()
 	}
 
-	reg := prometheus.NewRegistry()
-	issuers := make([]string, len(cfg.Issuers))
-	for i, is := range cfg.Issuers {
-		issuers[i] = is.Issuer
-	}
-	m := metrics.New(reg, issuers)
-	dl := cfg.Log.Decisions
-	comps, err := buildComponents(ctx, cfg, log, observers{
-		recorders: []extauthz.Recorder{m, &extauthz.LogRecorder{
-			Logger:          log,
-			AllowSampleRate: *dl.AllowSampleRate,
-			Arguments:       dl.Arguments,
-			RedactKeys:      dl.RedactKeys,
-		}},
-		onReload:      m.PolicyReload,
-		onJWKSRefresh: m.JWKSRefresh,
-		onTools:       m.SetTools,
-	})
+	comps, err := app.Build(ctx, cfg, log, true)
 	if err != nil {
 		return err
 	}
 	if len(cfg.Policy.Paths) > 0 && cfg.Policy.Bundle == nil && cfg.Policy.ReloadInterval > 0 {
-		go comps.engine.Watch(ctx, policySource(cfg), cfg.Policy.ReloadInterval.D())
+		go comps.Engine.Watch(ctx, app.PolicySource(cfg), cfg.Policy.ReloadInterval.D())
 	}
 
 	grpcLn, err := lc.Listen(ctx, "tcp", cfg.GRPCAddr)
@@ -150,32 +129,19 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, o serveOpt
 		return fmt.Errorf("http_addr: %w", err)
 	}
 
-	gs := grpc.NewServer(
-		// Bodies up to Envoy's max_request_bytes plus headers.
-		grpc.MaxRecvMsgSize(32<<20),
-		// Envoy multiplexes checks over few connections; beyond this it
-		// opens more.
-		grpc.MaxConcurrentStreams(1024),
-		// A pool of stream workers instead of a goroutine per check: no
-		// goroutine start or stack growth per request. Sized for the checks
-		// Envoy keeps in flight; beyond it gRPC starts goroutines again.
-		grpc.NumStreamWorkers(uint32(32*runtime.GOMAXPROCS(0))),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-		grpc.ChainUnaryInterceptor(m.GRPCUnaryInterceptor()),
-	)
-	authv3.RegisterAuthorizationServer(gs, comps.server)
+	gs := comps.GRPCServer()
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
-	m.InitGRPC(gs)
+	comps.Metrics.InitGRPC(gs)
 
-	ready := func() bool { return comps.engine.Ready() && comps.verifier.Ready() }
+	ready := comps.Ready
 	httpSrv := &http.Server{
-		Handler:           newHTTPHandler(comps.server, ready, reg),
+		Handler:           newHTTPHandler(comps.Server, ready, comps.Registry),
 		ReadHeaderTimeout: 5 * time.Second,
 	}
 
 	log.Info("mcpauthz serving", "grpc_addr", grpcLn.Addr().String(), "http_addr", httpLn.Addr().String(),
-		"resource", cfg.Resource, "policy_revision", comps.engine.Revision(), "shadow", cfg.Shadow)
+		"resource", cfg.Resource, "policy_revision", comps.Engine.Revision(), "shadow", cfg.Shadow)
 	if o.dev != nil {
 		printDevBanner(o.stdout, o.dev, cfg, o.devDir)
 	}

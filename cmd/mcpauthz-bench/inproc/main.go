@@ -19,21 +19,12 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"runtime"
 	"runtime/pprof"
 	"syscall"
 	"time"
 
-	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
-	"github.com/prometheus/client_golang/prometheus"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/keepalive"
-
-	"github.com/mcpauthz/mcpauthz/extauthz"
+	"github.com/mcpauthz/mcpauthz/internal/app"
 	"github.com/mcpauthz/mcpauthz/internal/config"
-	"github.com/mcpauthz/mcpauthz/internal/jwtauth"
-	"github.com/mcpauthz/mcpauthz/internal/metrics"
-	"github.com/mcpauthz/mcpauthz/policy"
 )
 
 func main() {
@@ -68,58 +59,17 @@ func inproc(ctx context.Context, cfgPath, profile string, stdout, stderr io.Writ
 	_ = level.UnmarshalText([]byte(cfg.Log.Level))
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
 
-	issuers := make([]string, len(cfg.Issuers))
-	for i, is := range cfg.Issuers {
-		issuers[i] = is.Issuer
-	}
-	m := metrics.New(prometheus.NewRegistry(), issuers)
-	var engine *policy.Engine
-	engine = policy.New(policy.Options{
-		Logger:            log,
-		EvalTimeout:       cfg.Policy.EvalTimeout.D(),
-		DecisionCacheSize: cfg.Policy.DecisionCacheSize,
-		OnReload: func(revision string, err error) {
-			m.PolicyReload(revision, err)
-			if err == nil {
-				m.SetTools(engine.Tools())
-			}
-		},
-	})
-	src := policy.DefaultSource()
-	if len(cfg.Policy.Paths) > 0 {
-		src = policy.Source{Paths: cfg.Policy.Paths}
-	}
-	if err := engine.Load(ctx, src); err != nil {
-		return err
-	}
-	verifier, err := jwtauth.NewVerifier(ctx, cfg.Issuers, cfg.Resource, jwtauth.Options{Logger: log, OnJWKSRefresh: m.JWKSRefresh, CacheSize: cfg.TokenCacheSize})
+	comps, err := app.Build(ctx, cfg, log, true) // exactly what `mcpauthz serve` builds
 	if err != nil {
 		return err
 	}
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if err := verifier.WaitReady(wctx); err != nil {
+	if err := comps.Verifier.WaitReady(wctx); err != nil {
 		return fmt.Errorf("keys: %w", err)
 	}
-	dl := cfg.Log.Decisions
-	srv, err := extauthz.New(extauthz.Options{
-		Config: cfg, Authenticator: verifier, Policy: engine, Logger: log,
-		Recorders: []extauthz.Recorder{m, &extauthz.LogRecorder{
-			Logger: log, AllowSampleRate: *dl.AllowSampleRate, Arguments: dl.Arguments, RedactKeys: dl.RedactKeys,
-		}},
-	})
-	if err != nil {
-		return err
-	}
-	gs := grpc.NewServer(
-		grpc.MaxRecvMsgSize(32<<20),
-		grpc.MaxConcurrentStreams(1024),
-		grpc.NumStreamWorkers(uint32(32*runtime.GOMAXPROCS(0))),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-		grpc.ChainUnaryInterceptor(m.GRPCUnaryInterceptor()),
-	)
-	authv3.RegisterAuthorizationServer(gs, srv)
-	m.InitGRPC(gs)
+	gs := comps.GRPCServer()
+	comps.Metrics.InitGRPC(gs)
 	var lc net.ListenConfig
 	lis, err := lc.Listen(ctx, "tcp", cfg.GRPCAddr)
 	if err != nil {
