@@ -3,6 +3,7 @@ package extauthz
 import (
 	"slices"
 	"strings"
+	"sync"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -12,6 +13,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/mcpauthz/mcpauthz/internal/config"
+	"github.com/mcpauthz/mcpauthz/internal/jwtauth"
 )
 
 // respond turns a Decision into the CheckResponse Envoy acts on.
@@ -20,7 +22,7 @@ func (s *Server) respond(d *Decision) *authv3.CheckResponse {
 		return &authv3.CheckResponse{
 			Status:          &statuspb.Status{Code: int32(codes.OK)},
 			HttpResponse:    &authv3.CheckResponse_OkResponse{OkResponse: s.okResponse(d)},
-			DynamicMetadata: dynamicMetadata(d),
+			DynamicMetadata: s.dynamicMetadata(d),
 		}
 	}
 	var hs [][2]string
@@ -46,7 +48,7 @@ func (s *Server) respond(d *Decision) *authv3.CheckResponse {
 			Headers: headerOptions(hs),
 			Body:    string(d.body),
 		}},
-		DynamicMetadata: dynamicMetadata(d),
+		DynamicMetadata: s.dynamicMetadata(d),
 	}
 }
 
@@ -54,38 +56,76 @@ func (s *Server) respond(d *Decision) *authv3.CheckResponse {
 // removes the ones it cannot set, and removes the client's token unless
 // forwarding is configured.
 func (s *Server) okResponse(d *Decision) *authv3.OkHttpResponse {
-	var set [][2]string
-	var remove []string
-	ih := s.identity
+	parts := s.identityParts(d.Identity)
+	if len(d.upstream) == 0 {
+		return &authv3.OkHttpResponse{Headers: parts.headers, HeadersToRemove: parts.remove}
+	}
+	set := slices.Clone(parts.set)
+	for _, h := range d.upstream {
+		if !isIdentityHeader(s.identity, h[0]) {
+			set = append(set, h)
+		}
+	}
+	return &authv3.OkHttpResponse{Headers: headerOptions(set), HeadersToRemove: parts.remove}
+}
+
+// identity is what an allowed answer carries for one identity: the identity
+// headers and the headers to remove, built once and shared (read-only) by
+// every answer for the same identity, as are the access-log values.
+type identity struct {
+	set      [][2]string
+	headers  []*corev3.HeaderValueOption
+	remove   []string
+	subject  *structpb.Value
+	clientID *structpb.Value
+}
+
+// identityCacheSize bounds the identities kept; the cache is dropped whole
+// when full (a flood of distinct verified identities only costs rebuilding).
+const identityCacheSize = 4096
+
+func (s *Server) identityParts(id *jwtauth.Identity) *identity {
+	var sub, client, scopes, iss string
+	if id != nil {
+		sub, client, iss = id.Subject, id.ClientID, id.Issuer
+		scopes = strings.Join(id.Scopes, " ")
+	}
+	key := sub + "\x00" + client + "\x00" + iss + "\x00" + scopes
+	s.idMu.RLock()
+	p, ok := s.idCache[key]
+	s.idMu.RUnlock()
+	if ok {
+		return p
+	}
+	p = &identity{subject: structpb.NewStringValue(sub), clientID: structpb.NewStringValue(client)}
 	put := func(name, value string) {
 		if name == "" {
 			return
 		}
 		if value != "" && validHeaderValue(value) {
-			set = append(set, [2]string{name, value})
+			p.set = append(p.set, [2]string{name, value})
 		} else {
-			remove = append(remove, name)
+			p.remove = append(p.remove, name)
 		}
 	}
-	var sub, client, scopes, iss string
-	if id := d.Identity; id != nil {
-		sub, client, iss = id.Subject, id.ClientID, id.Issuer
-		scopes = strings.Join(id.Scopes, " ")
-	}
+	ih := s.identity
 	put(ih.Subject, sub)
 	put(ih.ClientID, client)
 	put(ih.Scopes, scopes)
 	put(ih.Issuer, iss)
-	for _, h := range d.upstream {
-		if !isIdentityHeader(ih, h[0]) {
-			set = append(set, h)
-		}
-	}
 	if !s.cfg.Upstream.ForwardToken {
-		remove = append(remove, "authorization")
+		p.remove = append(p.remove, "authorization")
 	}
-	slices.Sort(remove)
-	return &authv3.OkHttpResponse{Headers: headerOptions(set), HeadersToRemove: slices.Compact(remove)}
+	slices.Sort(p.remove)
+	p.remove = slices.Compact(p.remove)
+	p.headers = headerOptions(slices.Clone(p.set))
+	s.idMu.Lock()
+	if len(s.idCache) >= identityCacheSize {
+		clear(s.idCache)
+	}
+	s.idCache[key] = p
+	s.idMu.Unlock()
+	return p
 }
 
 func isIdentityHeader(ih config.IdentityHeaders, name string) bool {
@@ -130,22 +170,55 @@ func grpcCode(httpStatus int) codes.Code {
 
 // dynamicMetadata is emitted under envoy.filters.http.ext_authz for access
 // logs, e.g. %DYNAMIC_METADATA(envoy.filters.http.ext_authz:reason)%.
-func dynamicMetadata(d *Decision) *structpb.Struct {
-	f := map[string]*structpb.Value{
-		"decision": structpb.NewStringValue(d.Outcome()),
-		"reason":   structpb.NewStringValue(d.Reason),
-	}
+// Values from closed sets are shared, immutable protos.
+func (s *Server) dynamicMetadata(d *Decision) *structpb.Struct {
+	f := make(map[string]*structpb.Value, 6)
+	f["decision"] = closedValue(d.Outcome())
+	f["reason"] = closedValue(d.Reason)
 	if m := d.MCPMethod(); m != "" {
-		f["mcp_method"] = structpb.NewStringValue(m)
+		if metricsKnownMethod(m) {
+			f["mcp_method"] = closedValue(m)
+		} else {
+			f["mcp_method"] = structpb.NewStringValue(m)
+		}
 	}
 	if t := d.Tool(); t != "" {
 		f["tool"] = structpb.NewStringValue(t)
 	}
 	if id := d.Identity; id != nil {
-		f["subject"] = structpb.NewStringValue(id.Subject)
+		p := s.identityParts(id)
+		f["subject"] = p.subject
 		if id.ClientID != "" {
-			f["client_id"] = structpb.NewStringValue(id.ClientID)
+			f["client_id"] = p.clientID
 		}
 	}
 	return &structpb.Struct{Fields: f}
+}
+
+// closedValues holds the shared proto values of closed-set strings
+// (outcomes, reasons, MCP methods); they are never modified once stored.
+var closedValues sync.Map // string → *structpb.Value
+
+func closedValue(v string) *structpb.Value {
+	if pv, ok := closedValues.Load(v); ok {
+		return pv.(*structpb.Value)
+	}
+	pv, _ := closedValues.LoadOrStore(v, structpb.NewStringValue(v))
+	return pv.(*structpb.Value)
+}
+
+// metricsKnownMethod reports whether an MCP method is one of the specified
+// ones (a closed set), so that its value may be shared.
+func metricsKnownMethod(m string) bool {
+	switch m {
+	case "initialize", "ping", "server/discover", "tools/list", "tools/call", "prompts/list", "prompts/get",
+		"resources/list", "resources/templates/list", "resources/read", "resources/subscribe", "resources/unsubscribe",
+		"subscriptions/listen", "completion/complete", "logging/setLevel",
+		"tasks/get", "tasks/result", "tasks/cancel", "tasks/list", "tasks/update",
+		"notifications/initialized", "notifications/cancelled", "notifications/progress",
+		"notifications/roots/list_changed", "notifications/tasks/status",
+		"response", "stream", "session_end":
+		return true
+	}
+	return false
 }

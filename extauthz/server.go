@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -76,6 +77,10 @@ type Server struct {
 	// meta holds what derives from the policy revision: the metadata
 	// document and the 401 scope list. Rebuilt when the revision changes.
 	meta atomic.Pointer[metadata]
+
+	// idCache holds the answer parts per verified identity (response.go).
+	idMu    sync.RWMutex
+	idCache map[string]*identity
 }
 
 type metadata struct {
@@ -105,6 +110,7 @@ func New(opts Options) (*Server, error) {
 		allowedOrigins: map[string]bool{},
 		identity:       cfg.Upstream.IdentityHeaders,
 		parseOpts:      mcprpc.Options{MaxDepth: cfg.MCP.MaxDepth, MaxBatch: cfg.MCP.MaxBatch},
+		idCache:        map[string]*identity{},
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
