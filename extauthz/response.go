@@ -2,6 +2,7 @@ package extauthz
 
 import (
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -90,7 +91,10 @@ func (s *Server) identityParts(id *jwtauth.Identity) *identity {
 		sub, client, iss = id.Subject, id.ClientID, id.Issuer
 		scopes = strings.Join(id.Scopes, " ")
 	}
-	key := sub + "\x00" + client + "\x00" + iss + "\x00" + scopes
+	// Length-prefixed, so that no two identities share a key whatever
+	// bytes their claims hold.
+	key := strconv.Itoa(len(sub)) + ":" + sub + strconv.Itoa(len(client)) + ":" + client +
+		strconv.Itoa(len(iss)) + ":" + iss + scopes
 	s.idMu.RLock()
 	p, ok := s.idCache[key]
 	s.idMu.RUnlock()
