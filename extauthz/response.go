@@ -15,6 +15,7 @@ import (
 
 	"github.com/mcpauthz/mcpauthz/internal/config"
 	"github.com/mcpauthz/mcpauthz/internal/jwtauth"
+	"github.com/mcpauthz/mcpauthz/internal/mcprpc"
 )
 
 // respond turns a Decision into the CheckResponse Envoy acts on.
@@ -180,7 +181,7 @@ func (s *Server) dynamicMetadata(d *Decision) *structpb.Struct {
 	f["decision"] = closedValue(d.Outcome())
 	f["reason"] = closedValue(d.Reason)
 	if m := d.MCPMethod(); m != "" {
-		if metricsKnownMethod(m) {
+		if mcprpc.KnownMethod(m) {
 			f["mcp_method"] = closedValue(m)
 		} else {
 			f["mcp_method"] = structpb.NewStringValue(m)
@@ -209,20 +210,4 @@ func closedValue(v string) *structpb.Value {
 	}
 	pv, _ := closedValues.LoadOrStore(v, structpb.NewStringValue(v))
 	return pv.(*structpb.Value)
-}
-
-// metricsKnownMethod reports whether an MCP method is one of the specified
-// ones (a closed set), so that its value may be shared.
-func metricsKnownMethod(m string) bool {
-	switch m {
-	case "initialize", "ping", "server/discover", "tools/list", "tools/call", "prompts/list", "prompts/get",
-		"resources/list", "resources/templates/list", "resources/read", "resources/subscribe", "resources/unsubscribe",
-		"subscriptions/listen", "completion/complete", "logging/setLevel",
-		"tasks/get", "tasks/result", "tasks/cancel", "tasks/list", "tasks/update",
-		"notifications/initialized", "notifications/cancelled", "notifications/progress",
-		"notifications/roots/list_changed", "notifications/tasks/status",
-		"response", "stream", "session_end":
-		return true
-	}
-	return false
 }

@@ -39,3 +39,23 @@ func BatchAllowed(version string) bool {
 func modernVersion(v string) bool {
 	return v >= Version20260728
 }
+
+// knownMethods are the client-to-server methods of every MCP version
+// (2024-11-05 … 2026-07-28, tasks included) and the body-less kinds.
+var knownMethods = map[string]bool{
+	"initialize": true, "ping": true, "server/discover": true,
+	"tools/list": true, "tools/call": true,
+	"prompts/list": true, "prompts/get": true,
+	"resources/list": true, "resources/templates/list": true, "resources/read": true,
+	"resources/subscribe": true, "resources/unsubscribe": true, "subscriptions/listen": true,
+	"completion/complete": true, "logging/setLevel": true,
+	"tasks/get": true, "tasks/result": true, "tasks/cancel": true, "tasks/list": true, "tasks/update": true,
+	"notifications/initialized": true, "notifications/cancelled": true, "notifications/progress": true,
+	"notifications/roots/list_changed": true, "notifications/tasks/status": true,
+	string(KindResponse): true, string(KindStream): true, string(KindSessionEnd): true,
+}
+
+// KnownMethod reports whether m is a method the MCP specification defines
+// for clients, or one of the kinds response, stream and session_end: a
+// closed set, safe as a metric label value.
+func KnownMethod(m string) bool { return knownMethods[m] }

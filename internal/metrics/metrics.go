@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/mcpauthz/mcpauthz/extauthz"
+	"github.com/mcpauthz/mcpauthz/internal/mcprpc"
 )
 
 // Metrics records decisions and serves as an extauthz.Recorder.
@@ -189,24 +190,9 @@ func (m *Metrics) toolLabel(tool string) string {
 	return "other"
 }
 
-// knownMethods are the MCP methods (all protocol versions) and message kinds
-// that may appear as label values.
-var knownMethods = map[string]bool{
-	"initialize": true, "ping": true, "server/discover": true,
-	"tools/list": true, "tools/call": true,
-	"prompts/list": true, "prompts/get": true,
-	"resources/list": true, "resources/templates/list": true, "resources/read": true,
-	"resources/subscribe": true, "resources/unsubscribe": true, "subscriptions/listen": true,
-	"completion/complete": true, "logging/setLevel": true,
-	"tasks/get": true, "tasks/result": true, "tasks/cancel": true, "tasks/list": true, "tasks/update": true,
-	"notifications/initialized": true, "notifications/cancelled": true, "notifications/progress": true,
-	"notifications/roots/list_changed": true, "notifications/tasks/status": true,
-	"response": true, "stream": true, "session_end": true,
-}
-
 // MethodLabel folds an MCP method into the closed label set.
 func MethodLabel(method string) string {
-	if method == "" || knownMethods[method] {
+	if method == "" || mcprpc.KnownMethod(method) {
 		return method
 	}
 	return "other"
