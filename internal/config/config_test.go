@@ -134,16 +134,7 @@ func TestParseProblems(t *testing.T) {
 		},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			_, err := Parse("c.yaml", []byte(tt.yaml))
-			if err == nil {
-				t.Fatalf("Parse() = nil, want errors")
-			}
-			got := strings.Split(err.Error(), "\n")
-			if diff := cmp.Diff(tt.want, got); diff != "" {
-				t.Errorf("Parse() problems (-want +got):\n%s", diff)
-			}
-		})
+		t.Run(tt.name, func(t *testing.T) { wantProblems(t, tt.yaml, tt.want) })
 	}
 }
 
@@ -283,15 +274,19 @@ func TestIntrospectionProblems(t *testing.T) {
 		},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			_, err := Parse("c.yaml", []byte(tt.yaml))
-			if err == nil {
-				t.Fatalf("Parse() = nil, want errors")
-			}
-			got := strings.Split(err.Error(), "\n")
-			if diff := cmp.Diff(tt.want, got); diff != "" {
-				t.Errorf("Parse() problems (-want +got):\n%s", diff)
-			}
-		})
+		t.Run(tt.name, func(t *testing.T) { wantProblems(t, tt.yaml, tt.want) })
+	}
+}
+
+// wantProblems checks that Parse reports exactly want, one problem a line.
+func wantProblems(t *testing.T, yaml string, want []string) {
+	t.Helper()
+	_, err := Parse("c.yaml", []byte(yaml))
+	if err == nil {
+		t.Fatalf("Parse() = nil, want errors")
+	}
+	got := strings.Split(err.Error(), "\n")
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("Parse() problems (-want +got):\n%s", diff)
 	}
 }

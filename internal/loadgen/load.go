@@ -164,6 +164,20 @@ const (
 
 const maxExamples = 3
 
+// addAnswers adds the answer counts of from to into, and appends examples
+// up to maxExamples.
+func addAnswers(into map[string]uint64, examples []string, from map[string]uint64, more []string) []string {
+	for k, v := range from {
+		into[k] += v
+	}
+	for _, e := range more {
+		if len(examples) < maxExamples {
+			examples = append(examples, e)
+		}
+	}
+	return examples
+}
+
 type caller struct {
 	id       int
 	client   authv3.AuthorizationClient
@@ -230,15 +244,8 @@ func Run(ctx context.Context, r Round) (*RoundResult, error) {
 		phase.Store(phaseStop)
 		wg.Wait()
 		for _, c := range callers {
-			for k, v := range c.answers {
-				res.Answers[k] += v
-			}
 			res.Unexpected += c.unexp
-			for _, e := range c.examples {
-				if len(res.Examples) < maxExamples {
-					res.Examples = append(res.Examples, e)
-				}
-			}
+			res.Examples = addAnswers(res.Answers, res.Examples, c.answers, c.examples)
 		}
 	}
 

@@ -134,15 +134,8 @@ func Summarize(name, kind, expect string, rounds []*RoundResult, mem Memory) Ser
 	var h Histogram
 	var window, scpu, ccpu time.Duration
 	for _, r := range rounds {
-		for k, v := range r.Answers {
-			s.Answers[k] += v
-		}
 		s.Unexpected += r.Unexpected
-		for _, e := range r.Examples {
-			if len(s.Examples) < maxExamples {
-				s.Examples = append(s.Examples, e)
-			}
-		}
+		s.Examples = addAnswers(s.Answers, s.Examples, r.Answers, r.Examples)
 		if r.Latency == nil {
 			continue
 		}
