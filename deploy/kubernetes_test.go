@@ -4,9 +4,9 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -22,6 +22,10 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	sigsyaml "sigs.k8s.io/yaml"
 
+	"sigs.k8s.io/kustomize/api/krusty"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
+
+	"github.com/mcpauthz/mcpauthz/internal/app"
 	"github.com/mcpauthz/mcpauthz/internal/config"
 	"github.com/mcpauthz/mcpauthz/policy"
 )
@@ -52,7 +56,7 @@ func TestKustomizations(t *testing.T) {
 		for _, r := range k.Resources {
 			listed[r] = true
 			if fi := mustExist(t, filepath.Join(dir, r)); fi != nil && fi.IsDir() {
-				mustExist(t, filepath.Join(dir, r, "kustomization.yaml"))
+				kustomizationFile(t, filepath.Join(dir, r))
 			}
 		}
 		for _, g := range k.ConfigMapGenerator {
@@ -71,14 +75,46 @@ func TestKustomizations(t *testing.T) {
 			}
 		}
 		files, _ := filepath.Glob(filepath.Join(root, dir, "*.yaml"))
-		pol, _ := filepath.Glob(filepath.Join(root, dir, "policy", "*"))
-		for _, f := range append(files, pol...) {
+		for _, f := range files {
 			rel, _ := filepath.Rel(filepath.Join(root, dir), f)
 			if !listed[filepath.ToSlash(rel)] {
 				t.Errorf("%s/%s is not used by its kustomization.yaml", dir, rel)
 			}
 		}
 	}
+}
+
+// kustomizationFile returns the kustomization of dir (relative to root):
+// kustomization.yaml, or Kustomization as rego/ names it so that policy
+// loaders skip it.
+func kustomizationFile(t *testing.T, dir string) string {
+	t.Helper()
+	for _, name := range []string{"kustomization.yaml", "Kustomization"} {
+		if _, err := os.Stat(filepath.Join(root, dir, name)); err == nil {
+			return filepath.Join(dir, name)
+		}
+	}
+	t.Errorf("%s has no kustomization.yaml or Kustomization", dir)
+	return filepath.Join(dir, "kustomization.yaml")
+}
+
+// generators returns the ConfigMap generators of the kustomization in dir
+// and of the kustomizations it includes, by name.
+func generators(t *testing.T, dir string) map[string]kustomizeGenerator {
+	t.Helper()
+	k := load[kustomization](t, kustomizationFile(t, dir))
+	gens := map[string]kustomizeGenerator{}
+	for _, g := range k.ConfigMapGenerator {
+		gens[g.Name] = g
+	}
+	for _, r := range k.Resources {
+		if fi, err := os.Stat(filepath.Join(root, dir, r)); err == nil && fi.IsDir() {
+			for name, g := range generators(t, filepath.Join(dir, r)) {
+				gens[name] = g
+			}
+		}
+	}
+	return gens
 }
 
 func flagValue(args []string, name string) (string, bool) {
@@ -251,10 +287,7 @@ func TestKubernetesBase(t *testing.T) {
 	}
 
 	// Mounts: --config and policy.paths are the generated ConfigMaps.
-	gens := map[string]kustomizeGenerator{}
-	for _, g := range k.ConfigMapGenerator {
-		gens[g.Name] = g
-	}
+	gens := generators(t, baseDir)
 	volumes := map[string]corev1.Volume{}
 	for _, v := range pod.Spec.Volumes {
 		volumes[v.Name] = v
@@ -328,15 +361,42 @@ func durationFlag(t *testing.T, args []string, name string, def time.Duration) t
 	return d
 }
 
+// policyDir lays out the files of the generated policy ConfigMap (the way
+// the pod sees the mounted volume: one file per key) in a temporary
+// directory.
+func policyDir(t *testing.T) string {
+	t.Helper()
+	g, ok := generators(t, baseDir)["mcpauthz-policy"]
+	if !ok {
+		t.Fatal("no mcpauthz-policy ConfigMap generator")
+	}
+	dir := t.TempDir()
+	for _, f := range g.Files {
+		key, path, ok := strings.Cut(f, "=")
+		if !ok {
+			key, path = filepath.Base(f), f
+		}
+		b, err := os.ReadFile(filepath.Join(root, "rego", path))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, key), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
 // loadConfig parses an mcpauthz configuration with mcpauthz's own loader,
-// with the policy directory pointed at the base's policy files.
+// with the mounted policy directory pointed at the generated ConfigMap's
+// files.
 func loadConfig(t *testing.T, file string) *config.Config {
 	t.Helper()
 	raw, err := os.ReadFile(filepath.Join(root, file))
 	if err != nil {
 		t.Fatal(err)
 	}
-	local, _ := filepath.Abs(filepath.Join(root, baseDir, "policy"))
+	local := policyDir(t)
 	cfg, err := config.Parse(file, bytes.ReplaceAll(raw, []byte("/etc/mcpauthz/policy"), []byte(local)))
 	if err != nil {
 		t.Fatalf("%s: %v", file, err)
@@ -349,66 +409,78 @@ func loadConfig(t *testing.T, file string) *config.Config {
 	return cfg
 }
 
-// TestMcpauthzConfigs: every mcpauthz configuration under deploy/ passes
-// mcpauthz's own validation.
+// TestMcpauthzConfigs: every mcpauthz configuration under deploy/ compiles
+// exactly as `mcpauthz serve` would compile it, against the generated policy.
 func TestMcpauthzConfigs(t *testing.T) {
+	local := policyDir(t)
 	for _, f := range []string{baseDir + "/config.yaml", overlayDir + "/config.yaml"} {
-		cfg := loadConfig(t, f)
+		raw, err := os.ReadFile(filepath.Join(root, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := config.Parse(f, bytes.ReplaceAll(raw, []byte("/etc/mcpauthz/policy"), []byte(local)))
+		if err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		rt, err := app.Compile(cfg, app.Options{Observe: true})
+		if err != nil {
+			t.Errorf("%s does not compile:\n%v", f, err)
+			continue
+		}
+		rt.Close()
 		if cfg.Upstream.ForwardToken {
 			t.Errorf("%s: forward_token: MCP forbids token passthrough", f)
 		}
 	}
 }
 
-// TestKubernetesPolicy: the policy ConfigMap compiles, and is the embedded
-// default policy (rego/), file for file.
+// TestKubernetesPolicy: the policy ConfigMap is generated from the embedded
+// default policy itself, file for file: rego/Kustomization lists exactly
+// the files policy.DefaultSource loads, so there is no copy to drift.
 func TestKubernetesPolicy(t *testing.T) {
-	dir := filepath.Join(root, baseDir, "policy")
-	if err := policy.Compile(context.Background(), policy.Source{Paths: []string{dir}}); err != nil {
-		t.Fatalf("the policy ConfigMap does not compile: %v", err)
+	g := generators(t, "rego")["mcpauthz-policy"]
+	var listed []string
+	for _, f := range g.Files {
+		listed = append(listed, f)
 	}
-	sources := map[string]string{}
-	err := filepath.WalkDir(filepath.Join(root, "rego"), func(p string, d os.DirEntry, err error) error {
-		if err != nil || d.IsDir() || strings.HasSuffix(p, "_test.rego") {
-			return err
-		}
-		switch filepath.Ext(p) {
-		case ".rego", ".json", ".yaml", ".yml":
-			if prev, dup := sources[filepath.Base(p)]; dup {
-				t.Errorf("%s and %s flatten to the same ConfigMap key", prev, p)
+	var loaded []string
+	src := policy.DefaultSource()
+	for _, p := range src.Paths {
+		err := fs.WalkDir(src.FS, p, func(path string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() || strings.HasSuffix(path, "_test.rego") {
+				return err
 			}
-			sources[filepath.Base(p)] = p
+			switch filepath.Ext(path) {
+			case ".rego", ".json", ".yaml", ".yml":
+				loaded = append(loaded, strings.TrimPrefix(path, "rego/"))
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
 		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
 	}
-	copies, _ := filepath.Glob(filepath.Join(dir, "*"))
-	if len(copies) != len(sources) {
-		t.Errorf("%d policy files in %s, %d in rego/: run `make manifests`", len(copies), baseDir+"/policy", len(sources))
+	slices.Sort(listed)
+	slices.Sort(loaded)
+	if !slices.Equal(listed, loaded) {
+		t.Errorf("rego/Kustomization generates %v, the embedded default policy is %v", listed, loaded)
 	}
-	for name, src := range sources {
-		a, _ := os.ReadFile(src)
-		b, err := os.ReadFile(filepath.Join(dir, name))
-		if err != nil || !bytes.Equal(a, b) {
-			t.Errorf("%s/policy/%s differs from %s: run `make manifests`", baseDir, name, strings.TrimPrefix(src, root+"/"))
-		}
+	if err := policy.Compile(context.Background(), policy.Source{Paths: []string{policyDir(t)}}); err != nil {
+		t.Fatalf("the policy ConfigMap does not compile: %v", err)
 	}
 }
 
-// TestKustomizeBuild renders the overlay with `kubectl kustomize` (skipped
-// without kubectl) and decodes the result strictly.
+// TestKustomizeBuild renders the overlay with kustomize itself (the
+// library kubectl kustomize is built on) and decodes the result strictly.
 func TestKustomizeBuild(t *testing.T) {
-	kubectl, err := exec.LookPath("kubectl")
+	opts := krusty.MakeDefaultOptions()
+	resMap, err := krusty.MakeKustomizer(opts).Run(filesys.MakeFsOnDisk(), filepath.Join(root, overlayDir))
 	if err != nil {
-		t.Skip("kubectl not on PATH")
+		t.Fatalf("kustomize build %s: %v", overlayDir, err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, kubectl, "kustomize", filepath.Join(root, overlayDir)).CombinedOutput()
+	out, err := resMap.AsYaml()
 	if err != nil {
-		t.Fatalf("kubectl kustomize: %v\n%s", err, out)
+		t.Fatal(err)
 	}
 	tmp := filepath.Join(t.TempDir(), "rendered.yaml")
 	if err := os.WriteFile(tmp, out, 0o600); err != nil {
@@ -416,6 +488,7 @@ func TestKustomizeBuild(t *testing.T) {
 	}
 	overlay := load[kustomization](t, overlayDir+"/kustomization.yaml")
 	configMaps := map[string]bool{}
+	configMapData := map[string]map[string]string{}
 	var dep *appsv1.Deployment
 	for _, d := range documents(t, tmp) {
 		dec, ok := decoders[d.apiVersion+"/"+d.kind]
@@ -425,6 +498,7 @@ func TestKustomizeBuild(t *testing.T) {
 				t.Error(err)
 			}
 			configMaps[cm.Name] = true
+			configMapData[cm.Name] = cm.Data
 			continue
 		}
 		if !ok {
@@ -453,6 +527,23 @@ func TestKustomizeBuild(t *testing.T) {
 		if v.ConfigMap != nil && !configMaps[v.ConfigMap.Name] {
 			t.Errorf("volume %s references ConfigMap %s, which is not rendered", v.Name, v.ConfigMap.Name)
 		}
+	}
+	// The rendered policy ConfigMap holds the embedded default policy.
+	policyMaps := 0
+	for name, data := range configMapData {
+		if !strings.HasPrefix(name, "mcpauthz-policy-") {
+			continue
+		}
+		policyMaps++
+		for key, content := range data {
+			want, err := os.ReadFile(filepath.Join(policyDir(t), key))
+			if err != nil || string(want) != content {
+				t.Errorf("rendered ConfigMap %s key %s differs from the embedded policy", name, key)
+			}
+		}
+	}
+	if policyMaps != 1 {
+		t.Errorf("%d rendered policy ConfigMaps, want 1", policyMaps)
 	}
 	img := dep.Spec.Template.Spec.Containers[0].Image
 	if want := overlay.Images[0].NewName + ":" + overlay.Images[0].NewTag; img != want {

@@ -31,7 +31,8 @@ import (
 	sigsyaml "sigs.k8s.io/yaml"
 )
 
-// root is the module root, relative to this package.
+// root is the repository root (the mcpauthz module), relative to this
+// package.
 const root = ".."
 
 // document is one YAML document of a manifest file.
@@ -306,7 +307,7 @@ func TestServerBinaryHasNoManifestDeps(t *testing.T) {
 	if err != nil {
 		t.Skip("no go command")
 	}
-	out, err := exec.Command(goBin, "list", "-e", "-deps", "-f", "{{.ImportPath}}", "../cmd/mcpauthz").Output()
+	out, err := exec.Command(goBin, "-C", root, "list", "-e", "-deps", "-f", "{{.ImportPath}}", "./cmd/mcpauthz").Output()
 	if err != nil {
 		t.Fatalf("go list: %v", err)
 	}

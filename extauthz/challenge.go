@@ -3,7 +3,7 @@ package extauthz
 import (
 	"strings"
 
-	"github.com/mcpauthz/mcpauthz/internal/config"
+	"github.com/mcpauthz/mcpauthz/internal/oauth"
 )
 
 // OAuth error codes of RFC 6750 §3.1 used in challenges.
@@ -71,7 +71,7 @@ func (c Challenge) String() string {
 func joinScopes(scopes []string) string {
 	var b strings.Builder
 	for _, s := range scopes {
-		if !config.ValidScope(s) || strings.IndexByte(s, '=') >= 0 {
+		if !oauth.ValidScope(s) || strings.IndexByte(s, '=') >= 0 {
 			continue
 		}
 		if b.Len() > 0 {

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/mcpauthz/mcpauthz/internal/config"
+	"github.com/mcpauthz/mcpauthz/internal/oauth"
 )
 
 func TestChallengeString(t *testing.T) {
@@ -162,7 +162,7 @@ func FuzzChallenge(f *testing.F) {
 		}
 		if v, ok := params["scope"]; ok {
 			for _, s := range strings.Split(v, " ") {
-				if !config.ValidScope(s) || strings.Contains(s, "=") {
+				if !oauth.ValidScope(s) || strings.Contains(s, "=") {
 					t.Fatalf("invalid scope token %q in %q", s, h)
 				}
 			}

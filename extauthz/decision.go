@@ -6,7 +6,6 @@ import (
 
 	"github.com/go-json-experiment/json/jsontext"
 
-	"github.com/mcpauthz/mcpauthz/internal/jwtauth"
 	"github.com/mcpauthz/mcpauthz/internal/mcprpc"
 )
 
@@ -33,8 +32,8 @@ type Decision struct {
 	// it is never sent to the client.
 	Detail string
 
-	Identity       *jwtauth.Identity
-	Messages       []mcprpc.Message
+	// Identity is the verified token, nil when none was verified.
+	Identity       *Identity
 	RequiredScopes []string
 	// ShadowDenials are denials that policy or shadow mode chose not to
 	// enforce.
@@ -46,6 +45,8 @@ type Decision struct {
 	// (zero when policy was not reached).
 	Duration       time.Duration
 	PolicyDuration time.Duration
+
+	messages []mcprpc.Message // the parsed JSON-RPC messages
 
 	// Response parts.
 	isDirect  bool        // a response mcpauthz answers itself (metadata)
@@ -69,10 +70,10 @@ func (d *Decision) Outcome() string {
 
 // MCPMethod is the method of the first message ("" when none); Tool likewise.
 func (d *Decision) MCPMethod() string {
-	if len(d.Messages) == 0 {
+	if len(d.messages) == 0 {
 		return ""
 	}
-	m := d.Messages[0]
+	m := d.messages[0]
 	if m.Method == "" {
 		return string(m.Kind)
 	}
@@ -81,7 +82,7 @@ func (d *Decision) MCPMethod() string {
 
 // Tool is the tool of the first tools/call message, "" when none.
 func (d *Decision) Tool() string {
-	for _, m := range d.Messages {
+	for _, m := range d.messages {
 		if m.Tool != "" {
 			return m.Tool
 		}
@@ -90,7 +91,10 @@ func (d *Decision) Tool() string {
 }
 
 // Batch reports whether the request was a JSON-RPC batch.
-func (d *Decision) Batch() bool { return len(d.Messages) > 1 }
+func (d *Decision) Batch() bool { return len(d.messages) > 1 }
+
+// Messages is the number of JSON-RPC messages the request carried.
+func (d *Decision) Messages() int { return len(d.messages) }
 
 func (d *Decision) allow(reason string) {
 	d.Allowed, d.Status, d.Reason = true, 200, reason

@@ -30,7 +30,9 @@
 //     (Mcp-Method, Mcp-Name, MCP-Protocol-Version) that do not match the
 //     body → 400 with JSON-RPC error -32020.
 //  7. Policy (one evaluation per message; a batch is allowed only if every
-//     element is). Evaluation error → 503. A denial that scopes can fix →
+//     element is). Evaluation error → 503 policy_error; an evaluation that
+//     runs out of time (policy.eval_timeout, or the caller's deadline) →
+//     503 timeout. A denial that scopes can fix →
 //     403 error="insufficient_scope" with scope = required scopes ∪ the
 //     granted scopes the policy still knows, sorted. Any other denial → 403
 //     with a JSON-RPC error echoing the request id.
@@ -57,11 +59,22 @@
 //	405   INVALID_ARGUMENT   method_not_allowed, metadata_method
 //	413   INVALID_ARGUMENT   partial_body
 //	415   INVALID_ARGUMENT   content_type, content_encoding
-//	503   UNAVAILABLE        keys_unavailable, policy_error, body_not_forwarded, timeout, internal_error
+//	503   UNAVAILABLE        keys_unavailable, policy_error, timeout, body_not_forwarded, internal_error
 //
 // # Concurrency
 //
-// Server is immutable after New except for the metadata derived from the
-// policy revision, which is rebuilt and published atomically when the
-// policy changes. The policy engine swaps compiled generations the same way.
+// Server is immutable after New except for its policy state: a policy
+// generation together with everything derived from it (the scopes
+// advertised in the metadata and 401 challenges, the scopes still relevant
+// in a step-up challenge, the metadata document). SetPolicy computes that
+// state off the request path and publishes it behind one atomic pointer;
+// a Check loads it once, so one decision never mixes two generations.
+//
+// # Using the package from other programs
+//
+// The package depends on nothing internal to mcpauthz in its API: New takes
+// Options; a caller supplies an Authenticator (returning *Identity or a
+// *TokenError), a Policy per generation (policy.Generation implements it),
+// and Recorders that read each *Decision. mcpauthz itself wires its token
+// verifier and policy engine in internal/app.
 package extauthz

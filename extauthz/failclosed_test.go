@@ -3,8 +3,10 @@ package extauthz_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc/codes"
@@ -65,12 +67,14 @@ func summarize(resp *authv3.CheckResponse) outcome {
 func TestFailClosed(t *testing.T) {
 	const unavailable = `{"jsonrpc":"2.0","id":null,"error":{"code":-32603,"message":"Authorization temporarily unavailable"}}`
 	tests := []struct {
-		name string
-		opts []envOption
+		name   string
+		opts   []envOption
+		reason string
 	}{
-		{"keys unavailable", []envOption{func(_ *config.Config, s *envSetup) { s.jwksDown = true }}},
-		{"policy error", []envOption{withPolicy(failingPolicy{err: errors.New("eval failed")})}},
-		{"policy panic", []envOption{withPolicy(failingPolicy{panic: true})}},
+		{"keys unavailable", []envOption{func(_ *config.Config, s *envSetup) { s.jwksDown = true }}, "keys_unavailable"},
+		{"policy error", []envOption{withPolicy(failingPolicy{err: errors.New("eval failed")})}, "policy_error"},
+		{"policy out of time", []envOption{withPolicy(failingPolicy{err: fmt.Errorf("policy: evaluate: %w", context.DeadlineExceeded)})}, "timeout"},
+		{"policy panic", []envOption{withPolicy(failingPolicy{panic: true})}, "internal_error"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -83,7 +87,31 @@ func TestFailClosed(t *testing.T) {
 			if got := summarize(resp); got != want {
 				t.Errorf("Check() = %+v, want %+v", got, want)
 			}
+			if got := resp.GetDynamicMetadata().GetFields()["reason"].GetStringValue(); got != tt.reason {
+				t.Errorf("reason = %q, want %q", got, tt.reason)
+			}
 		})
+	}
+}
+
+// TestPolicyTimeoutIs503Timeout: a real Rego evaluation that outlasts
+// policy.eval_timeout is reported as timeout, not as a policy error.
+func TestPolicyTimeoutIs503Timeout(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, dir+"/p.rego", `package mcp.authz
+
+decision := {"allow": count([x | some x in numbers.range(1, 50000000); x % 7 == 0]) > 0, "reason": "slow"}
+`)
+	e := newEnv(t, func(c *config.Config, s *envSetup) {
+		s.policySrc = &policy.Source{Paths: []string{dir}}
+		c.Policy.EvalTimeout = config.Duration(time.Millisecond)
+	})
+	resp, err := e.client.Check(context.Background(), checkRequest(req{body: callWeather, headers: bearer(e.token(t, ""))}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, reason := summarize(resp), resp.GetDynamicMetadata().GetFields()["reason"].GetStringValue(); got.status != 503 || reason != "timeout" {
+		t.Errorf("Check() = %+v reason %q, want 503 timeout", got, reason)
 	}
 }
 

@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"github.com/go-json-experiment/json/jsontext"
+
+	"github.com/mcpauthz/mcpauthz/internal/problem"
 )
 
 // LogRecorder writes the decision log: one structured line per decision,
@@ -26,6 +28,49 @@ type LogRecorder struct {
 }
 
 var _ Recorder = (*LogRecorder)(nil)
+
+// LogOptions configure the decision log (see NewLogRecorder).
+type LogOptions struct {
+	Logger *slog.Logger
+	// AllowSampleRate is the fraction of allowed decisions logged at Info,
+	// between 0 and 1; nil means 1. Denials are always logged.
+	AllowSampleRate *float64
+	// Arguments adds tool and prompt arguments to the log.
+	Arguments bool
+	// RedactKeys are argument member names whose values are masked
+	// (case-insensitive, any depth); empty means DefaultRedactKeys.
+	RedactKeys []string
+}
+
+// DefaultRedactKeys are the argument names whose values the decision log
+// masks when arguments are logged and no list is configured.
+var DefaultRedactKeys = []string{"password", "secret", "token", "authorization", "api_key", "apikey", "access_token", "refresh_token", "client_secret", "cookie"}
+
+// NewLogRecorder returns the decision log of opts, with the defaults
+// applied; a problem is reported with the option's path
+// ("allow_sample_rate").
+func NewLogRecorder(opts LogOptions) (*LogRecorder, error) {
+	var errs problem.List
+	rate := 1.0
+	if r := opts.AllowSampleRate; r != nil {
+		rate = *r
+		if rate < 0 || rate > 1 {
+			errs.Add("allow_sample_rate", "must be between 0 and 1")
+		}
+	}
+	keys := opts.RedactKeys
+	if len(keys) == 0 {
+		keys = DefaultRedactKeys
+	}
+	logger := opts.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if err := errs.Err(); err != nil {
+		return nil, err
+	}
+	return &LogRecorder{Logger: logger, AllowSampleRate: rate, Arguments: opts.Arguments, RedactKeys: keys}, nil
+}
 
 // maxLoggedArguments caps the arguments written per message.
 const maxLoggedArguments = 4096
@@ -55,7 +100,7 @@ func (l *LogRecorder) Record(ctx context.Context, d *Decision) {
 		attrs = append(attrs, slog.String("tool", t))
 	}
 	if d.Batch() {
-		attrs = append(attrs, slog.Int("batch", len(d.Messages)))
+		attrs = append(attrs, slog.Int("batch", len(d.messages)))
 	}
 	if id := d.Identity; id != nil {
 		attrs = append(attrs, slog.String("issuer", id.Issuer), slog.String("subject", id.Subject), slog.String("client_id", id.ClientID))
@@ -79,7 +124,7 @@ func (l *LogRecorder) Record(ctx context.Context, d *Decision) {
 		attrs = append(attrs, slog.Any("shadow_denials", d.ShadowDenials))
 	}
 	if l.Arguments {
-		for _, m := range d.Messages {
+		for _, m := range d.messages {
 			if len(m.Arguments) > 0 {
 				attrs = append(attrs, slog.String("arguments", redact(m.Arguments, l.RedactKeys, maxLoggedArguments)))
 				break

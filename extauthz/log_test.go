@@ -46,7 +46,7 @@ func TestDecisionLog(t *testing.T) {
 	e := newEnv(t)
 	tok := e.token(t, "tools:get_weather")
 	secretCall := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"delete_file","arguments":{"path":"/x","Password":"hunter2","nested":{"api_key":"k","keep":1}}}}`
-	lines := captured(t, extauthz.LogRecorder{AllowSampleRate: 1, Arguments: true, RedactKeys: config.DefaultRedactKeys}, nil,
+	lines := captured(t, extauthz.LogRecorder{AllowSampleRate: 1, Arguments: true, RedactKeys: extauthz.DefaultRedactKeys}, nil,
 		req{body: callWeather, headers: merge(bearer(tok), map[string]string{"x-request-id": "r-allow", "cookie": "session=s3cret"})},
 		req{body: secretCall, headers: merge(bearer(tok), map[string]string{"x-request-id": "r-deny"})},
 	)

@@ -108,8 +108,9 @@ func (r *httpRequest) hasQueryToken() bool {
 // canonicalPath maps a request path to the form used to recognise MCP
 // endpoints: percent-decoded, ";" parameters removed from segments, slashes
 // merged, dot segments resolved, lowercased, no trailing slash. It only ever
-// widens what counts as an MCP endpoint, so every request the upstream might
-// route to its MCP handler gets the full body authorization (table H).
+// widens what counts as an MCP endpoint, so every spelling of the path that
+// the upstream's router might send to its MCP handler gets the full body
+// authorization.
 func canonicalPath(p string) string {
 	if dec, err := url.PathUnescape(p); err == nil {
 		p = dec

@@ -13,13 +13,12 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/types/known/structpb"
 
-	"github.com/mcpauthz/mcpauthz/internal/config"
-	"github.com/mcpauthz/mcpauthz/internal/jwtauth"
 	"github.com/mcpauthz/mcpauthz/internal/mcprpc"
+	"github.com/mcpauthz/mcpauthz/internal/prm"
 )
 
 // respond turns a Decision into the CheckResponse Envoy acts on.
-func (s *Server) respond(d *Decision) *authv3.CheckResponse {
+func (s *Server) respond(st *state, d *Decision) *authv3.CheckResponse {
 	if d.Allowed {
 		return &authv3.CheckResponse{
 			Status:          &statuspb.Status{Code: int32(codes.OK)},
@@ -27,22 +26,7 @@ func (s *Server) respond(d *Decision) *authv3.CheckResponse {
 			DynamicMetadata: s.dynamicMetadata(d),
 		}
 	}
-	var hs [][2]string
-	if d.challenge != nil {
-		c := *d.challenge
-		c.ResourceMetadata = s.loc.MetadataURL
-		if d.Status == 401 {
-			c.Scopes = s.metadata().scopes
-		}
-		hs = append(hs, [2]string{"www-authenticate", c.String()})
-	}
-	if d.body != nil || d.Status == 200 {
-		hs = append(hs, [2]string{"content-type", "application/json"})
-	}
-	if !d.isDirect {
-		hs = append(hs, [2]string{"cache-control", "no-store"})
-	}
-	hs = append(hs, d.headers...)
+	hs := deniedHeaders(st, s.loc, d)
 	return &authv3.CheckResponse{
 		Status: &statuspb.Status{Code: int32(grpcCode(d.Status))},
 		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
@@ -52,6 +36,27 @@ func (s *Server) respond(d *Decision) *authv3.CheckResponse {
 		}},
 		DynamicMetadata: s.dynamicMetadata(d),
 	}
+}
+
+// deniedHeaders are the response headers of a denial (or of an answer
+// mcpauthz gives itself, such as the metadata document).
+func deniedHeaders(st *state, loc prm.Locations, d *Decision) [][2]string {
+	var hs [][2]string
+	if d.challenge != nil {
+		c := *d.challenge
+		c.ResourceMetadata = loc.MetadataURL
+		if d.Status == 401 {
+			c.Scopes = st.scopes
+		}
+		hs = append(hs, [2]string{"www-authenticate", c.String()})
+	}
+	if d.body != nil || d.Status == 200 {
+		hs = append(hs, [2]string{"content-type", "application/json"})
+	}
+	if !d.isDirect {
+		hs = append(hs, [2]string{"cache-control", "no-store"})
+	}
+	return append(hs, d.headers...)
 }
 
 // okResponse sets the identity headers (overwriting anything a client sent),
@@ -86,7 +91,7 @@ type identity struct {
 // when full (a flood of distinct verified identities only costs rebuilding).
 const identityCacheSize = 4096
 
-func (s *Server) identityParts(id *jwtauth.Identity) *identity {
+func (s *Server) identityParts(id *Identity) *identity {
 	var sub, client, scopes, iss string
 	if id != nil {
 		sub, client, iss = id.Subject, id.ClientID, id.Issuer
@@ -118,7 +123,7 @@ func (s *Server) identityParts(id *jwtauth.Identity) *identity {
 	put(ih.ClientID, client)
 	put(ih.Scopes, scopes)
 	put(ih.Issuer, iss)
-	if !s.cfg.Upstream.ForwardToken {
+	if !s.forwardToken {
 		p.remove = append(p.remove, "authorization")
 	}
 	slices.Sort(p.remove)
@@ -133,13 +138,35 @@ func (s *Server) identityParts(id *jwtauth.Identity) *identity {
 	return p
 }
 
-func isIdentityHeader(ih config.IdentityHeaders, name string) bool {
+func isIdentityHeader(ih IdentityHeaders, name string) bool {
 	return name == ih.Subject || name == ih.ClientID || name == ih.Scopes || name == ih.Issuer
 }
 
+// validUpstreamHeader reports whether name may be set on the upstream
+// request by mcpauthz: a lowercase RFC 9110 token that is not a
+// pseudo-header and not a header Envoy or the transport owns (setting
+// those could smuggle a second request or redirect the first).
+func validUpstreamHeader(name string) bool {
+	if name == "" {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
+			return false
+		}
+	}
+	switch name {
+	case "host", "authorization", "cookie", "content-length", "content-type", "content-encoding", "transfer-encoding", "connection", "upgrade", "te", "keep-alive", "proxy-authorization", "x-request-id":
+		return false
+	}
+	return !strings.HasPrefix(name, "x-envoy-")
+}
+
 // headerOptions sorts headers by name (stable responses, stable goldens) and
-// marks each OVERWRITE_IF_EXISTS_OR_ADD, which overwrites on every Envoy
-// version (envoy-ext-authz.md §3).
+// marks each OVERWRITE_IF_EXISTS_OR_ADD: the one append action that
+// replaces a client-sent value on every Envoy version (the deprecated
+// append field and the default action have changed meaning over time).
 func headerOptions(hs [][2]string) []*corev3.HeaderValueOption {
 	if len(hs) == 0 {
 		return nil

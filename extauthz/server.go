@@ -18,145 +18,129 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/mcpauthz/mcpauthz/internal/config"
-	"github.com/mcpauthz/mcpauthz/internal/jwtauth"
 	"github.com/mcpauthz/mcpauthz/internal/mcprpc"
+	"github.com/mcpauthz/mcpauthz/internal/oauth"
 	"github.com/mcpauthz/mcpauthz/internal/prm"
 	"github.com/mcpauthz/mcpauthz/policy"
 )
-
-// Authenticator verifies bearer tokens. Errors wrap jwtauth.ErrInvalidToken
-// (answered 401) or jwtauth.ErrKeysUnavailable (answered 503).
-type Authenticator interface {
-	Verify(ctx context.Context, token string) (*jwtauth.Identity, error)
-}
-
-// Policy decides authorized requests. ScopesSupported and ScopePrefixes
-// describe the scope vocabulary of the loaded policy; Revision identifies
-// it, so that derived documents are rebuilt when it changes.
-type Policy interface {
-	Decide(ctx context.Context, req *policy.Request, tok *policy.Token, msgs []policy.MCP) ([]policy.Decision, error)
-	Revision() string
-	ScopesSupported() []string
-	ScopePrefixes() []string
-}
-
-// Recorder observes every decision after it was made (metrics, decision
-// log). It must not block.
-type Recorder interface {
-	Record(ctx context.Context, d *Decision)
-}
-
-// Options configure a Server.
-type Options struct {
-	Config        *config.Config
-	Authenticator Authenticator
-	Policy        Policy
-	Logger        *slog.Logger
-	// Recorders observe each decision, in order.
-	Recorders []Recorder
-}
 
 // Server is the envoy.service.auth.v3.Authorization service.
 type Server struct {
 	authv3.UnimplementedAuthorizationServer
 
-	cfg       *config.Config
 	authn     Authenticator
-	pol       Policy
 	log       *slog.Logger
 	recorders []Recorder
 	shadow    bool
 
+	resource       string
+	doc            prm.Document // without scopes_supported (per generation)
+	configScopes   []string     // Options.ScopesSupported
 	loc            prm.Locations
 	mcpPaths       map[string]bool
 	allowedOrigins map[string]bool
-	identity       config.IdentityHeaders
+	identity       IdentityHeaders
+	forwardToken   bool
 	parseOpts      mcprpc.Options
 
-	// meta holds what derives from the policy revision: the metadata
-	// document and the 401 scope list. Rebuilt when the revision changes.
-	meta atomic.Pointer[metadata]
+	// state is everything that changes with the policy; a Check loads it
+	// once (see SetPolicy).
+	state atomic.Pointer[state]
 
 	// idCache holds the answer parts per verified identity (response.go).
 	idMu    sync.RWMutex
 	idCache map[string]*identity
 }
 
-type metadata struct {
+// state is one policy generation with what derives from it, computed when
+// the generation is published, never on the request path.
+type state struct {
+	policy   Policy // nil until SetPolicy
 	revision string
-	document []byte
+	document []byte          // the protected resource metadata
 	scopes   []string        // advertised (scopes_supported, 401 challenge)
 	known    map[string]bool // advertised ∪ policy scopes: relevant when granted
 	prefixes []string        // policy scope prefixes: relevant when granted
 }
 
-// New builds a Server from a validated configuration.
+// New builds a Server from opts (see Options for defaults and validation).
+// It decides nothing but 503 until SetPolicy publishes a policy.
 func New(opts Options) (*Server, error) {
-	cfg := opts.Config
-	loc, err := prm.Locate(cfg.Resource)
+	opts.applyDefaults()
+	if err := opts.validate(); err != nil {
+		return nil, err
+	}
+	loc, err := prm.Locate(opts.Resource)
 	if err != nil {
-		return nil, fmt.Errorf("extauthz: resource: %w", err)
+		return nil, fmt.Errorf("resource: %w", err)
 	}
 	s := &Server{
-		cfg:            cfg,
-		authn:          opts.Authenticator,
-		pol:            opts.Policy,
-		log:            opts.Logger,
-		recorders:      opts.Recorders,
-		shadow:         cfg.Shadow,
+		authn:     opts.Authenticator,
+		log:       opts.Logger,
+		recorders: opts.Recorders,
+		shadow:    opts.Shadow,
+		resource:  opts.Resource,
+		doc: prm.Document{
+			Resource:               opts.Resource,
+			AuthorizationServers:   opts.AuthorizationServers,
+			BearerMethodsSupported: []string{"header"},
+			ResourceName:           opts.ResourceName,
+			ResourceDocumentation:  opts.ResourceDocumentation,
+		},
+		configScopes:   opts.ScopesSupported,
 		loc:            loc,
 		mcpPaths:       map[string]bool{},
 		allowedOrigins: map[string]bool{},
-		identity:       cfg.Upstream.IdentityHeaders,
-		parseOpts:      mcprpc.Options{MaxDepth: cfg.MCP.MaxDepth, MaxBatch: cfg.MCP.MaxBatch},
+		identity:       opts.Upstream.IdentityHeaders,
+		forwardToken:   opts.Upstream.ForwardToken,
+		parseOpts:      mcprpc.Options{MaxDepth: opts.MCP.MaxDepth, MaxBatch: opts.MCP.MaxBatch},
 		idCache:        map[string]*identity{},
 	}
-	if s.log == nil {
-		s.log = slog.New(slog.DiscardHandler)
-	}
-	for _, p := range cfg.MCP.Paths {
+	for _, p := range opts.MCP.Paths {
 		s.mcpPaths[canonicalPath(p)] = true
 	}
-	for _, o := range cfg.MCP.AllowedOrigins {
+	for _, o := range opts.MCP.AllowedOrigins {
 		s.allowedOrigins[strings.ToLower(strings.TrimSuffix(o, "/"))] = true
 	}
+	s.SetPolicy(nil)
 	return s, nil
 }
 
-// Metadata returns the protected resource metadata document for the current
-// policy revision, and the well-known locations it is served at.
-func (s *Server) Metadata() ([]byte, prm.Locations) {
-	return s.metadata().document, s.loc
+// SetPolicy publishes p (a new policy generation) together with what
+// derives from it: the scopes advertised in the metadata and in 401
+// challenges, the scopes still relevant in a step-up challenge, and the
+// metadata document. Checks that started before keep the state they
+// loaded, so no decision mixes two generations. A nil p makes every
+// policy decision a 503.
+func (s *Server) SetPolicy(p Policy) {
+	st := &state{policy: p, known: map[string]bool{}}
+	var policyScopes []string
+	if p != nil {
+		st.revision = p.Revision()
+		policyScopes = p.ScopesSupported()
+		st.prefixes = p.ScopePrefixes()
+	}
+	st.scopes = s.configScopes
+	if len(st.scopes) == 0 {
+		st.scopes = policyScopes
+	}
+	st.scopes = slices.DeleteFunc(slices.Clone(st.scopes), func(sc string) bool { return sc == "offline_access" || !oauth.ValidScope(sc) })
+	for _, sc := range st.scopes {
+		st.known[sc] = true
+	}
+	for _, sc := range policyScopes {
+		st.known[sc] = true
+	}
+	doc := s.doc
+	doc.ScopesSupported = st.scopes
+	st.document = doc.Marshal()
+	s.state.Store(st)
 }
 
-func (s *Server) metadata() *metadata {
-	rev := s.pol.Revision()
-	if m := s.meta.Load(); m != nil && m.revision == rev {
-		return m
-	}
-	m := &metadata{revision: rev, prefixes: s.pol.ScopePrefixes(), known: map[string]bool{}}
-	m.scopes = s.cfg.ScopesSupported
-	if len(m.scopes) == 0 {
-		m.scopes = s.pol.ScopesSupported()
-	}
-	m.scopes = slices.DeleteFunc(slices.Clone(m.scopes), func(sc string) bool { return sc == "offline_access" || !config.ValidScope(sc) })
-	for _, sc := range m.scopes {
-		m.known[sc] = true
-	}
-	for _, sc := range s.pol.ScopesSupported() {
-		m.known[sc] = true
-	}
-	m.document = prm.Document{
-		Resource:               s.cfg.Resource,
-		AuthorizationServers:   s.cfg.AuthorizationServers,
-		ScopesSupported:        m.scopes,
-		BearerMethodsSupported: []string{"header"},
-		ResourceName:           s.cfg.ResourceName,
-		ResourceDocumentation:  s.cfg.ResourceDocumentation,
-	}.Marshal()
-	s.meta.Store(m)
-	return m
+// Metadata returns the protected resource metadata document for the current
+// policy, and the well-known locations it is served at.
+func (s *Server) Metadata() ([]byte, prm.Locations) {
+	return s.state.Load().document, s.loc
 }
 
 // Check implements the Authorization service. Every decision, including
@@ -176,6 +160,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (resp *aut
 // `mcpauthz check`.
 func (s *Server) Evaluate(ctx context.Context, req *authv3.CheckRequest) (d *Decision, resp *authv3.CheckResponse) {
 	start := time.Now()
+	st := s.state.Load() // one policy generation for the whole decision
 	r := newHTTPRequest(req.GetAttributes().GetRequest().GetHttp())
 	d = &Decision{RequestID: r.header("x-request-id"), HTTPMethod: r.method, Path: r.path}
 	defer func() {
@@ -184,27 +169,27 @@ func (s *Server) Evaluate(ctx context.Context, req *authv3.CheckRequest) (d *Dec
 			*d = Decision{RequestID: d.RequestID, HTTPMethod: r.method, Path: r.path}
 			d.unavailable("internal_error", "panic: "+fmt.Sprint(p))
 		}
-		resp = s.respond(d)
+		resp = s.respond(st, d)
 		d.Duration = time.Since(start)
 		rctx := context.WithoutCancel(ctx)
 		for _, rec := range s.recorders {
 			rec.Record(rctx, d)
 		}
 	}()
-	s.decide(ctx, r, d)
-	if ctx.Err() != nil && d.Status == 0 {
+	s.decide(ctx, st, r, d)
+	if err := ctx.Err(); err != nil && d.Allowed {
 		// The caller gave up while we decided: never let a cancelled,
 		// half-made evaluation read as an allow.
-		d.unavailable("timeout", ctx.Err().Error())
+		d.unavailable("timeout", err.Error())
 	}
 	return d, resp
 }
 
 // decide runs the decision ladder; see doc.go for the order and why.
-func (s *Server) decide(ctx context.Context, r *httpRequest, d *Decision) {
+func (s *Server) decide(ctx context.Context, st *state, r *httpRequest, d *Decision) {
 	// 1. Protected resource metadata: public, answered directly.
 	if strings.HasPrefix(r.path, prm.WellKnownPrefix) {
-		s.decideMetadata(r, d)
+		s.decideMetadata(st, r, d)
 		return
 	}
 	// 2. Origin (DNS rebinding defence) before anything else.
@@ -236,27 +221,30 @@ func (s *Server) decide(ctx context.Context, r *httpRequest, d *Decision) {
 		d.badCredentials("multiple_authorization", "more than one Authorization header")
 		return
 	}
-	token, err := jwtauth.ExtractBearer(r.header("authorization"))
+	token, err := extractBearer(r.header("authorization"))
 	switch {
-	case errors.Is(err, jwtauth.ErrNoBearer):
+	case errors.Is(err, errNoBearer):
 		d.unauthenticated("no_token", "", "")
 		return
-	case errors.Is(err, jwtauth.ErrMalformedHeader):
+	case errors.Is(err, errMalformedHeader):
 		d.badCredentials("multiple_authorization", "more than one credential in the Authorization header")
 		return
 	case err != nil:
-		d.unauthenticated("invalid_token", errInvalidToken, jwtauth.Reason(err))
+		d.unauthenticated("invalid_token", errInvalidToken, "malformed_token")
 		return
 	}
-	id, err := s.authn.Verify(ctx, token)
-	switch {
-	case errors.Is(err, jwtauth.ErrKeysUnavailable):
-		d.TokenResult = jwtauth.Reason(err)
-		d.unavailable("keys_unavailable", d.TokenResult)
-		return
-	case err != nil:
-		d.TokenResult = jwtauth.Reason(err)
-		d.unauthenticated("invalid_token", errInvalidToken, d.TokenResult)
+	id, err := s.authn.Authenticate(ctx, token)
+	if err != nil {
+		te, ok := err.(*TokenError)
+		if !ok {
+			te = &TokenError{Reason: "invalid_token", Err: err}
+		}
+		d.TokenResult = te.Reason
+		if te.Unavailable {
+			d.unavailable("keys_unavailable", d.TokenResult)
+		} else {
+			d.unauthenticated("invalid_token", errInvalidToken, d.TokenResult)
+		}
 		return
 	}
 	d.Identity, d.TokenResult = id, "valid"
@@ -270,27 +258,36 @@ func (s *Server) decide(ctx context.Context, r *httpRequest, d *Decision) {
 			return
 		}
 	}
-	d.Messages = msgs
+	d.messages = msgs
 
 	// 6. Policy.
+	if st.policy == nil {
+		d.unavailable("policy_error", "no policy loaded")
+		return
+	}
 	pstart := time.Now()
-	decisions, err := s.pol.Decide(ctx, s.policyRequest(r), policyToken(id), policyMessages(msgs, version, r.header("mcp-session-id")))
+	decisions, err := st.policy.Decide(ctx, s.policyRequest(r), policyToken(id), policyMessages(msgs, version, r.header("mcp-session-id")))
 	d.PolicyDuration = time.Since(pstart)
-	if err != nil {
+	switch {
+	case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled):
+		// The evaluation ran out of time: its own bound or the caller's.
+		d.unavailable("timeout", err.Error())
+		return
+	case err != nil:
 		d.unavailable("policy_error", err.Error())
 		return
 	}
-	s.applyPolicy(d, decisions, id)
+	s.applyPolicy(st, d, decisions, id)
 }
 
-func (s *Server) decideMetadata(r *httpRequest, d *Decision) {
+func (s *Server) decideMetadata(st *state, r *httpRequest, d *Decision) {
 	if r.path != s.loc.PathForm && r.path != s.loc.RootForm {
 		d.direct(404, "metadata_not_found", []byte(`{"error":"not_found","error_description":"no protected resource metadata at this path"}`))
 		return
 	}
 	switch r.method {
 	case "GET", "HEAD":
-		d.direct(200, "metadata", s.metadata().document)
+		d.direct(200, "metadata", st.document)
 		if r.method == "HEAD" {
 			d.body = nil
 		}
@@ -311,8 +308,9 @@ func (s *Server) decideMetadata(r *httpRequest, d *Decision) {
 }
 
 // transportProblem rejects request shapes MCP never uses and that let a
-// request reach the upstream without the body being authorized: method
-// overrides (H-04) and protocol upgrades (H-12).
+// request reach the upstream without its body being authorized: a method
+// override header (a POST the server would treat as another method) and a
+// protocol upgrade (a tunnel no later request check sees into).
 func transportProblem(r *httpRequest) string {
 	for _, h := range []string{"x-http-method-override", "x-http-method", "x-method-override"} {
 		if _, ok := r.headers[h]; ok {
@@ -407,8 +405,8 @@ func (s *Server) readMCP(r *httpRequest, version string, d *Decision) ([]mcprpc.
 }
 
 // jsonContentType accepts application/json with at most a UTF-8 charset:
-// every other type or charset could be read differently upstream (E-07,
-// E-08).
+// a body in another type or charset could be decoded differently upstream
+// than it was checked here.
 func jsonContentType(ct string) bool {
 	mt, params, err := mime.ParseMediaType(ct)
 	if err != nil || mt != "application/json" {
@@ -448,7 +446,7 @@ func (s *Server) policyRequest(r *httpRequest) *policy.Request {
 	}
 }
 
-func policyToken(id *jwtauth.Identity) *policy.Token {
+func policyToken(id *Identity) *policy.Token {
 	return &policy.Token{
 		Issuer:   id.Issuer,
 		Subject:  id.Subject,
@@ -483,7 +481,7 @@ func policyMessages(msgs []mcprpc.Message, version, session string) []policy.MCP
 // applyPolicy folds the per-message decisions into one: every message must
 // be allowed. A denial that more scope can fix for every denied message is a
 // step-up challenge; any other denial is final.
-func (s *Server) applyPolicy(d *Decision, decisions []policy.Decision, id *jwtauth.Identity) {
+func (s *Server) applyPolicy(st *state, d *Decision, decisions []policy.Decision, id *Identity) {
 	if len(decisions) > 0 {
 		d.PolicyRevision = decisions[0].Revision
 	}
@@ -502,8 +500,8 @@ func (s *Server) applyPolicy(d *Decision, decisions []policy.Decision, id *jwtau
 		}
 		if denied == nil {
 			denied = pd
-			if i < len(d.Messages) {
-				deniedID = d.Messages[i].ID
+			if i < len(d.messages) {
+				deniedID = d.messages[i].ID
 			}
 		}
 		if len(pd.RequiredScopes) == 0 {
@@ -516,7 +514,7 @@ func (s *Server) applyPolicy(d *Decision, decisions []policy.Decision, id *jwtau
 		d.PolicyReason = firstReason(decisions)
 		for _, pd := range decisions {
 			for k, v := range pd.Headers {
-				if config.ValidUpstreamHeader(k) && validHeaderValue(v) {
+				if validUpstreamHeader(k) && validHeaderValue(v) {
 					d.upstream = append(d.upstream, [2]string{k, v})
 				}
 			}
@@ -529,10 +527,9 @@ func (s *Server) applyPolicy(d *Decision, decisions []policy.Decision, id *jwtau
 		d.body = rpcError(deniedID, codeForbidden, "Forbidden", true)
 		return
 	}
-	m := s.metadata()
 	scopes := slices.Clone(required)
 	for _, g := range id.Scopes {
-		if m.known[g] || hasAnyPrefix(g, m.prefixes) {
+		if st.known[g] || hasAnyPrefix(g, st.prefixes) {
 			scopes = append(scopes, g)
 		}
 	}
@@ -544,8 +541,8 @@ func (s *Server) applyPolicy(d *Decision, decisions []policy.Decision, id *jwtau
 	d.body = rpcError(deniedID, codeForbidden, "Insufficient scope", true)
 }
 
-// codeForbidden is the JSON-RPC error code of policy denials (an
-// implementation-defined server error, JSON-RPC 2.0 §5.1).
+// codeForbidden is the JSON-RPC error code of policy denials (in the range
+// JSON-RPC 2.0 reserves for implementation-defined server errors).
 const codeForbidden = -32001
 
 func firstReason(ds []policy.Decision) string {

@@ -27,9 +27,9 @@ import (
 	"google.golang.org/protobuf/testing/protocmp"
 
 	"github.com/mcpauthz/mcpauthz/extauthz"
+	"github.com/mcpauthz/mcpauthz/internal/app"
 	"github.com/mcpauthz/mcpauthz/internal/config"
 	"github.com/mcpauthz/mcpauthz/internal/devissuer"
-	"github.com/mcpauthz/mcpauthz/internal/jwtauth"
 	"github.com/mcpauthz/mcpauthz/policy"
 )
 
@@ -63,9 +63,6 @@ func withConfig(f func(*config.Config)) envOption {
 
 func newEnv(t testing.TB, opts ...envOption) *env {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-
 	key := testKey(t, "main")
 	iss := &devissuer.Issuer{URL: issuerURL, Key: key}
 	other := &devissuer.Issuer{URL: issuerURL, Key: testKey(t, "other")}
@@ -78,6 +75,8 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 		AuthorizationServers: []string{issuerURL},
 		Issuers:              []config.Issuer{{Issuer: issuerURL, JWKSURI: jwks.URL + "/jwks"}},
 		MCP:                  config.MCP{AllowedOrigins: []string{"https://app.example.com"}},
+		// Generous: -race on a busy machine.
+		Policy: config.Policy{Paths: []string{"../rego"}, EvalTimeout: config.Duration(30 * time.Second)},
 	}
 	setup := &envSetup{}
 	for _, o := range opts {
@@ -86,37 +85,26 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	if setup.jwksDown {
 		cfg.Issuers[0].JWKSURI = "http://127.0.0.1:1/jwks"
 	}
-	cfg.ApplyDefaults()
-	if err := cfg.Validate(); err != nil {
+	if setup.policySrc != nil {
+		cfg.Policy.Paths = setup.policySrc.Paths
+	}
+	// The server is built exactly as `mcpauthz serve` builds it.
+	rt, err := app.Compile(cfg, app.Options{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
 		t.Fatalf("test config: %v", err)
 	}
-	log := slog.New(slog.DiscardHandler)
-	verifier, err := jwtauth.NewVerifier(ctx, cfg.Issuers, cfg.Resource, jwtauth.Options{Logger: log})
-	if err != nil {
-		t.Fatalf("NewVerifier: %v", err)
-	}
+	rt.Start()
+	t.Cleanup(func() { rt.Close() })
 	if !setup.jwksDown {
-		wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
+		wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer wcancel()
-		if err := verifier.WaitReady(wctx); err != nil {
-			t.Fatalf("verifier not ready: %v", err)
+		if err := rt.WaitReady(wctx); err != nil {
+			t.Fatalf("not ready: %v", err)
 		}
 	}
-	pol := setup.policy
-	if pol == nil {
-		engine := policy.New(policy.Options{Logger: log, EvalTimeout: 30 * time.Second}) // generous: -race on a busy machine
-		src := policy.Source{Paths: []string{"../rego"}}
-		if setup.policySrc != nil {
-			src = *setup.policySrc
-		}
-		if err := engine.Load(ctx, src); err != nil {
-			t.Fatalf("policy: %v", err)
-		}
-		pol = engine
-	}
-	srv, err := extauthz.New(extauthz.Options{Config: cfg, Authenticator: verifier, Policy: pol, Logger: log})
-	if err != nil {
-		t.Fatal(err)
+	srv := rt.Server
+	if setup.policy != nil {
+		srv.SetPolicy(setup.policy)
 	}
 
 	lis, err := net.Listen("tcp", "127.0.0.1:0")

@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -27,6 +26,9 @@ import (
 	"github.com/open-policy-agent/opa/v1/plugins"
 	"github.com/open-policy-agent/opa/v1/plugins/rest"
 	"github.com/open-policy-agent/opa/v1/util"
+
+	"github.com/mcpauthz/mcpauthz/internal/oauth"
+	"github.com/mcpauthz/mcpauthz/internal/problem"
 )
 
 // Bundle polling defaults, used when BundleSource.PollMin or PollMax is zero.
@@ -100,25 +102,28 @@ type BundleKey struct {
 }
 
 // Validate checks src as RunBundle would before polling: the URL, the poll
-// delays and the verification key. Use it to validate configuration.
+// delays and the verification key. Problems are *problem.Error values with
+// the paths "url", "poll_min", "poll_max" and "signing".
 func (src BundleSource) Validate() error {
-	var errs []error
-	if _, err := bundleURL(src.URL); err != nil {
-		errs = append(errs, err)
+	var errs problem.List
+	if _, err := oauth.ParseEndpointURL(src.URL); err != nil {
+		errs.Add("url", "%v", err)
 	}
 	minDelay, maxDelay := src.delays()
 	switch {
-	case src.PollMin < 0 || src.PollMax < 0:
-		errs = append(errs, errors.New("policy: bundle poll delays must not be negative"))
+	case src.PollMin < 0:
+		errs.Add("poll_min", "must not be negative")
+	case src.PollMax < 0:
+		errs.Add("poll_max", "must not be negative")
 	case maxDelay < minDelay:
-		errs = append(errs, fmt.Errorf("policy: bundle poll_max (%v) is less than poll_min (%v)", maxDelay, minDelay))
+		errs.Add("poll_max", "(%v) is less than poll_min (%v)", maxDelay, minDelay)
 	}
 	if k := src.VerificationKey; k != nil {
 		if err := k.validate(); err != nil {
-			errs = append(errs, err)
+			errs.Add("signing", "%v", err)
 		}
 	}
-	return errors.Join(errs...)
+	return errs.Err()
 }
 
 func (src BundleSource) delays() (minDelay, maxDelay time.Duration) {
@@ -144,17 +149,17 @@ func (k *BundleKey) algorithm() string {
 func (k *BundleKey) validate() error {
 	alg := k.algorithm()
 	if !keys.IsSupportedAlgorithm(alg) {
-		return fmt.Errorf("policy: bundle verification key: unsupported algorithm %q", alg)
+		return fmt.Errorf("unsupported algorithm %q", alg)
 	}
 	if k.Key == "" {
-		return errors.New("policy: bundle verification key: no key")
+		return errors.New("no key")
 	}
 	if strings.HasPrefix(alg, "HS") {
 		return nil
 	}
 	block, _ := pem.Decode([]byte(k.Key))
 	if block == nil {
-		return fmt.Errorf("policy: bundle verification key: %s needs a PEM public key or certificate", alg)
+		return fmt.Errorf("%s needs a PEM public key or certificate", alg)
 	}
 	var err error
 	switch block.Type {
@@ -168,7 +173,7 @@ func (k *BundleKey) validate() error {
 		err = fmt.Errorf("PEM block %q is not a public key or certificate", block.Type)
 	}
 	if err != nil {
-		return fmt.Errorf("policy: bundle verification key: %w", err)
+		return fmt.Errorf("verification key: %w", err)
 	}
 	return nil
 }
@@ -186,36 +191,14 @@ func (k *BundleKey) verificationConfig() *bundle.VerificationConfig {
 	return bundle.NewVerificationConfig(map[string]*bundle.KeyConfig{id: kc}, id, k.Scope, nil)
 }
 
-// bundleURL parses and checks a bundle or redirect URL.
+// bundleURL parses and checks a bundle or redirect URL: https, or http on
+// loopback, and no credentials in it (see oauth.ParseEndpointURL).
 func bundleURL(raw string) (*url.URL, error) {
-	u, err := url.Parse(raw)
+	u, err := oauth.ParseEndpointURL(raw)
 	if err != nil {
-		return nil, fmt.Errorf("policy: bundle url: %w", err)
-	}
-	if err := checkBundleURL(u); err != nil {
-		return nil, fmt.Errorf("policy: bundle url %q: %w", redactURL(u), err)
+		return nil, fmt.Errorf("bundle url: %w", err)
 	}
 	return u, nil
-}
-
-func checkBundleURL(u *url.URL) error {
-	switch {
-	case u.Host == "" || (u.Scheme != "https" && u.Scheme != "http"):
-		return errors.New("want an absolute http(s) URL")
-	case u.User != nil:
-		return errors.New("credentials in the URL are not allowed; use a bearer token file or headers")
-	case u.Scheme == "http" && !isLoopback(u.Hostname()):
-		return errors.New("http is allowed only for loopback hosts; use https")
-	}
-	return nil
-}
-
-func isLoopback(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // redactURL returns u without user info, query and fragment, for logs.
@@ -429,7 +412,7 @@ func (e *Engine) activateBundle(ctx context.Context, b *bundle.Bundle, attrs ...
 		e.reloaded(revision, err)
 		return revision, err
 	}
-	return revision, e.publish(ctx, sum, revision, func() (*generation, error) {
+	return revision, e.publish(ctx, sum, revision, func() (*Generation, error) {
 		return newGeneration(ctx, b.ParsedModules(""), b.Data, sum, revision, e.logger)
 	}, "policy bundle activated", append(attrs, slog.Int("modules", len(b.Modules)))...)
 }
@@ -495,7 +478,7 @@ func restrictRedirects(hc *http.Client) *http.Client {
 	c := *hc
 	next := hc.CheckRedirect
 	c.CheckRedirect = func(req *http.Request, via []*http.Request) error {
-		if err := checkBundleURL(req.URL); err != nil {
+		if _, err := bundleURL(req.URL.String()); err != nil {
 			return fmt.Errorf("redirect to %q refused: %w", redactURL(req.URL), err)
 		}
 		if next != nil {

@@ -790,10 +790,10 @@ func TestBundleSourceValidate(t *testing.T) {
 	}{
 		{BundleSource{}, "absolute"},
 		{BundleSource{URL: "bundles/b.tar.gz"}, "absolute"},
-		{BundleSource{URL: "ftp://bundles.example/b.tar.gz"}, "absolute"},
+		{BundleSource{URL: "ftp://bundles.example/b.tar.gz"}, "url: \"ftp://bundles.example/b.tar.gz\" must use https"},
 		{BundleSource{URL: "http://bundles.example/b.tar.gz"}, "only for loopback"},
 		{BundleSource{URL: "http://127.0.0.1.example/b.tar.gz"}, "only for loopback"},
-		{BundleSource{URL: "https://user:pw@bundles.example/b.tar.gz"}, "credentials"},
+		{BundleSource{URL: "https://user:pw@bundles.example/b.tar.gz"}, "url: must not contain user information"},
 		{BundleSource{URL: "https://b.example/b", PollMin: -time.Second}, "negative"},
 		{BundleSource{URL: "https://b.example/b", PollMin: 2 * time.Second, PollMax: time.Second}, "less than poll_min"},
 		{BundleSource{URL: "https://b.example/b", VerificationKey: &BundleKey{Key: pub, Algorithm: "none"}}, "unsupported algorithm"},

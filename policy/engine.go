@@ -16,6 +16,8 @@ import (
 	"github.com/open-policy-agent/opa/v1/storage"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
 	"github.com/open-policy-agent/opa/v1/topdown/print"
+
+	"github.com/mcpauthz/mcpauthz/internal/problem"
 )
 
 // The documents the engine reads. See rego/README.md for the contract.
@@ -52,29 +54,51 @@ type Options struct {
 	// if they could not be read or downloaded) and the error. It runs
 	// synchronously while loads are serialised; keep it cheap.
 	OnReload func(revision string, err error)
+	// OnActivate, if set, is called with every generation that becomes
+	// current, in the order they are published, before any Decide can
+	// use it. It runs synchronously while loads are serialised: derive
+	// what depends on the policy here, and keep it cheap.
+	OnActivate func(*Generation)
 	// DecisionCacheSize bounds the decision cache (see cache.go): zero
-	// selects DefaultDecisionCacheSize, a negative value disables it.
+	// selects DefaultDecisionCacheSize, -1 disables it.
 	DecisionCacheSize int
 	// Now is the clock that expires cached decisions; nil means time.Now.
 	Now func() time.Time
+}
+
+// Validate reports every problem of o as a *problem.Error
+// ("decision_cache_size"). New assumes valid options.
+func (o Options) Validate() error {
+	var errs problem.List
+	if o.DecisionCacheSize < -1 || o.DecisionCacheSize > 10_000_000 {
+		errs.Add("decision_cache_size", "must be -1 (disabled), 0 (default %d) or a size up to 10000000", DefaultDecisionCacheSize)
+	}
+	return errs.Err()
 }
 
 // Engine evaluates the Rego policy. It is safe for concurrent use: Decide
 // runs lock-free against an immutable compiled generation, which Load and
 // Watch replace atomically.
 type Engine struct {
-	logger   *slog.Logger
-	timeout  time.Duration
-	onReload func(string, error)
-	cacheMax int
-	now      func() time.Time
+	logger     *slog.Logger
+	timeout    time.Duration
+	onReload   func(string, error)
+	onActivate func(*Generation)
+	cacheMax   int
+	now        func() time.Time
 
-	loadMu sync.Mutex // serialises Load so generations are published in order
-	gen    atomic.Pointer[generation]
+	loadMu  sync.Mutex // serialises Load so generations are published in order
+	gen     atomic.Pointer[Generation]
+	readyCh chan struct{} // closed at the first activation
 }
 
-// generation is one compiled policy. It is never modified once published.
-type generation struct {
+// Generation is one compiled policy with everything read from it at load
+// time. It is never modified once published, so a request that holds one
+// decides against exactly one policy.
+type Generation struct {
+	timeout time.Duration
+	now     func() time.Time
+
 	query           rego.PreparedEvalQuery
 	sum             [32]byte
 	revision        string
@@ -88,11 +112,13 @@ type generation struct {
 // New returns an Engine without a policy; call Load before Decide.
 func New(opts Options) *Engine {
 	e := &Engine{
-		logger:   opts.Logger,
-		timeout:  opts.EvalTimeout,
-		onReload: opts.OnReload,
-		cacheMax: opts.DecisionCacheSize,
-		now:      opts.Now,
+		logger:     opts.Logger,
+		timeout:    opts.EvalTimeout,
+		onReload:   opts.OnReload,
+		onActivate: opts.OnActivate,
+		cacheMax:   opts.DecisionCacheSize,
+		now:        opts.Now,
+		readyCh:    make(chan struct{}),
 	}
 	if e.cacheMax == 0 {
 		e.cacheMax = DefaultDecisionCacheSize
@@ -123,7 +149,7 @@ func (e *Engine) Load(ctx context.Context, src Source) error {
 }
 
 func (e *Engine) loadSnapshot(ctx context.Context, src Source, snap *snapshot) error {
-	return e.publish(ctx, snap.sum, snap.revision(), func() (*generation, error) {
+	return e.publish(ctx, snap.sum, snap.revision(), func() (*Generation, error) {
 		return build(ctx, src, snap, e.logger)
 	}, "policy loaded", slog.Int("files", len(snap.files)))
 }
@@ -134,7 +160,7 @@ func (e *Engine) loadSnapshot(ctx context.Context, src Source, snap *snapshot) e
 // revision, the revision of the rejected content, and the error. Both local
 // files (Load, Watch) and bundles (RunBundle) go through it, so publication
 // is serialised across them.
-func (e *Engine) publish(ctx context.Context, sum [32]byte, revision string, mk func() (*generation, error), msg string, attrs ...slog.Attr) error {
+func (e *Engine) publish(ctx context.Context, sum [32]byte, revision string, mk func() (*Generation, error), msg string, attrs ...slog.Attr) error {
 	e.loadMu.Lock()
 	defer e.loadMu.Unlock()
 	if cur := e.gen.Load(); cur != nil && cur.sum == sum {
@@ -147,12 +173,19 @@ func (e *Engine) publish(ctx context.Context, sum [32]byte, revision string, mk 
 		e.reloaded(revision, err)
 		return err
 	}
+	g.timeout, g.now = e.timeout, e.now
 	cacheAttr := slog.String("decision_cache", "off: "+g.plan.why)
 	if g.plan.cacheable && e.cacheMax > 0 {
 		g.cache = newDecisionCache(e.cacheMax)
 		cacheAttr = slog.String("decision_cache", "on: "+fieldNames(g.plan.fields))
 	}
-	e.gen.Store(g)
+	if e.onActivate != nil {
+		e.onActivate(g)
+	}
+	first := e.gen.Swap(g) == nil
+	if first {
+		close(e.readyCh)
+	}
 	e.logger.LogAttrs(ctx, slog.LevelInfo, msg, append([]slog.Attr{slog.String("revision", g.revision), cacheAttr}, attrs...)...)
 	e.reloaded(g.revision, nil)
 	return nil
@@ -176,49 +209,80 @@ func Compile(ctx context.Context, src Source) error {
 }
 
 // Ready reports whether a policy has been loaded (by Load, or by RunBundle's
-// first activation).
+// first activation). Once true it stays true.
 func (e *Engine) Ready() bool { return e.gen.Load() != nil }
+
+// ReadyChan is closed when the first policy becomes current.
+func (e *Engine) ReadyChan() <-chan struct{} { return e.readyCh }
+
+// WaitReady blocks until a policy is loaded or ctx is done.
+func (e *Engine) WaitReady(ctx context.Context) error {
+	select {
+	case <-e.readyCh:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Current returns the current generation, nil before the first load.
+func (e *Engine) Current() *Generation { return e.gen.Load() }
 
 // Revision identifies the current policy: for local files, the first 12
 // hex digits of a SHA-256 over the policy files' names and contents; for a
 // bundle, its manifest's revision or, if that is empty, the first 12 hex
 // digits of a SHA-256 over its content. It is "" before the first
 // successful Load or bundle activation.
-func (e *Engine) Revision() string {
-	if g := e.gen.Load(); g != nil {
-		return g.revision
-	}
-	return ""
-}
+func (e *Engine) Revision() string { return e.gen.Load().Revision() }
 
 // ScopesSupported returns data.mcp.authz.scopes_supported of the current
 // policy, read once at load time; it is empty if the policy does not define
 // it. The caller owns the returned slice.
-func (e *Engine) ScopesSupported() []string {
-	if g := e.gen.Load(); g != nil {
-		return clone(g.scopesSupported)
-	}
-	return nil
-}
+func (e *Engine) ScopesSupported() []string { return e.gen.Load().ScopesSupported() }
 
 // ScopePrefixes returns data.mcp.authz.scope_prefixes of the current policy,
 // read once at load time; it is empty if the policy does not define it. The
 // caller owns the returned slice.
-func (e *Engine) ScopePrefixes() []string {
-	if g := e.gen.Load(); g != nil {
-		return clone(g.scopePrefixes)
-	}
-	return nil
-}
+func (e *Engine) ScopePrefixes() []string { return e.gen.Load().ScopePrefixes() }
 
 // Tools returns data.mcp.authz.known_tools of the current policy: the tool
 // names its data names literally (the only values the metrics' tool label
 // takes). It is empty if the policy does not define it.
-func (e *Engine) Tools() []string {
-	if g := e.gen.Load(); g != nil {
-		return clone(g.tools)
+func (e *Engine) Tools() []string { return e.gen.Load().Tools() }
+
+// Revision identifies the generation (see Engine.Revision); "" for nil.
+func (g *Generation) Revision() string {
+	if g == nil {
+		return ""
 	}
-	return nil
+	return g.revision
+}
+
+// ScopesSupported is data.mcp.authz.scopes_supported of the generation,
+// empty if the policy does not define it. The caller owns the slice.
+func (g *Generation) ScopesSupported() []string {
+	if g == nil {
+		return nil
+	}
+	return clone(g.scopesSupported)
+}
+
+// ScopePrefixes is data.mcp.authz.scope_prefixes of the generation, empty
+// if the policy does not define it. The caller owns the slice.
+func (g *Generation) ScopePrefixes() []string {
+	if g == nil {
+		return nil
+	}
+	return clone(g.scopePrefixes)
+}
+
+// Tools is data.mcp.authz.known_tools of the generation: the tool names its
+// data names literally. The caller owns the slice.
+func (g *Generation) Tools() []string {
+	if g == nil {
+		return nil
+	}
+	return clone(g.tools)
 }
 
 func clone(s []string) []string {
@@ -229,7 +293,7 @@ func clone(s []string) []string {
 }
 
 // build compiles a snapshot into a generation. It never touches the engine.
-func build(ctx context.Context, src Source, snap *snapshot, logger *slog.Logger) (*generation, error) {
+func build(ctx context.Context, src Source, snap *snapshot, logger *slog.Logger) (*Generation, error) {
 	sfs := &snapshotFS{base: src.FS, files: snap.files, read: map[string]bool{}}
 	res, err := loader.NewFileLoader().
 		WithFS(sfs).
@@ -250,7 +314,7 @@ func build(ctx context.Context, src Source, snap *snapshot, logger *slog.Logger)
 // that data.mcp.authz.decision is defined, prepares it, and reads
 // scopes_supported and scope_prefixes. sum identifies the content (see
 // Engine.publish) and revision names it. It never touches the engine.
-func newGeneration(ctx context.Context, modules map[string]*ast.Module, docs map[string]any, sum [32]byte, revision string, logger *slog.Logger) (*generation, error) {
+func newGeneration(ctx context.Context, modules map[string]*ast.Module, docs map[string]any, sum [32]byte, revision string, logger *slog.Logger) (*Generation, error) {
 	store := inmem.NewFromObjectWithOpts(docs, inmem.OptReturnASTValuesOnRead(true))
 	compiler, err := compile(ctx, store, modules)
 	if err != nil {
@@ -261,7 +325,7 @@ func newGeneration(ctx context.Context, modules map[string]*ast.Module, docs map
 	}
 
 	hook := printHook{logger: logger}
-	g := &generation{sum: sum, revision: revision}
+	g := &Generation{sum: sum, revision: revision}
 	g.query, err = rego.New(
 		rego.ParsedQuery(ast.MustParseBody(decisionQuery)),
 		rego.Compiler(compiler),
@@ -356,24 +420,29 @@ func (h printHook) Print(pctx print.Context, msg string) error {
 	return nil
 }
 
+// Decide evaluates the current generation (see Generation.Decide); it
+// returns ErrNotReady before a policy has been loaded.
+func (e *Engine) Decide(ctx context.Context, req *Request, tok *Token, msgs []MCP) ([]Decision, error) {
+	return e.gen.Load().Decide(ctx, req, tok, msgs)
+}
+
 // Decide evaluates data.mcp.authz.decision once per message of msgs, with
 // input.request and input.token built from req and tok, and returns one
 // Decision per message in order. With no messages it evaluates once without
 // input.mcp (a request to a non-MCP path). A nil req or tok leaves the
-// corresponding input document out.
+// corresponding input document out. A nil generation returns ErrNotReady.
 //
 // Any error (no policy loaded, an evaluation error or timeout, an undefined
 // or malformed decision, input that cannot be converted) means no decision
 // could be made; the caller must fail closed.
-func (e *Engine) Decide(ctx context.Context, req *Request, tok *Token, msgs []MCP) ([]Decision, error) {
-	g := e.gen.Load() // one generation for the whole request
+func (g *Generation) Decide(ctx context.Context, req *Request, tok *Token, msgs []MCP) ([]Decision, error) {
 	if g == nil {
 		return nil, ErrNotReady
 	}
-	d := decider{e: e, g: g, req: req, tok: tok}
+	d := decider{g: g, req: req, tok: tok}
 	if g.cache != nil && tok != nil && tok.Expiry > 0 {
 		// Cached decisions never outlive the token they were made for.
-		if now := e.now().Unix(); now < tok.Expiry {
+		if now := g.now().Unix(); now < tok.Expiry {
 			d.cache, d.now = g.cache, now
 		}
 	}
@@ -398,8 +467,7 @@ func (e *Engine) Decide(ctx context.Context, req *Request, tok *Token, msgs []MC
 // converts input.request and input.token to AST values once, and only when
 // an evaluation is needed (a cache miss).
 type decider struct {
-	e     *Engine
-	g     *generation
+	g     *Generation
 	req   *Request
 	tok   *Token
 	cache *decisionCache // nil: do not use the cache
@@ -438,7 +506,7 @@ func (d *decider) decide(ctx context.Context, m *MCP) (Decision, error) {
 		}
 		pairs = append(slices.Clip(pairs), [2]*ast.Term{keyMCP, ast.NewTerm(v)})
 	}
-	dec, err := d.e.eval(ctx, d.g, ast.NewObject(pairs...))
+	dec, err := d.g.eval(ctx, ast.NewObject(pairs...))
 	if err != nil {
 		return Decision{}, err
 	}
@@ -449,13 +517,13 @@ func (d *decider) decide(ctx context.Context, m *MCP) (Decision, error) {
 }
 
 // eval runs one evaluation under the engine's timeout.
-func (e *Engine) eval(ctx context.Context, g *generation, input ast.Value) (d Decision, err error) {
+func (g *Generation) eval(ctx context.Context, input ast.Value) (d Decision, err error) {
 	if err := ctx.Err(); err != nil {
 		return Decision{}, fmt.Errorf("evaluate: %w", err)
 	}
-	if e.timeout > 0 {
+	if g.timeout > 0 {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, e.timeout)
+		ctx, cancel = context.WithTimeout(ctx, g.timeout)
 		defer cancel()
 	}
 	rs, err := safeEval(func() (rego.ResultSet, error) {

@@ -16,6 +16,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/loader"
 
 	"github.com/mcpauthz/mcpauthz"
+	"github.com/mcpauthz/mcpauthz/internal/problem"
 )
 
 // Source names the policy files to load.
@@ -31,6 +32,26 @@ type Source struct {
 	// and names starting with "." (editor files, the ..data links of a
 	// Kubernetes ConfigMap volume) are skipped.
 	Paths []string
+}
+
+// Validate reports, as *problem.Error values ("paths[1]"), the paths of an
+// OS file system source that cannot be read. A source that passes may still
+// fail to load (its Rego may not compile); Compile tells.
+func (src Source) Validate() error {
+	var errs problem.List
+	if len(src.Paths) == 0 {
+		errs.Add("paths", "no policy paths")
+	}
+	if src.FS != nil {
+		return errs.Err()
+	}
+	for i, p := range src.Paths {
+		_, root := loader.SplitPrefix(p)
+		if _, err := os.Stat(root); err != nil {
+			errs.Add(fmt.Sprintf("paths[%d]", i), "cannot read %q: %v", root, errors.Unwrap(err))
+		}
+	}
+	return errs.Err()
 }
 
 // DefaultSource returns the embedded default policy: mcpauthz.DefaultPolicy

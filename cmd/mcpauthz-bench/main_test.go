@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mcpauthz/mcpauthz/internal/app"
 	"github.com/mcpauthz/mcpauthz/internal/config"
 	"github.com/mcpauthz/mcpauthz/internal/loadgen"
 )
@@ -131,6 +132,12 @@ func TestWriteConfig(t *testing.T) {
 		if err != nil {
 			t.Fatalf("config %d: %v", i, err)
 		}
+		// What the harness writes, mcpauthz serve accepts.
+		rt, err := app.Compile(cfg, app.Options{Observe: true})
+		if err != nil {
+			t.Fatalf("config %d does not compile: %v", i, err)
+		}
+		rt.Close()
 		if cfg.Issuers[0].JWKSURI != c.issuer+"/jwks" || cfg.Log.Level != "warn" || cfg.GRPCAddr != c.grpcAddr ||
 			(c.policyDir != "") != (len(cfg.Policy.Paths) == 1) || c.noDecisionCache != (cfg.Policy.DecisionCacheSize == -1) {
 			t.Errorf("config %d read back as %+v", i, cfg)

@@ -52,7 +52,9 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	case *dev:
 		_, cfg, err = devSetup(*devDir, "", false, true)
 	case *cfgPath != "":
-		cfg, err = loadConfig(ctx, *cfgPath)
+		if cfg, err = config.Load(*cfgPath); err != nil {
+			err = fmt.Errorf("invalid configuration:\n%w", indent(err))
+		}
 	default:
 		fmt.Fprintln(stderr, "mcpauthz check: --config FILE or --dev is required")
 		return &exitError{code: 2}
@@ -87,17 +89,16 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	comps, err := app.Build(ctx, cfg, log, false)
+	rt, err := compileConfig(cfg, app.Options{Logger: log})
 	if err != nil {
 		return err
 	}
-	if err := comps.Verifier.WaitReady(ctx); err != nil {
-		fmt.Fprintln(stderr, "warning: keys not loaded for every issuer:", err)
+	defer rt.Close()
+	rt.Start()
+	if err := rt.WaitReady(ctx); err != nil {
+		fmt.Fprintf(stderr, "warning: not ready (%s): %v\n", rt.NotReadyReason(), err)
 	}
-	for !comps.Engine.Ready() && ctx.Err() == nil {
-		time.Sleep(20 * time.Millisecond) // the first bundle is on its way
-	}
-	d, resp := comps.Server.Evaluate(ctx, req)
+	d, resp := rt.Server.Evaluate(ctx, req)
 	if *asJSON {
 		out, err := protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(resp)
 		if err != nil {
@@ -196,7 +197,7 @@ func printDecision(w io.Writer, d *extauthz.Decision, resp *authv3.CheckResponse
 			fmt.Fprintf(w, " tool=%s", t)
 		}
 		if d.Batch() {
-			fmt.Fprintf(w, " (batch of %d)", len(d.Messages))
+			fmt.Fprintf(w, " (batch of %d)", d.Messages())
 		}
 		fmt.Fprintln(w)
 	}

@@ -13,7 +13,6 @@ import (
 
 	"github.com/mcpauthz/mcpauthz/internal/app"
 	"github.com/mcpauthz/mcpauthz/internal/config"
-	"github.com/mcpauthz/mcpauthz/policy"
 )
 
 const usage = `mcpauthz: the MCP authorizer for Envoy ext_authz.
@@ -91,23 +90,25 @@ func defaultDevDir() string {
 	return filepath.Join(dir, "mcpauthz", "dev")
 }
 
-// loadConfig reads and validates a configuration file together with its
-// policy, so that every problem is reported at once.
-func loadConfig(ctx context.Context, path string) (*config.Config, error) {
+// compile reads the configuration file at path and compiles it, so that
+// every problem (keys, values, policy) is reported at once, each with its
+// file:line.
+func compile(path string, opts app.Options) (*config.Config, *app.Runtime, error) {
 	cfg, err := config.Load(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("invalid configuration:\n%w", indent(err))
+	}
+	rt, err := compileConfig(cfg, opts)
+	return cfg, rt, err
+}
+
+// compileConfig compiles a configuration, with the problems indented.
+func compileConfig(cfg *config.Config, opts app.Options) (*app.Runtime, error) {
+	rt, err := app.Compile(cfg, opts)
 	if err != nil {
 		return nil, fmt.Errorf("invalid configuration:\n%w", indent(err))
 	}
-	if cfg.Policy.Bundle != nil {
-		if _, err := app.BundleSource(cfg.Policy.Bundle); err != nil {
-			return nil, fmt.Errorf("invalid policy bundle:\n%w", indent(err))
-		}
-		return cfg, nil
-	}
-	if err := policy.Compile(ctx, app.PolicySource(cfg)); err != nil {
-		return nil, fmt.Errorf("invalid policy:\n%w", indent(err))
-	}
-	return cfg, nil
+	return rt, nil
 }
 
 // indent puts each joined error on its own indented line.
@@ -120,9 +121,7 @@ func indent(err error) error {
 }
 
 func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
-	var level slog.Level
-	_ = level.UnmarshalText([]byte(cfg.Log.Level))
-	opts := &slog.HandlerOptions{Level: level}
+	opts := &slog.HandlerOptions{Level: app.LogLevel(cfg)}
 	if cfg.Log.Format == "text" {
 		return slog.New(slog.NewTextHandler(w, opts))
 	}
@@ -142,9 +141,12 @@ func runValidate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	var errs []error
 	if *cfgPath != "" {
-		if _, err := loadConfig(ctx, *cfgPath); err != nil {
+		// Exactly the construction serve does, without starting it: what
+		// validate accepts, serve accepts.
+		if _, rt, err := compile(*cfgPath, app.Options{Observe: true}); err != nil {
 			errs = append(errs, err)
 		} else {
+			rt.Close()
 			fmt.Fprintf(stdout, "%s: configuration and policy are valid\n", *cfgPath)
 		}
 	}

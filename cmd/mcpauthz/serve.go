@@ -13,11 +13,8 @@ import (
 	"strings"
 	"time"
 
-	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/health"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/mcpauthz/mcpauthz/internal/app"
 	"github.com/mcpauthz/mcpauthz/internal/config"
@@ -62,7 +59,10 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		defer o.devListener.Close()
 		o.dev, cfg, err = devSetup(*devDir, "http://"+o.devListener.Addr().String(), true, false)
 	case *cfgPath != "":
-		cfg, err = loadConfig(ctx, *cfgPath)
+		cfg, err = config.Load(*cfgPath)
+		if err != nil {
+			err = fmt.Errorf("invalid configuration:\n%w", indent(err))
+		}
 	default:
 		fmt.Fprintln(stderr, "mcpauthz serve: --config FILE or --dev is required")
 		return &exitError{code: 2}
@@ -97,12 +97,19 @@ type serveOptions struct {
 	ready chan<- [2]string
 }
 
-// serve runs until ctx is done, then shuts down gracefully: health reports
-// NOT_SERVING, the optional drain delay passes, in-flight checks finish (up
-// to the grace period), then the HTTP servers stop.
+// serve compiles cfg and runs it until ctx is done, then shuts down
+// gracefully: from the first moment of the drain gRPC health and /readyz
+// report not serving, while checks keep being decided exactly as before
+// (the runtime's background work runs on its own context, not on ctx);
+// after the optional drain delay the gRPC server stops accepting checks
+// and the ones in flight finish (up to the shutdown timeout); then the HTTP
+// server stops and the runtime closes.
 func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, o serveOptions) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	rt, err := compileConfig(cfg, app.Options{Logger: log, Observe: true})
+	if err != nil {
+		return err
+	}
+	defer rt.Close()
 
 	var lc net.ListenConfig
 	if o.dev != nil {
@@ -110,40 +117,23 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, o serveOpt
 		go func() { _ = issSrv.Serve(o.devListener) }()
 		defer issSrv.Close()
 	}
-
-	comps, err := app.Build(ctx, cfg, log, true)
-	if err != nil {
-		return err
-	}
-	if len(cfg.Policy.Paths) > 0 && cfg.Policy.Bundle == nil && cfg.Policy.ReloadInterval > 0 {
-		go comps.Engine.Watch(ctx, app.PolicySource(cfg), cfg.Policy.ReloadInterval.D())
-	}
-
-	grpcLn, err := lc.Listen(ctx, "tcp", cfg.GRPCAddr)
+	grpcLn, err := lc.Listen(ctx, "tcp", rt.GRPCAddr)
 	if err != nil {
 		return fmt.Errorf("grpc_addr: %w", err)
 	}
-	httpLn, err := lc.Listen(ctx, "tcp", cfg.HTTPAddr)
+	httpLn, err := lc.Listen(ctx, "tcp", rt.HTTPAddr)
 	if err != nil {
 		grpcLn.Close()
 		return fmt.Errorf("http_addr: %w", err)
 	}
-
-	gs := comps.GRPCServer()
-	hs := health.NewServer()
-	healthpb.RegisterHealthServer(gs, hs)
-	comps.Metrics.InitGRPC(gs)
-
-	ready := comps.Ready
-	httpSrv := &http.Server{
-		Handler:           newHTTPHandler(comps.Server, ready, comps.Registry),
-		ReadHeaderTimeout: 5 * time.Second,
-	}
+	rt.Start()
+	gs := rt.GRPCServer()
+	httpSrv := &http.Server{Handler: rt.HTTPHandler(), ReadHeaderTimeout: 5 * time.Second}
 
 	log.Info("mcpauthz serving", "grpc_addr", grpcLn.Addr().String(), "http_addr", httpLn.Addr().String(),
-		"resource", cfg.Resource, "policy_revision", comps.Engine.Revision(), "shadow", cfg.Shadow)
+		"resource", rt.Resource, "policy_revision", rt.Engine.Revision(), "shadow", rt.Shadow)
 	if o.dev != nil {
-		printDevBanner(o.stdout, o.dev, cfg, o.devDir)
+		printDevBanner(o.stdout, o.dev, cfg, grpcLn.Addr().String(), httpLn.Addr().String(), o.devDir)
 	}
 	if o.ready != nil {
 		o.ready <- [2]string{grpcLn.Addr().String(), httpLn.Addr().String()}
@@ -153,28 +143,9 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, o serveOpt
 	g.Go(func() error { return ignoreClosed(gs.Serve(grpcLn)) })
 	g.Go(func() error { return ignoreClosed(httpSrv.Serve(httpLn)) })
 	g.Go(func() error {
-		// Health follows readiness: keys loaded for every issuer and a policy
-		// compiled.
-		t := time.NewTicker(500 * time.Millisecond)
-		defer t.Stop()
-		for {
-			st := healthpb.HealthCheckResponse_NOT_SERVING
-			if ready() {
-				st = healthpb.HealthCheckResponse_SERVING
-			}
-			hs.SetServingStatus("", st)
-			hs.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, st)
-			select {
-			case <-gctx.Done():
-				return nil
-			case <-t.C:
-			}
-		}
-	})
-	g.Go(func() error {
 		<-gctx.Done()
-		hs.Shutdown() // NOT_SERVING from now on, whatever readiness says
-		if drain := cfg.Shutdown.DrainDelay.D(); drain > 0 {
+		rt.Drain()
+		if drain := rt.DrainDelay; drain > 0 {
 			log.Info("draining", "delay", drain)
 			time.Sleep(drain)
 		}
@@ -182,14 +153,13 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, o serveOpt
 		go func() { gs.GracefulStop(); close(stopped) }()
 		select {
 		case <-stopped:
-		case <-time.After(cfg.Shutdown.Timeout.D()):
+		case <-time.After(rt.ShutdownTimeout):
 			log.Warn("shutdown timeout: stopping with checks in flight")
 			gs.Stop()
 		}
 		sctx, scancel := context.WithTimeout(context.WithoutCancel(gctx), 5*time.Second)
 		defer scancel()
 		_ = httpSrv.Shutdown(sctx)
-		cancel()
 		return nil
 	})
 	err = g.Wait()
@@ -241,14 +211,10 @@ func devSetup(dir, issuerURL string, rotate, offline bool) (*devissuer.Issuer, *
 		Issuers:              []config.Issuer{issuer},
 		Log:                  config.Log{Format: "text"},
 	}
-	cfg.ApplyDefaults()
-	if err := cfg.Validate(); err != nil {
-		return nil, nil, fmt.Errorf("dev configuration: %w", err)
-	}
 	return iss, cfg, nil
 }
 
-func printDevBanner(w io.Writer, iss *devissuer.Issuer, cfg *config.Config, dir string) {
+func printDevBanner(w io.Writer, iss *devissuer.Issuer, cfg *config.Config, grpcAddr, httpAddr, dir string) {
 	tok, err := iss.Mint(devissuer.MintOptions{
 		Subject:  "dev-user",
 		ClientID: "mcpauthz-dev",
@@ -279,5 +245,5 @@ Try a tool call through exactly the server's decision path:
 
 Mint tokens with other scopes:  mcpauthz token --scope tools:get_weather
 
-`, cfg.GRPCAddr, cfg.HTTPAddr, "/.well-known/oauth-protected-resource/mcp", iss.URL, dir, cfg.Resource, tok, tok)
+`, grpcAddr, httpAddr, "/.well-known/oauth-protected-resource/mcp", iss.URL, dir, cfg.Resource, tok, tok)
 }

@@ -123,7 +123,7 @@ func TestServerBinaryHasNoPrometheusServer(t *testing.T) {
 	if err != nil {
 		t.Skip("no go command")
 	}
-	out, err := exec.CommandContext(t.Context(), goBin, "list", "-e", "-deps", "-f", "{{.ImportPath}}", "../../cmd/mcpauthz").Output()
+	out, err := exec.CommandContext(t.Context(), goBin, "-C", "../..", "list", "-e", "-deps", "-f", "{{.ImportPath}}", "./cmd/mcpauthz").Output()
 	if err != nil {
 		t.Fatalf("go list: %v", err)
 	}

@@ -1,151 +1,522 @@
-// Package app wires the request path of mcpauthz from a configuration: the
-// policy engine, the token verifier and the ext_authz server, with or
-// without metrics and the decision log. `mcpauthz serve`, `mcpauthz check`
-// and the benchmark's in-process server all build through Build, so they
-// decide exactly alike.
+// Package app is the one place where a configuration becomes running parts.
+//
+// Compile maps a config.Config onto the options of each package (token
+// verifier, policy engine and its source, ext_authz server, decision log,
+// metrics), lets each package apply its defaults and check its rules, and
+// returns every problem at once, located in the configuration file. A
+// Runtime that Compile returned is complete: `mcpauthz serve`, `check`,
+// `validate` and the benchmark all build through it, so any configuration
+// `validate` accepts, `serve` accepts, and they decide exactly alike.
+//
+// Compile starts nothing and does no network I/O (it reads the files the
+// configuration names). Start starts every background loop: key set
+// refreshes, policy file watching or bundle polling, and the readiness
+// watch that drives gRPC health and /readyz together. Close stops them all
+// and waits for them; it is safe after a failed Compile's partial work
+// because Compile cleans up after itself.
 package app
 
 import (
 	"context"
-	"fmt"
+	"errors"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/mcpauthz/mcpauthz/extauthz"
 	"github.com/mcpauthz/mcpauthz/internal/config"
 	"github.com/mcpauthz/mcpauthz/internal/grpcopts"
 	"github.com/mcpauthz/mcpauthz/internal/jwtauth"
 	"github.com/mcpauthz/mcpauthz/internal/metrics"
+	"github.com/mcpauthz/mcpauthz/internal/problem"
 	"github.com/mcpauthz/mcpauthz/policy"
 )
 
-// Components are the request-path parts built from a configuration.
-type Components struct {
-	Engine   *policy.Engine
-	Verifier *jwtauth.Verifier
-	Server   *extauthz.Server
-	// Metrics and Registry are nil unless Build was asked to observe.
-	Metrics  *metrics.Metrics
-	Registry *prometheus.Registry
+// Defaults of the keys this package owns.
+const (
+	DefaultGRPCAddr        = "127.0.0.1:9191"
+	DefaultHTTPAddr        = "127.0.0.1:9192"
+	DefaultReloadInterval  = 2 * time.Second
+	DefaultShutdownTimeout = 15 * time.Second
+)
+
+// Options are what Compile needs besides the configuration.
+type Options struct {
+	// Logger receives every log line, the decision log included; nil
+	// discards them.
+	Logger *slog.Logger
+	// Observe adds Prometheus metrics (in a registry of the Runtime's own)
+	// and the decision log.
+	Observe bool
+	// HTTPClient fetches metadata and key sets; nil selects the default.
+	HTTPClient *http.Client
 }
 
-// Build constructs the components. With observe, decisions are counted in a
-// fresh Prometheus registry and written to the decision log on log. The
-// engine loads policy.paths (or the embedded policy) before Build returns;
-// a policy.bundle is polled in the background until ctx ends, and the
-// engine is not ready until the first bundle is active.
-func Build(ctx context.Context, cfg *config.Config, log *slog.Logger, observe bool) (*Components, error) {
-	c := &Components{}
+// Runtime is a compiled configuration: the request path and its
+// background work.
+type Runtime struct {
+	Server   *extauthz.Server
+	Engine   *policy.Engine
+	Verifier *jwtauth.Verifier
+	// Metrics and Registry are nil unless Options.Observe.
+	Metrics  *metrics.Metrics
+	Registry *prometheus.Registry
+
+	// Settings of the process, from the configuration with defaults.
+	GRPCAddr        string
+	HTTPAddr        string
+	DrainDelay      time.Duration
+	ShutdownTimeout time.Duration
+	Resource        string
+	Shadow          bool
+
+	log       *slog.Logger
+	policySrc policy.Source        // files, when bundle is nil
+	bundle    *policy.BundleSource // a bundle instead of files
+	reload    time.Duration        // policy file polling; ≤ 0 off
+
+	health *health.Server
+	ready  atomic.Bool
+	drain  atomic.Bool
+
+	ctx       context.Context
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	startOnce sync.Once
+	closeOnce sync.Once
+}
+
+// Compile builds the Runtime of cfg. Every problem of the configuration is
+// reported at once: values each package rejects, located by cfg.Locate at
+// their file:line, and Rego that does not compile, at its own file:line.
+func Compile(cfg *config.Config, opts Options) (_ *Runtime, err error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	rt := &Runtime{
+		GRPCAddr:        orDefault(cfg.GRPCAddr, DefaultGRPCAddr),
+		HTTPAddr:        orDefault(cfg.HTTPAddr, DefaultHTTPAddr),
+		DrainDelay:      cfg.Shutdown.DrainDelay.D(),
+		ShutdownTimeout: cfg.Shutdown.Timeout.D(),
+		Resource:        cfg.Resource,
+		Shadow:          cfg.Shadow,
+		log:             log,
+		health:          health.NewServer(),
+	}
+	rt.ctx, rt.cancel = context.WithCancel(context.Background())
+	defer func() {
+		if err != nil {
+			// Whatever was built is released: a failed Compile leaves
+			// nothing running.
+			rt.Close()
+			err = cfg.Locate(err)
+		}
+	}()
+	if rt.ShutdownTimeout == 0 {
+		rt.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	rt.setServing(false)
+
+	var errs problem.List
+	addr("grpc_addr", rt.GRPCAddr, &errs)
+	addr("http_addr", rt.HTTPAddr, &errs)
+	if !slices.Contains([]string{"", "debug", "info", "warn", "error"}, cfg.Log.Level) {
+		errs.Add("log.level", "%q is not one of debug, info, warn, error", cfg.Log.Level)
+	}
+	if !slices.Contains([]string{"", "json", "text"}, cfg.Log.Format) {
+		errs.Add("log.format", "%q is not one of json, text", cfg.Log.Format)
+	}
+	if rt.DrainDelay < 0 || rt.DrainDelay > 5*time.Minute {
+		errs.Add("shutdown.drain_delay", "must be between 0s and 5m")
+	}
+	if rt.ShutdownTimeout < 0 {
+		errs.Add("shutdown.timeout", "must be positive")
+	}
+
 	var recorders []extauthz.Recorder
 	var onJWKS func(string, int, error)
-	if observe {
-		c.Registry = prometheus.NewRegistry()
+	if opts.Observe {
+		rt.Registry = prometheus.NewRegistry()
 		issuers := make([]string, len(cfg.Issuers))
 		for i, is := range cfg.Issuers {
 			issuers[i] = is.Issuer
 		}
-		c.Metrics = metrics.New(c.Registry, issuers)
+		rt.Metrics = metrics.New(rt.Registry, issuers)
 		dl := cfg.Log.Decisions
-		rate := 1.0
-		if dl.AllowSampleRate != nil {
-			rate = *dl.AllowSampleRate
-		}
-		recorders = []extauthz.Recorder{c.Metrics, &extauthz.LogRecorder{
+		lr, err := extauthz.NewLogRecorder(extauthz.LogOptions{
 			Logger:          log,
-			AllowSampleRate: rate,
+			AllowSampleRate: dl.AllowSampleRate,
 			Arguments:       dl.Arguments,
 			RedactKeys:      dl.RedactKeys,
-		}}
-		onJWKS = c.Metrics.JWKSRefresh
+		})
+		errs.Merge("log.decisions", err)
+		recorders = []extauthz.Recorder{rt.Metrics, lr}
+		onJWKS = rt.Metrics.JWKSRefresh
 	}
-	c.Engine = policy.New(policy.Options{
+
+	popts := policy.Options{
 		Logger:            log,
 		EvalTimeout:       cfg.Policy.EvalTimeout.D(),
 		DecisionCacheSize: cfg.Policy.DecisionCacheSize,
-		OnReload: func(revision string, err error) {
-			if c.Metrics == nil {
-				return
-			}
-			c.Metrics.PolicyReload(revision, err)
-			if err == nil {
-				c.Metrics.SetTools(c.Engine.Tools())
-			}
-		},
-	})
-	if b := cfg.Policy.Bundle; b != nil {
-		src, err := BundleSource(b)
-		if err != nil {
-			return nil, err
+	}
+	errs.Merge("policy", popts.Validate())
+	switch b := cfg.Policy.Bundle; {
+	case b != nil:
+		if len(cfg.Policy.Paths) > 0 {
+			errs.Add("policy.bundle", "set either policy.paths or policy.bundle, not both")
 		}
-		go func() { _ = c.Engine.RunBundle(ctx, src) }()
-	} else if err := c.Engine.Load(ctx, PolicySource(cfg)); err != nil {
-		return nil, fmt.Errorf("load policy: %w", err)
+		src, err := bundleSource(b)
+		errs.Merge("policy.bundle", err)
+		rt.bundle = &src
+	default:
+		rt.policySrc = policySource(cfg)
+		errs.Merge("policy", rt.policySrc.Validate())
+		rt.reload = cfg.Policy.ReloadInterval.D()
+		if rt.reload == 0 {
+			rt.reload = DefaultReloadInterval
+		}
 	}
-	var err error
-	c.Verifier, err = jwtauth.NewVerifier(ctx, cfg.Issuers, cfg.Resource, jwtauth.Options{Logger: log, OnJWKSRefresh: onJWKS, CacheSize: cfg.TokenCacheSize})
-	if err != nil {
-		return nil, fmt.Errorf("token verifier: %w", err)
+
+	rt.Verifier, err = jwtauth.NewVerifier(jwtauth.Options{
+		Issuers:         issuerOptions(cfg.Issuers),
+		DefaultAudience: cfg.Resource,
+		TokenCacheSize:  cfg.TokenCacheSize,
+		Logger:          log,
+		HTTPClient:      opts.HTTPClient,
+		OnJWKSRefresh:   onJWKS,
+	})
+	errs.Merge("", err)
+
+	var authn extauthz.Authenticator
+	if rt.Verifier != nil {
+		authn = NewAuthenticator(rt.Verifier)
+	} else {
+		authn = unavailable{}
 	}
-	c.Server, err = extauthz.New(extauthz.Options{
-		Config:        cfg,
-		Authenticator: c.Verifier,
-		Policy:        c.Engine,
+	rt.Server, err = extauthz.New(extauthz.Options{
+		Resource:              cfg.Resource,
+		ResourceName:          cfg.ResourceName,
+		ResourceDocumentation: cfg.ResourceDocumentation,
+		AuthorizationServers:  cfg.AuthorizationServers,
+		ScopesSupported:       cfg.ScopesSupported,
+		MCP: extauthz.MCPOptions{
+			Paths:          cfg.MCP.Paths,
+			AllowedOrigins: cfg.MCP.AllowedOrigins,
+			MaxBatch:       cfg.MCP.MaxBatch,
+			MaxDepth:       cfg.MCP.MaxDepth,
+		},
+		Upstream: extauthz.UpstreamOptions{
+			ForwardToken: cfg.Upstream.ForwardToken,
+			IdentityHeaders: extauthz.IdentityHeaders{
+				Subject:  cfg.Upstream.IdentityHeaders.Subject,
+				ClientID: cfg.Upstream.IdentityHeaders.ClientID,
+				Scopes:   cfg.Upstream.IdentityHeaders.Scopes,
+				Issuer:   cfg.Upstream.IdentityHeaders.Issuer,
+			},
+		},
+		Shadow:        cfg.Shadow,
+		Authenticator: authn,
 		Logger:        log,
 		Recorders:     recorders,
 	})
-	if err != nil {
+	errs.Merge("", err)
+	if err := errs.Err(); err != nil {
 		return nil, err
 	}
-	return c, nil
+
+	popts.OnActivate = func(g *policy.Generation) {
+		rt.Server.SetPolicy(g)
+		if rt.Metrics != nil {
+			rt.Metrics.SetTools(g.Tools())
+		}
+	}
+	if rt.Metrics != nil {
+		popts.OnReload = rt.Metrics.PolicyReload
+	}
+	rt.Engine = policy.New(popts)
+	if rt.bundle == nil {
+		if err := rt.Engine.Load(rt.ctx, rt.policySrc); err != nil {
+			return nil, &problem.Error{Path: "policy", Msg: err.Error(), Err: err}
+		}
+	}
+	return rt, nil
 }
 
-// Ready reports whether the policy is compiled and every issuer has keys.
-func (c *Components) Ready() bool { return c.Engine.Ready() && c.Verifier.Ready() }
+// Start starts the background work: key set refreshes, policy file
+// watching or bundle polling, and the readiness watch. It returns at once
+// and does nothing after the first call or after Close.
+func (rt *Runtime) Start() {
+	rt.startOnce.Do(func() {
+		if rt.ctx.Err() != nil {
+			return
+		}
+		rt.Verifier.Start()
+		switch {
+		case rt.bundle != nil:
+			src := *rt.bundle
+			rt.goBackground(func(ctx context.Context) { _ = rt.Engine.RunBundle(ctx, src) })
+		case rt.reload > 0:
+			rt.goBackground(func(ctx context.Context) { rt.Engine.Watch(ctx, rt.policySrc, rt.reload) })
+		}
+		rt.goBackground(func(ctx context.Context) {
+			for _, ch := range []<-chan struct{}{rt.Verifier.ReadyChan(), rt.Engine.ReadyChan()} {
+				select {
+				case <-ch:
+				case <-ctx.Done():
+					return
+				}
+			}
+			rt.setServing(true)
+			rt.log.Info("ready", "policy_revision", rt.Engine.Revision())
+		})
+	})
+}
 
-// GRPCServer returns a gRPC server with the ext_authz service registered,
-// the transport settings of grpcopts and, when observing, the metrics
-// interceptor.
-func (c *Components) GRPCServer() *grpc.Server {
+func (rt *Runtime) goBackground(f func(context.Context)) {
+	rt.wg.Add(1)
+	go func() {
+		defer rt.wg.Done()
+		f(rt.ctx)
+	}()
+}
+
+// Close stops every background loop and waits for them. It is idempotent.
+func (rt *Runtime) Close() error {
+	rt.closeOnce.Do(func() {
+		rt.cancel()
+		rt.wg.Wait()
+		if rt.Verifier != nil {
+			rt.Verifier.Close()
+		}
+	})
+	return nil
+}
+
+// Ready reports whether checks can be decided: a policy is compiled and
+// every issuer has keys, and the process is not draining. gRPC health says
+// SERVING exactly when Ready is true: both change in setServing.
+func (rt *Runtime) Ready() bool { return rt.ready.Load() }
+
+// WaitReady blocks until the policy is loaded and every issuer has keys, or
+// ctx is done.
+func (rt *Runtime) WaitReady(ctx context.Context) error {
+	for _, ch := range []<-chan struct{}{rt.Verifier.ReadyChan(), rt.Engine.ReadyChan()} {
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// NotReadyReason says why Ready is false ("" when it is true).
+func (rt *Runtime) NotReadyReason() string {
+	switch {
+	case rt.drain.Load():
+		return "draining"
+	case rt.Ready():
+		return ""
+	case !rt.Engine.Ready() && !rt.Verifier.Ready():
+		return "policy not loaded and keys not loaded for every issuer"
+	case !rt.Engine.Ready():
+		return "policy not loaded"
+	case !rt.Verifier.Ready():
+		return "keys not loaded for every issuer"
+	default:
+		return "starting"
+	}
+}
+
+// Drain reports not-serving from now on (gRPC health and /readyz), before
+// a graceful stop; checks keep being decided exactly as before.
+func (rt *Runtime) Drain() {
+	rt.drain.Store(true)
+	rt.health.Shutdown()
+	rt.ready.Store(false)
+}
+
+// setServing moves gRPC health and Ready together; once draining, they
+// stay not-serving.
+func (rt *Runtime) setServing(serving bool) {
+	if rt.drain.Load() {
+		return
+	}
+	st := healthpb.HealthCheckResponse_NOT_SERVING
+	if serving {
+		st = healthpb.HealthCheckResponse_SERVING
+	}
+	rt.health.SetServingStatus("", st)
+	rt.health.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, st)
+	rt.ready.Store(serving)
+}
+
+// GRPCServer returns a gRPC server with the ext_authz and health services
+// registered, the transport settings of grpcopts and, when observing, the
+// metrics interceptor.
+func (rt *Runtime) GRPCServer() *grpc.Server {
 	opts := grpcopts.ServerOptions()
-	if c.Metrics != nil {
-		opts = append(opts, grpc.ChainUnaryInterceptor(c.Metrics.GRPCUnaryInterceptor()))
+	if rt.Metrics != nil {
+		opts = append(opts, grpc.ChainUnaryInterceptor(rt.Metrics.GRPCUnaryInterceptor()))
 	}
 	gs := grpc.NewServer(opts...)
-	authv3.RegisterAuthorizationServer(gs, c.Server)
+	authv3.RegisterAuthorizationServer(gs, rt.Server)
+	healthpb.RegisterHealthServer(gs, rt.health)
+	if rt.Metrics != nil {
+		rt.Metrics.InitGRPC(gs)
+	}
 	return gs
 }
 
-// PolicySource maps policy.paths to a Source: the embedded default policy
+// NewAuthenticator adapts a token verifier to the ext_authz server: the
+// verifier's identities and errors become the server's own types, so the
+// public extauthz package does not depend on jwtauth.
+func NewAuthenticator(v *jwtauth.Verifier) extauthz.Authenticator { return verifierAuthenticator{v} }
+
+type verifierAuthenticator struct{ v *jwtauth.Verifier }
+
+func (a verifierAuthenticator) Authenticate(ctx context.Context, token string) (*extauthz.Identity, error) {
+	id, err := a.v.Verify(ctx, token)
+	if err != nil {
+		return nil, &extauthz.TokenError{
+			Reason:      jwtauth.Reason(err),
+			Unavailable: errors.Is(err, jwtauth.ErrKeysUnavailable),
+			Err:         err,
+		}
+	}
+	return &extauthz.Identity{
+		Issuer:   id.Issuer,
+		Subject:  id.Subject,
+		ClientID: id.ClientID,
+		Audience: id.Audience,
+		Scopes:   id.Scopes,
+		JTI:      id.JTI,
+		Claims:   id.Claims,
+		Expiry:   id.Expiry,
+	}, nil
+}
+
+// unavailable stands in for a verifier that could not be built, so that the
+// server's own options are still checked (and reported) in the same pass.
+type unavailable struct{}
+
+func (unavailable) Authenticate(context.Context, string) (*extauthz.Identity, error) {
+	return nil, &extauthz.TokenError{Reason: "keys_unavailable", Unavailable: true}
+}
+
+// policySource maps policy.paths to a Source: the embedded default policy
 // when empty.
-func PolicySource(cfg *config.Config) policy.Source {
+func policySource(cfg *config.Config) policy.Source {
 	if len(cfg.Policy.Paths) == 0 {
 		return policy.DefaultSource()
 	}
 	return policy.Source{Paths: cfg.Policy.Paths}
 }
 
-// BundleSource maps policy.bundle to a policy.BundleSource, reading the
-// verification key, and validates it.
-func BundleSource(b *config.Bundle) (policy.BundleSource, error) {
+// bundleSource maps policy.bundle to a policy.BundleSource, reading the
+// verification key; problems have paths relative to policy.bundle.
+func bundleSource(b *config.Bundle) (policy.BundleSource, error) {
+	var errs problem.List
 	src := policy.BundleSource{URL: b.URL, PollMin: b.PollMin.D(), PollMax: b.PollMax.D(), BearerTokenFile: b.BearerTokenFile}
-	if sg := b.Signing; sg != nil {
-		file := sg.PublicKeyFile
-		if file == "" {
-			file = sg.SecretFile
+	if f := b.BearerTokenFile; f != "" {
+		if _, err := os.Stat(f); err != nil {
+			errs.Add("bearer_token_file", "cannot read %q", f)
 		}
-		key, err := os.ReadFile(file)
-		if err != nil {
-			return src, fmt.Errorf("policy.bundle.signing: %w", err)
-		}
-		alg := sg.Algorithm
-		if alg == "" {
-			alg = "RS256"
-		}
-		src.VerificationKey = &policy.BundleKey{KeyID: sg.KeyID, Key: string(key), Algorithm: alg, Scope: sg.Scope}
 	}
-	return src, src.Validate()
+	if sg := b.Signing; sg != nil {
+		path, file := "signing.public_key_file", sg.PublicKeyFile
+		switch {
+		case (sg.PublicKeyFile == "") == (sg.SecretFile == ""):
+			errs.Add("signing", "set exactly one of public_key_file or secret_file")
+		case sg.SecretFile != "":
+			path, file = "signing.secret_file", sg.SecretFile
+		}
+		if file != "" {
+			key, err := os.ReadFile(file)
+			if err != nil {
+				errs.Add(path, "cannot read %q", file)
+			}
+			src.VerificationKey = &policy.BundleKey{KeyID: sg.KeyID, Key: string(key), Algorithm: sg.Algorithm, Scope: sg.Scope}
+		}
+	}
+	if errs.Err() == nil {
+		errs.Merge("", src.Validate())
+	}
+	return src, errs.Err()
+}
+
+// issuerOptions maps the issuers of the configuration file onto the
+// verifier's options, field by field.
+func issuerOptions(in []config.Issuer) []jwtauth.Issuer {
+	out := make([]jwtauth.Issuer, len(in))
+	for i, c := range in {
+		out[i] = jwtauth.Issuer{
+			Issuer:         c.Issuer,
+			TenantClaim:    c.TenantClaim,
+			JWKSURI:        c.JWKSURI,
+			JWKSFile:       c.JWKSFile,
+			Audiences:      c.Audiences,
+			Algorithms:     c.Algorithms,
+			HMACSecretFile: c.HMACSecretFile,
+			TokenType:      c.TokenType,
+			Leeway:         c.Leeway.D(),
+			ScopeClaims:    c.ScopeClaims,
+			ClaimScopes:    c.ClaimScopes,
+			RequiredClaims: c.RequiredClaims,
+			MaxTokenSize:   c.MaxTokenSize,
+			MaxLifetime:    c.MaxLifetime.D(),
+			JWKS: jwtauth.JWKS{
+				MinRefresh:         c.JWKS.MinRefresh.D(),
+				MaxRefresh:         c.JWKS.MaxRefresh.D(),
+				UnknownKIDInterval: c.JWKS.UnknownKIDInterval.D(),
+				FetchTimeout:       c.JWKS.FetchTimeout.D(),
+			},
+		}
+		if in := c.Introspection; in != nil {
+			out[i].Introspection = &jwtauth.Introspection{
+				Endpoint:         in.Endpoint,
+				ClientID:         in.ClientID,
+				ClientSecretFile: in.ClientSecretFile,
+				ClientSecretEnv:  in.ClientSecretEnv,
+				CacheTTL:         in.CacheTTL.D(),
+				NegativeCacheTTL: in.NegativeCacheTTL.D(),
+				Timeout:          in.Timeout.D(),
+				MaxConcurrent:    in.MaxConcurrent,
+				RateLimit:        in.RateLimit,
+			}
+		}
+	}
+	return out
+}
+
+func addr(path, a string, errs *problem.List) {
+	if _, port, err := net.SplitHostPort(a); err != nil || port == "" {
+		errs.Add(path, "%q is not host:port", a)
+	}
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// LogLevel is the slog level of log.level ("" is info).
+func LogLevel(cfg *config.Config) slog.Level {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.Log.Level))
+	return level
 }

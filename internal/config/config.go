@@ -1,14 +1,18 @@
-// Package config defines the mcpauthz configuration file, its defaults and
-// its validation.
+// Package config is the mcpauthz configuration file format: the keys, their
+// types, and strict decoding.
 //
-// Load reads YAML strictly (unknown keys and wrong types are errors), applies
-// defaults, and validates; every problem is reported at once, each with the
-// file:line of the key it concerns. A Config that Load returned is complete:
-// constructors that take it never fail on configuration.
+// Load reads YAML strictly (unknown keys and wrong types are problems, each
+// with its file:line). It applies no defaults and checks no values: each
+// package that takes options owns its defaults and its rules, and
+// internal/app.Compile maps a Config onto them and reports their problems,
+// which Config.Locate places in the file. The defaults named in the
+// comments below are those packages' defaults.
 package config
 
 import (
 	"time"
+
+	"go.yaml.in/yaml/v3"
 )
 
 // Config is the whole configuration file. The yaml names are a public
@@ -37,6 +41,10 @@ type Config struct {
 	// checks are still enforced.
 	Shadow   bool     `yaml:"shadow"`
 	Shutdown Shutdown `yaml:"shutdown"`
+
+	// Where the configuration came from, for Locate.
+	file string
+	doc  *yaml.Node
 }
 
 // Shutdown tunes the graceful stop on SIGTERM.

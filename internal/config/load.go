@@ -2,46 +2,20 @@ package config
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"os"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/mcpauthz/mcpauthz/internal/problem"
 )
-
-// Defaults of the keys that have one.
-const (
-	DefaultGRPCAddr        = "127.0.0.1:9191"
-	DefaultHTTPAddr        = "127.0.0.1:9192"
-	DefaultMCPPath         = "/mcp"
-	DefaultMaxBatch        = 100
-	DefaultMaxDepth        = 64
-	DefaultMaxTokenSize    = 16384
-	DefaultLeeway          = 60 * time.Second
-	DefaultReloadInterval  = 2 * time.Second
-	DefaultEvalTimeout     = 100 * time.Millisecond
-	DefaultJWKSMinRefresh  = 5 * time.Minute
-	DefaultJWKSMaxRefresh  = time.Hour
-	DefaultUnknownKIDWait  = 10 * time.Second
-	DefaultFetchTimeout    = 5 * time.Second
-	DefaultTenantClaim     = "tid"
-	DefaultShutdownTimeout = 15 * time.Second
-)
-
-// DefaultRedactKeys are the argument names whose values the decision log
-// redacts when arguments are logged.
-var DefaultRedactKeys = []string{"password", "secret", "token", "authorization", "api_key", "apikey", "access_token", "refresh_token", "client_secret", "cookie"}
-
-// DefaultAlgorithms are the asymmetric JWS algorithms accepted when an issuer
-// does not list its own.
-var DefaultAlgorithms = []string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"}
-
-// DefaultScopeClaims are read for scopes when an issuer does not list its own.
-var DefaultScopeClaims = []string{"scope", "scp"}
 
 // Problem is one configuration error, located by key path and, when the
 // config came from a file, by file and line.
@@ -68,8 +42,11 @@ func (p Problem) Error() string {
 	return b.String()
 }
 
-// Load reads, defaults and validates the configuration file at path. The
-// returned error joins every problem found (errors.Join of Problem values).
+// Load reads the configuration file at path strictly: unknown keys and
+// values of the wrong type are problems. It does not apply defaults or
+// check values: the packages that use them do (internal/app.Compile), and
+// their problems are located in the file with Locate. The returned error
+// joins every problem found (errors.Join of Problem values).
 func Load(path string) (*Config, error) {
 	raw, err := os.ReadFile(path)
 	if err != nil {
@@ -97,11 +74,39 @@ func Parse(name string, raw []byte) (*Config, error) {
 			return nil, yamlProblems(name, err)
 		}
 	}
-	cfg.ApplyDefaults()
-	if err := cfg.Validate(); err != nil {
-		return nil, locate(name, &doc, err)
-	}
+	cfg.file, cfg.doc = name, &doc
 	return &cfg, nil
+}
+
+// Locate turns every *problem.Error in err (a problem with the value at a
+// key path, as internal/app.Compile reports them) into a Problem with the
+// file and line of that key, when the configuration came from a file.
+// Other errors are kept as they are.
+func (c *Config) Locate(err error) error {
+	if err == nil {
+		return nil
+	}
+	var errs []error
+	for _, e := range problem.Split(err) {
+		var pe *problem.Error
+		if errors.As(e, &pe) && pe == e {
+			p := Problem{File: c.file, Key: pe.Path, Msg: pe.Msg}
+			if c.doc != nil {
+				p.Line = lineOf(c.doc, pe.Path)
+			}
+			errs = append(errs, p)
+			continue
+		}
+		errs = append(errs, e)
+	}
+	// In the order of the file, so that the list reads top to bottom.
+	slices.SortStableFunc(errs, func(a, b error) int {
+		var pa, pb Problem
+		errors.As(a, &pa)
+		errors.As(b, &pb)
+		return cmp.Compare(pa.Line, pb.Line)
+	})
+	return errors.Join(errs...)
 }
 
 // yamlProblems turns yaml.v3 errors ("line 3: field x not found in type
@@ -125,30 +130,6 @@ func yamlProblems(file string, err error) error {
 		errs = append(errs, p)
 	}
 	return errors.Join(errs...)
-}
-
-// locate adds file and line to every Problem in err, found by key path in the
-// YAML document.
-func locate(file string, doc *yaml.Node, err error) error {
-	var errs []error
-	for _, e := range unjoin(err) {
-		var p Problem
-		if errors.As(e, &p) {
-			p.File = file
-			p.Line = lineOf(doc, p.Key)
-			errs = append(errs, p)
-			continue
-		}
-		errs = append(errs, e)
-	}
-	return errors.Join(errs...)
-}
-
-func unjoin(err error) []error {
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		return j.Unwrap()
-	}
-	return []error{err}
 }
 
 // lineOf finds the line of a key path like "issuers[0].jwks_uri"; when the

@@ -29,7 +29,7 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jwk"
 	"github.com/lestrrat-go/jwx/v2/jws"
 
-	"github.com/mcpauthz/mcpauthz/internal/config"
+	"github.com/mcpauthz/mcpauthz/internal/oauth"
 )
 
 // KeyFile is the name of the signing key in the directory given to
@@ -268,7 +268,7 @@ func (i *Issuer) Mint(opts MintOptions) (string, error) {
 		return "", errors.New("devissuer: a non-empty audience is required")
 	}
 	for _, s := range opts.Scopes {
-		if !config.ValidScope(s) {
+		if !oauth.ValidScope(s) {
 			return "", fmt.Errorf("devissuer: scope %q is not a scope-token (RFC 6749 §3.3)", s)
 		}
 	}

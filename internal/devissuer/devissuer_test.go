@@ -20,7 +20,6 @@ import (
 	"time"
 
 	"github.com/lestrrat-go/jwx/v2/jwk"
-	"github.com/mcpauthz/mcpauthz/internal/config"
 	"github.com/mcpauthz/mcpauthz/internal/jwtauth"
 )
 
@@ -184,15 +183,15 @@ func TestHandler(t *testing.T) {
 	}
 }
 
-func verifierFor(t *testing.T, c config.Issuer) *jwtauth.Verifier {
+func verifierFor(t *testing.T, c jwtauth.Issuer) *jwtauth.Verifier {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	v, err := jwtauth.NewVerifier(ctx, []config.Issuer{c}, resource, jwtauth.Options{})
+	v, err := jwtauth.NewVerifier(jwtauth.Options{Issuers: []jwtauth.Issuer{c}, DefaultAudience: resource})
 	if err != nil {
 		t.Fatal(err)
 	}
-	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
+	v.Start()
+	t.Cleanup(func() { v.Close() })
+	wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer wcancel()
 	if err := v.WaitReady(wctx); err != nil {
 		t.Fatalf("WaitReady: %v", err)
@@ -210,7 +209,7 @@ func TestMintVerify(t *testing.T) {
 	if err := WriteJWKS(jwksFile, iss.Key); err != nil {
 		t.Fatal(err)
 	}
-	for name, c := range map[string]config.Issuer{
+	for name, c := range map[string]jwtauth.Issuer{
 		"discovery": {Issuer: iss.URL, TokenType: "at+jwt"},
 		"jwks_uri":  {Issuer: iss.URL, JWKSURI: iss.JWKSURI(), TokenType: "at+jwt"},
 		"jwks_file": {Issuer: iss.URL, JWKSFile: jwksFile, TokenType: "at+jwt"},
@@ -304,7 +303,7 @@ func TestMintedTokenRejectedElsewhere(t *testing.T) {
 	// A dev token is not accepted by a verifier for another audience, nor
 	// after it expires.
 	iss, _ := newIssuer(t, "")
-	v := verifierFor(t, config.Issuer{Issuer: iss.URL, TokenType: "at+jwt"})
+	v := verifierFor(t, jwtauth.Issuer{Issuer: iss.URL, TokenType: "at+jwt"})
 	tok, _ := iss.Mint(MintOptions{Subject: "a", Audience: []string{"https://other.example.com"}})
 	if _, err := v.Verify(context.Background(), tok); !errors.Is(err, jwtauth.ErrAudience) {
 		t.Fatalf("Verify(other audience) = %v, want ErrAudience", err)

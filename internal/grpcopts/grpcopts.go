@@ -17,8 +17,9 @@ func ServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
 		// Bodies up to Envoy's max_request_bytes plus headers.
 		grpc.MaxRecvMsgSize(32 << 20),
-		// Envoy multiplexes checks over few connections; beyond this it
-		// opens more.
+		// Envoy multiplexes checks over few connections and opens more
+		// when a connection's stream limit is reached, so the limit bounds
+		// the work one connection can queue without refusing checks.
 		grpc.MaxConcurrentStreams(1024),
 		// A pool of stream workers instead of a goroutine per check: no
 		// goroutine start or stack growth per request. Sized for the checks

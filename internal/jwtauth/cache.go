@@ -8,10 +8,6 @@ import (
 	"time"
 )
 
-// defaultCacheSize is the capacity of the verified-token cache when
-// Options.CacheSize is 0.
-const defaultCacheSize = 10000
-
 // tokenKey is the SHA-256 of a token. Caches and the introspection
 // single-flight map are keyed by it: a token itself is never kept beyond
 // its request.
@@ -40,7 +36,8 @@ type cacheEntry struct {
 	// kid is the kid of the key that verified the token ("" for a key
 	// without kid) and keyed is true when that key came from the issuer's
 	// key set (not an HMAC secret, not introspection): the entry is
-	// purged when a new set no longer has that key.
+	// purged when a new set no longer has that key, so a key removed from the
+	// JWKS stops verifying cached tokens too.
 	kid   string
 	keyed bool
 }

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/lestrrat-go/jwx/v2/jwk"
-	"github.com/mcpauthz/mcpauthz/internal/config"
 )
 
 func testKey(i int) tokenKey {
@@ -165,12 +164,12 @@ func mustParseSet(t testing.TB, b []byte) jwk.Set {
 }
 
 // cacheVerifier is a verifier of testIss with the main key set on clock.
-func cacheVerifier(t testing.TB, clock *fakeClock, size int, mod ...func(*config.Issuer)) *Verifier {
-	c := config.Issuer{Issuer: testIss, JWKSFile: writeFile(t, "jwks.json", mainJWKS(t)), TokenType: "at+jwt"}
+func cacheVerifier(t testing.TB, clock *fakeClock, size int, mod ...func(*Issuer)) *Verifier {
+	c := Issuer{Issuer: testIss, JWKSFile: writeFile(t, "jwks.json", mainJWKS(t)), TokenType: "at+jwt"}
 	for _, m := range mod {
 		m(&c)
 	}
-	return newTestVerifier(t, []config.Issuer{c}, Options{Clock: clock.Now, CacheSize: size})
+	return newTestVerifier(t, []Issuer{c}, Options{Clock: clock.Now, TokenCacheSize: size})
 }
 
 // dropKeys replaces the issuer's key set with one that has no key at all
@@ -397,8 +396,8 @@ func TestCacheConcurrent(t *testing.T) {
 	k := keys(t)
 	srv := newJWKSServer(t, jwksJSON(jwkOf(k.rsa, "k1", "RS256"), jwkOf(k.rsa2, "k2", "RS256")))
 	clock := newFakeClock(testNow)
-	v := newTestVerifier(t, []config.Issuer{{Issuer: testIss, JWKSURI: srv.URL + "/jwks", JWKS: config.JWKS{UnknownKIDInterval: config.Duration(time.Second)}}},
-		Options{Clock: clock.Now, CacheSize: 8})
+	v := newTestVerifier(t, []Issuer{{Issuer: testIss, JWKSURI: srv.URL + "/jwks", JWKS: JWKS{UnknownKIDInterval: time.Duration(time.Second)}}},
+		Options{Clock: clock.Now, TokenCacheSize: 8})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := v.WaitReady(ctx); err != nil {

@@ -1,12 +1,9 @@
 package jwtauth
 
 import (
-	"context"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/mcpauthz/mcpauthz/internal/config"
 )
 
 func TestNewVerifierRejectsBadConfig(t *testing.T) {
@@ -15,71 +12,71 @@ func TestNewVerifierRejectsBadConfig(t *testing.T) {
 	secret := writeFile(t, "secret", hmacSecret)
 	short := writeFile(t, "short", []byte("too-short-secret\n"))
 	secret40 := writeFile(t, "secret40", []byte(strings.Repeat("x", 40)))
-	ok := config.Issuer{Issuer: testIss, JWKSFile: jwks}
-	with := func(f func(*config.Issuer)) []config.Issuer {
+	ok := Issuer{Issuer: testIss, JWKSFile: jwks}
+	with := func(f func(*Issuer)) []Issuer {
 		c := ok
 		f(&c)
-		return []config.Issuer{c}
+		return []Issuer{c}
 	}
 	tests := []struct {
 		name     string
-		issuers  []config.Issuer
+		issuers  []Issuer
 		audience string
 		want     string
 	}{
-		{"no-issuers", nil, testAud, "no issuers"},
-		{"empty-issuer", with(func(c *config.Issuer) { c.Issuer = "" }), testAud, "issuer is empty"},
-		{"two-tenant-placeholders", with(func(c *config.Issuer) { c.Issuer = "https://x/{tenantid}/{tenantid}" }), testAud, "more than once"},
-		{"introspection-without-client", with(func(c *config.Issuer) { c.Introspection = &config.Introspection{Endpoint: "https://x"} }), testAud, "client_id is empty"},
-		{"negative-leeway", with(func(c *config.Issuer) { c.Leeway = config.Duration(-time.Second) }), testAud, "leeway must not be negative"},
-		{"max-refresh-below-min", with(func(c *config.Issuer) {
-			c.JWKS.MinRefresh = config.Duration(time.Hour)
-			c.JWKS.MaxRefresh = config.Duration(time.Minute)
-		}), testAud, "shorter than jwks.min_refresh"},
-		{"token-type", with(func(c *config.Issuer) { c.TokenType = "jwt" }), testAud, "token_type"},
-		{"unknown-alg", with(func(c *config.Issuer) { c.Algorithms = []string{"RS256", "XS256"} }), testAud, `"XS256" is not supported`},
-		{"alg-none", with(func(c *config.Issuer) { c.Algorithms = []string{"none"} }), testAud, `"none" is not supported`},
-		{"alg-lower-case", with(func(c *config.Issuer) { c.Algorithms = []string{"rs256"} }), testAud, `"rs256" is not supported`},
-		{"hs256-without-secret", with(func(c *config.Issuer) { c.Algorithms = []string{"HS256"} }), testAud, "requires hmac_secret_file"},
-		{"short-secret", with(func(c *config.Issuer) { c.HMACSecretFile = short }), testAud, "shorter than 32 bytes"},
-		{"hs512-with-40-byte-secret", with(func(c *config.Issuer) {
+		{"no-issuers", nil, testAud, "issuers: at least one trusted issuer is required"},
+		{"empty-issuer", with(func(c *Issuer) { c.Issuer = "" }), testAud, "issuers[0].issuer: required"},
+		{"two-tenant-placeholders", with(func(c *Issuer) { c.Issuer = "https://x/{tenantid}/{tenantid}" }), testAud, "issuers[0].issuer: {tenantid} may appear at most once"},
+		{"introspection-without-client", with(func(c *Issuer) { c.Introspection = &Introspection{Endpoint: "https://x"} }), testAud, "issuers[0].introspection.client_id: required"},
+		{"negative-leeway", with(func(c *Issuer) { c.Leeway = time.Duration(-time.Second) }), testAud, "issuers[0].leeway: must not be negative"},
+		{"max-refresh-below-min", with(func(c *Issuer) {
+			c.JWKS.MinRefresh = time.Duration(time.Hour)
+			c.JWKS.MaxRefresh = time.Duration(time.Minute)
+		}), testAud, "issuers[0].jwks.max_refresh: must not be less than min_refresh (1h0m0s)"},
+		{"token-type", with(func(c *Issuer) { c.TokenType = "jwt" }), testAud, `issuers[0].token_type: "jwt" is not one of`},
+		{"unknown-alg", with(func(c *Issuer) { c.Algorithms = []string{"RS256", "XS256"} }), testAud, `issuers[0].algorithms[1]: "XS256" is not one of`},
+		{"alg-none", with(func(c *Issuer) { c.Algorithms = []string{"none"} }), testAud, `issuers[0].algorithms[0]: "none" is never accepted`},
+		{"alg-lower-case", with(func(c *Issuer) { c.Algorithms = []string{"rs256"} }), testAud, `issuers[0].algorithms[0]: "rs256" is not one of`},
+		{"hs256-without-secret", with(func(c *Issuer) { c.Algorithms = []string{"HS256"} }), testAud, "issuers[0].algorithms[0]: HS256 requires hmac_secret_file"},
+		{"short-secret", with(func(c *Issuer) { c.HMACSecretFile = short }), testAud, "issuers[0].hmac_secret_file: the secret is shorter than 32 bytes"},
+		{"hs512-with-40-byte-secret", with(func(c *Issuer) {
 			c.HMACSecretFile = secret40
 			c.Algorithms = []string{"HS512"}
-		}), testAud, "HS512 requires a secret of at least 64 bytes"},
-		{"missing-secret-file", with(func(c *config.Issuer) { c.HMACSecretFile = "/nonexistent/secret" }), testAud, "hmac_secret_file"},
-		{"jwks-uri-http", with(func(c *config.Issuer) { c.JWKSFile = ""; c.JWKSURI = "http://idp.example.com/keys" }), testAud, "http is only allowed for loopback"},
-		{"jwks-uri-and-file", with(func(c *config.Issuer) { c.JWKSURI = "https://idp.example.com/keys" }), testAud, "mutually exclusive"},
-		{"pattern-without-keys", with(func(c *config.Issuer) { c.JWKSFile = ""; c.Issuer = issEntra }), testAud, "needs jwks_uri or jwks_file"},
-		{"discovery-http-issuer", with(func(c *config.Issuer) { c.JWKSFile = ""; c.Issuer = "http://idp.example.com" }), testAud, "used for metadata discovery"},
-		{"no-audience", with(func(c *config.Issuer) {}), "", "no audience"},
-		{"empty-audience", with(func(c *config.Issuer) { c.Audiences = []string{""} }), testAud, "empty string"},
-		{"negative-max-size", with(func(c *config.Issuer) { c.MaxTokenSize = -1 }), testAud, "max_token_size"},
-		{"missing-jwks-file", with(func(c *config.Issuer) { c.JWKSFile = "/nonexistent/jwks.json" }), testAud, "jwks_file"},
-		{"jwks-file-without-usable-keys", with(func(c *config.Issuer) { c.JWKSFile = octOnly }), testAud, "no usable keys"},
-		{"duplicate-issuer", []config.Issuer{ok, ok}, testAud, "configured twice"},
+		}), testAud, "issuers[0].algorithms[0]: HS512 requires a secret of at least 64 bytes"},
+		{"missing-secret-file", with(func(c *Issuer) { c.HMACSecretFile = "/nonexistent/secret" }), testAud, `issuers[0].hmac_secret_file: cannot read "/nonexistent/secret"`},
+		{"jwks-uri-http", with(func(c *Issuer) { c.JWKSFile = ""; c.JWKSURI = "http://idp.example.com/keys" }), testAud, "issuers[0].jwks_uri: \"http://idp.example.com/keys\" must use https"},
+		{"jwks-uri-and-file", with(func(c *Issuer) { c.JWKSURI = "https://idp.example.com/keys" }), testAud, "issuers[0].jwks_file: set either jwks_uri or jwks_file, not both"},
+		{"pattern-without-keys", with(func(c *Issuer) { c.JWKSFile = ""; c.Issuer = issEntra }), testAud, "issuers[0].jwks_uri: required for an issuer with {tenantid}"},
+		{"discovery-http-issuer", with(func(c *Issuer) { c.JWKSFile = ""; c.Issuer = "http://idp.example.com" }), testAud, "issuers[0].issuer: \"http://idp.example.com\" must use https"},
+		{"no-audience", with(func(c *Issuer) {}), "", "issuers[0].audiences: at least one audience is required"},
+		{"empty-audience", with(func(c *Issuer) { c.Audiences = []string{""} }), testAud, "issuers[0].audiences[0]: must not be empty"},
+		{"negative-max-size", with(func(c *Issuer) { c.MaxTokenSize = -1 }), testAud, "issuers[0].max_token_size: must be between 256 and 1048576 bytes"},
+		{"missing-jwks-file", with(func(c *Issuer) { c.JWKSFile = "/nonexistent/jwks.json" }), testAud, `issuers[0].jwks_file: cannot read "/nonexistent/jwks.json"`},
+		{"jwks-file-without-usable-keys", with(func(c *Issuer) { c.JWKSFile = octOnly }), testAud, "issuers[0].jwks_file: " + octOnly + ": key set has no usable keys"},
+		{"duplicate-issuer", []Issuer{ok, ok}, testAud, "issuers[1].issuer: duplicate of issuers[0]"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			v, err := NewVerifier(context.Background(), tt.issuers, tt.audience, Options{})
+			v, err := NewVerifier(Options{Issuers: tt.issuers, DefaultAudience: tt.audience})
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("NewVerifier = %v, %v; want an error containing %q", v, err, tt.want)
 			}
 		})
 	}
 	t.Run("all-problems-at-once", func(t *testing.T) {
-		_, err := NewVerifier(context.Background(), with(func(c *config.Issuer) {
+		_, err := NewVerifier(Options{Issuers: with(func(c *Issuer) {
 			c.TokenType = "x"
 			c.Leeway = -1
 			c.Algorithms = []string{"none"}
-		}), testAud, Options{})
-		for _, want := range []string{"token_type", "leeway", "none"} {
+		}), DefaultAudience: testAud, TokenCacheSize: -2})
+		for _, want := range []string{"issuers[0].token_type", "issuers[0].leeway", "issuers[0].algorithms[0]", "token_cache_size"} {
 			if err == nil || !strings.Contains(err.Error(), want) {
 				t.Errorf("NewVerifier = %v, want it to mention %q", err, want)
 			}
 		}
 	})
 	t.Run("hmac-only-issuer-is-ready", func(t *testing.T) {
-		v := newTestVerifier(t, []config.Issuer{{Issuer: issHMAC, HMACSecretFile: secret}}, Options{})
+		v := newTestVerifier(t, []Issuer{{Issuer: issHMAC, HMACSecretFile: secret}}, Options{})
 		if !v.Ready() {
 			t.Fatal("Ready() = false for an HMAC-only issuer")
 		}
@@ -88,7 +85,7 @@ func TestNewVerifierRejectsBadConfig(t *testing.T) {
 
 func TestIssuerDefaults(t *testing.T) {
 	jwks := writeFile(t, "jwks.json", mainJWKS(t))
-	v := newTestVerifier(t, []config.Issuer{{Issuer: testIss, JWKSFile: jwks}}, Options{})
+	v := newTestVerifier(t, []Issuer{{Issuer: testIss, JWKSFile: jwks}}, Options{})
 	is := v.issuers[0]
 	if is.tenantClaim != "tid" || is.leeway != 60*time.Second || is.maxTokenSize != 16384 ||
 		is.minRefresh != 5*time.Minute || is.maxRefresh != time.Hour || is.unknownKIDInterval != 10*time.Second ||
@@ -113,7 +110,7 @@ func TestIssuerDefaults(t *testing.T) {
 
 func TestPerIssuerTokenSize(t *testing.T) {
 	jwks := writeFile(t, "jwks.json", mainJWKS(t))
-	v := newTestVerifier(t, []config.Issuer{
+	v := newTestVerifier(t, []Issuer{
 		{Issuer: testIss, JWKSFile: jwks, MaxTokenSize: 1200},
 		{Issuer: issAny, JWKSFile: jwks, MaxTokenSize: 20000},
 	}, Options{})
@@ -128,8 +125,8 @@ func TestPerIssuerTokenSize(t *testing.T) {
 
 func TestCustomLeewayAndAlgorithms(t *testing.T) {
 	jwks := writeFile(t, "jwks.json", mainJWKS(t))
-	v := newTestVerifier(t, []config.Issuer{{
-		Issuer: testIss, JWKSFile: jwks, Leeway: config.Duration(time.Second), Algorithms: []string{"ES256"},
+	v := newTestVerifier(t, []Issuer{{
+		Issuer: testIss, JWKSFile: jwks, Leeway: time.Duration(time.Second), Algorithms: []string{"ES256"},
 	}}, Options{})
 	now := testNow.Unix()
 	es := func(kv ...any) string {

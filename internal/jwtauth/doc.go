@@ -1,12 +1,17 @@
-// Package jwtauth extracts bearer tokens and verifies access tokens against
-// the configured issuers: JWT access tokens locally, opaque tokens by RFC
-// 7662 introspection.
+// Package jwtauth verifies access tokens against the configured issuers:
+// JWT access tokens locally, opaque tokens by RFC 7662 introspection.
+//
+// # Lifecycle
+//
+// NewVerifier validates its Options and reads static key sets and secrets;
+// it does no network I/O. Start begins fetching remote key sets; Close
+// stops every goroutine the Verifier started (key refreshes, introspection
+// calls) and waits for them. Background calls run under the Verifier's own
+// context, which only Close cancels: a request ending, or a shutdown
+// signal, never cancels a call other requests are waiting for.
 //
 // # Errors
 //
-// ExtractBearer returns ErrNoBearer (no credential: 401 without an error
-// attribute), ErrMalformedHeader (several comma-joined values: 400) or an
-// error wrapping ErrInvalidToken and ErrMalformed (401 invalid_token).
 // Verifier.Verify wraps ErrInvalidToken and one precise sentinel for every
 // rejection (see Reason), except the errors that mean the verifier cannot
 // decide (503): ErrKeysUnavailable (no key set yet) and the introspection
@@ -24,7 +29,8 @@
 // may: an opaque token names no issuer, so a second endpoint would receive
 // the first one's tokens), every other token takes the introspection path
 // only; without one, it fails as a malformed JWT. A token that fails on
-// its path is never tried on the other (I-09). An issuer with
+// its path is never tried on the other, so the two paths cannot disagree
+// about one token. An issuer with
 // introspection and no jwks_uri, jwks_file or hmac_secret_file takes no
 // JWTs (ErrType) and discovers no keys.
 //
@@ -49,7 +55,7 @@
 // a token of the per-issuer bucket (rate_limit per second, burst of the
 // same size, on Options.Clock); otherwise the request fails at once with
 // ErrRateLimited, so a flood of random tokens costs the endpoint at most
-// rate_limit calls per second (I-08). Active answers go to the verified-
+// rate_limit calls per second. Active answers go to the verified-
 // token cache until min(exp, now + cache_ttl); definitive rejections of a
 // valid answer (inactive, wrong audience, ...) go to a separate bounded
 // negative cache for negative_cache_ttl; failures and invalid answers are
@@ -58,17 +64,16 @@
 // # Verified-token cache
 //
 // Successful verifications (JWT or introspection) are kept in a bounded
-// cache (Options.CacheSize entries, default 10000; CLOCK eviction, sharded)
+// cache (Options.TokenCacheSize entries, default 10000; CLOCK eviction, sharded)
 // keyed by the SHA-256 of the token; the token itself is never kept. An
 // entry is never served at or after the token's exp (nor after cache_ttl
 // for introspection), and a hit checks the time claims again against the
 // clock, so it decides exactly as a full verification would. Only
 // successes are cached: invalid tokens can neither grow the cache nor
-// evict valid entries. One token may have several valid spellings
-// (high-s ECDSA, J-41); each is its own entry, which the bound makes
+// evict valid entries. One token may have several valid spellings
+// (a high-s ECDSA signature and its low-s twin); each is its own entry, which the bound makes
 // harmless. When a key set refresh removes a key (no key with the same kid
-// and public key in the new set), the entries verified with it are purged
-// a per-issuer generation counter keeps a verification that loaded
+// and public key in the new set), the entries verified with it are purged; a per-issuer generation counter keeps a verification that loaded
 // the old set from re-inserting its result after the purge. Revocation is
 // the policy's job and runs on every request after Verify, cached or not.
 // Identities returned share their slices with the cache and must not be
@@ -95,7 +100,7 @@
 //     discovered key set.
 //   - typ is checked only for issuers with token_type at+jwt.
 //   - max_lifetime, when set, bounds exp - iat (exp - now - leeway
-//     without iat): ErrLifetime (J-23).
+//     without iat): ErrLifetime.
 //   - A token without kid is accepted only when its issuer's set has
 //     exactly one usable key; otherwise it fails with ErrUnknownKey (and no
 //     refetch, which could not help).

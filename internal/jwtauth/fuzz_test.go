@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mcpauthz/mcpauthz/internal/config"
+	"github.com/mcpauthz/mcpauthz/internal/oauth"
 )
 
 // FuzzVerify runs Verify on arbitrary tokens against the static-key table
@@ -90,7 +90,7 @@ func FuzzVerify(f *testing.F) {
 func BenchmarkVerify(b *testing.B) {
 	k := keys(b)
 	jwks := writeFile(b, "jwks.json", mainJWKS(b))
-	v := newTestVerifier(b, []config.Issuer{{Issuer: testIss, JWKSFile: jwks, TokenType: "at+jwt"}}, Options{CacheSize: -1})
+	v := newTestVerifier(b, []Issuer{{Issuer: testIss, JWKSFile: jwks, TokenType: "at+jwt"}}, Options{TokenCacheSize: -1})
 	for _, bc := range []struct {
 		name, hdr, alg string
 		key            any
@@ -139,10 +139,10 @@ func FuzzIntrospectionResponse(f *testing.F) {
 	f.Add([]byte(`{"active":true,"ACTIVE":false,"Active":false}`))
 	f.Add([]byte(`{"active":true,"aud":["` + testAud + `"],"aud":"x"}`))
 	f.Add([]byte(`{"active":true,"permissions":["a b","c"],"scope":"d\te"}`))
-	is, err := newIssuer(config.Issuer{
-		Issuer: testIss, MaxLifetime: config.Duration(24 * time.Hour),
+	is, err := newIssuer(Issuer{
+		Issuer: testIss, MaxLifetime: time.Duration(24 * time.Hour),
 		ClaimScopes: map[string]string{"permissions": "perm:"},
-		Introspection: &config.Introspection{
+		Introspection: &Introspection{
 			Endpoint: "https://as.example.com/introspect", ClientID: "c", ClientSecretFile: writeFile(f, "s", []byte("secret")),
 		},
 	}, testAud)
@@ -221,7 +221,7 @@ func FuzzIntrospectionResponse(f *testing.F) {
 			t.Fatalf("Issuer = %q", id.Issuer)
 		}
 		for _, s := range id.Scopes {
-			if !config.ValidScope(s) {
+			if !oauth.ValidScope(s) {
 				t.Fatalf("scope %q is not a scope token", s)
 			}
 		}

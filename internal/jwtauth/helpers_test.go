@@ -1,7 +1,6 @@
 package jwtauth
 
 import (
-	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -24,8 +23,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/mcpauthz/mcpauthz/internal/config"
 )
 
 const (
@@ -326,18 +323,19 @@ func waitFor(tb testing.TB, what string, cond func() bool) {
 }
 
 // newTestVerifier builds a Verifier on a fixed clock and fails the test on
-// error. The background work stops at the end of the test.
-func newTestVerifier(tb testing.TB, issuers []config.Issuer, opts Options) *Verifier {
+// error, and starts it. Close runs at the end of the test.
+func newTestVerifier(tb testing.TB, issuers []Issuer, opts Options) *Verifier {
 	tb.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	tb.Cleanup(cancel)
 	if opts.Clock == nil {
 		opts.Clock = func() time.Time { return testNow }
 	}
-	v, err := NewVerifier(ctx, issuers, testAud, opts)
+	opts.Issuers, opts.DefaultAudience = issuers, testAud
+	v, err := NewVerifier(opts)
 	if err != nil {
 		tb.Fatalf("NewVerifier: %v", err)
 	}
+	v.Start()
+	tb.Cleanup(func() { v.Close() })
 	return v
 }
 

@@ -53,9 +53,8 @@ var (
 	ErrAudience       = errors.New("audience not accepted")
 	ErrIssuer         = errors.New("issuer mismatch")
 	ErrInactive       = errors.New("token inactive")
-	ErrRevoked        = errors.New("token revoked")
 	// ErrLifetime means exp - iat (or exp - now without iat) exceeds the
-	// issuer's max_lifetime (J-23).
+	// issuer's max_lifetime.
 	ErrLifetime = errors.New("token lifetime exceeds max_lifetime")
 	// ErrIntrospectionResponse means the introspection endpoint answered
 	// 200 with a JSON object that is not a valid RFC 7662 answer
@@ -74,7 +73,8 @@ var (
 	// other than 200, a body over 1 MiB or one that is not a JSON object.
 	ErrUnavailable error = &unavailableError{"introspection unavailable", ErrKeysUnavailable}
 	// ErrRateLimited means the token needed an introspection call and the
-	// issuer's max_concurrent or rate_limit was reached (I-08). It wraps
+	// issuer's max_concurrent or rate_limit was reached: a flood of random
+	// tokens cannot turn into a flood of calls to the endpoint. It wraps
 	// ErrUnavailable.
 	ErrRateLimited error = &unavailableError{"introspection rate limit exceeded", ErrUnavailable}
 )
@@ -88,12 +88,10 @@ type unavailableError struct {
 func (e *unavailableError) Error() string { return e.msg }
 func (e *unavailableError) Unwrap() error { return e.parent }
 
-// Reason maps an error of ExtractBearer or Verify to a short identifier
+// Reason maps an error of Verify to a short identifier
 // for logs and metric labels. It never includes token material. The set
 // of labels is closed (see Reasons):
 //
-//	no_token                    ErrNoBearer
-//	malformed_header            ErrMalformedHeader
 //	token_too_large             ErrTooLarge
 //	malformed_token             ErrMalformed
 //	unknown_issuer              ErrUnknownIssuer
@@ -110,7 +108,6 @@ func (e *unavailableError) Unwrap() error { return e.parent }
 //	wrong_audience              ErrAudience
 //	wrong_issuer                ErrIssuer
 //	inactive                    ErrInactive
-//	revoked                     ErrRevoked
 //	bad_introspection_response  ErrIntrospectionResponse
 //	introspection_rate_limited  ErrRateLimited
 //	introspection_unavailable   ErrUnavailable
@@ -149,8 +146,6 @@ var reasons = []struct {
 	err    error
 	reason string
 }{
-	{ErrNoBearer, "no_token"},
-	{ErrMalformedHeader, "malformed_header"},
 	{ErrTooLarge, "token_too_large"},
 	{ErrMalformed, "malformed_token"},
 	{ErrUnknownIssuer, "unknown_issuer"},
@@ -167,7 +162,6 @@ var reasons = []struct {
 	{ErrAudience, "wrong_audience"},
 	{ErrIssuer, "wrong_issuer"},
 	{ErrInactive, "inactive"},
-	{ErrRevoked, "revoked"},
 	{ErrIntrospectionResponse, "bad_introspection_response"},
 }
 

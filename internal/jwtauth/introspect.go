@@ -18,7 +18,8 @@ import (
 	"github.com/go-json-experiment/json/jsontext"
 )
 
-// maxIntrospectionBody caps the introspection answer read (I-06).
+// maxIntrospectionBody caps the introspection answer read, so a hostile or
+// broken endpoint cannot make mcpauthz buffer without bound.
 const maxIntrospectionBody = 1 << 20
 
 // looksLikeJWS reports whether token has the shape of a compact JWS: three
@@ -149,9 +150,12 @@ func (in *introspector) verify(ctx context.Context, token string, key tokenKey) 
 			return nil, fmt.Errorf("%w: more than %d calls per second (rate_limit)", ErrRateLimited, in.cfg.rateLimit)
 		}
 		c = &introCall{done: make(chan struct{})}
+		if !in.v.goBackground(func() { in.run(c, key, token) }) {
+			in.mu.Unlock()
+			return nil, fmt.Errorf("%w: the verifier is not running", ErrUnavailable)
+		}
 		in.calls[key] = c
 		in.inflight++
-		go in.run(c, key, token)
 	}
 	in.mu.Unlock()
 

@@ -16,8 +16,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/mcpauthz/mcpauthz/internal/config"
 )
 
 const (
@@ -156,20 +154,20 @@ func ok200(body string) func(string) introAnswer { return always(introAnswer{bod
 
 // introVerifier is a verifier whose issuer testIss has the main key set
 // and introspection at srv, on clock.
-func introVerifier(t testing.TB, srv *introServer, clock *fakeClock, mod ...func(*config.Issuer)) *Verifier {
+func introVerifier(t testing.TB, srv *introServer, clock *fakeClock, mod ...func(*Issuer)) *Verifier {
 	t.Helper()
-	c := config.Issuer{
+	c := Issuer{
 		Issuer: testIss, JWKSFile: writeFile(t, "jwks.json", mainJWKS(t)), TokenType: "at+jwt",
-		Introspection: &config.Introspection{
+		Introspection: &Introspection{
 			Endpoint: srv.URL + "/introspect", ClientID: introClientID,
 			ClientSecretFile: writeFile(t, "secret", []byte(introSecret+"\n")),
-			Timeout:          config.Duration(200 * time.Millisecond),
+			Timeout:          time.Duration(200 * time.Millisecond),
 		},
 	}
 	for _, m := range mod {
 		m(&c)
 	}
-	return newTestVerifier(t, []config.Issuer{c}, Options{Clock: clock.Now})
+	return newTestVerifier(t, []Issuer{c}, Options{Clock: clock.Now})
 }
 
 func randomOpaque() string {
@@ -307,7 +305,7 @@ func TestIntrospectionTLSFailure(t *testing.T) {
 	}))
 	t.Cleanup(tlsSrv.Close)
 	srv := newIntroServer(t, ok200(activeJSON()))
-	v := introVerifier(t, srv, newFakeClock(testNow), func(c *config.Issuer) { c.Introspection.Endpoint = tlsSrv.URL + "/introspect" })
+	v := introVerifier(t, srv, newFakeClock(testNow), func(c *Issuer) { c.Introspection.Endpoint = tlsSrv.URL + "/introspect" })
 	checkErr(t, "Verify(untrusted TLS)", verifyTok(v, opaqueToken), ErrUnavailable)
 	if hits.Load() != 0 {
 		t.Fatal("the handler ran despite the TLS failure")
@@ -323,7 +321,7 @@ func TestIntrospectionNoRedirect(t *testing.T) {
 		http.Redirect(w, r, target.URL+"/introspect", http.StatusTemporaryRedirect)
 	}))
 	t.Cleanup(redirector.Close)
-	v := introVerifier(t, target, newFakeClock(testNow), func(c *config.Issuer) { c.Introspection.Endpoint = redirector.URL + "/introspect" })
+	v := introVerifier(t, target, newFakeClock(testNow), func(c *Issuer) { c.Introspection.Endpoint = redirector.URL + "/introspect" })
 	checkErr(t, "Verify(307 to elsewhere)", verifyTok(v, opaqueToken), ErrUnavailable)
 	if hits.Load() != 1 || target.hits.Load() != 0 {
 		t.Fatalf("redirect followed: endpoint %d, target %d calls", hits.Load(), target.hits.Load())
@@ -348,9 +346,9 @@ func TestIntrospectionClientAuthentication(t *testing.T) {
 	}))
 	t.Cleanup(s.Close)
 	t.Setenv("TEST_INTROSPECTION_SECRET", secret)
-	v := newTestVerifier(t, []config.Issuer{{
+	v := newTestVerifier(t, []Issuer{{
 		Issuer: testIss,
-		Introspection: &config.Introspection{
+		Introspection: &Introspection{
 			Endpoint: s.URL + "/introspect", ClientID: id, ClientSecretEnv: "TEST_INTROSPECTION_SECRET",
 		},
 	}}, Options{})
@@ -373,7 +371,7 @@ func TestIntrospectionCaching(t *testing.T) {
 	t.Run("positive-bounded-by-cache_ttl", func(t *testing.T) {
 		srv := newIntroServer(t, ok200(activeJSON("exp", now+3600)))
 		clock := newFakeClock(testNow)
-		v := introVerifier(t, srv, clock, func(c *config.Issuer) { c.Introspection.CacheTTL = config.Duration(time.Minute) })
+		v := introVerifier(t, srv, clock, func(c *Issuer) { c.Introspection.CacheTTL = time.Duration(time.Minute) })
 		for range 3 {
 			checkErr(t, "Verify", verifyTok(v, opaqueToken), nil)
 		}
@@ -449,10 +447,10 @@ func TestIntrospectionCaching(t *testing.T) {
 	})
 	t.Run("cache-disabled", func(t *testing.T) {
 		srv := newIntroServer(t, ok200(activeJSON()))
-		c := config.Issuer{Issuer: testIss, Introspection: &config.Introspection{
+		c := Issuer{Issuer: testIss, Introspection: &Introspection{
 			Endpoint: srv.URL + "/introspect", ClientID: introClientID, ClientSecretFile: writeFile(t, "s", []byte(introSecret)),
 		}}
-		v := newTestVerifier(t, []config.Issuer{c}, Options{CacheSize: -1})
+		v := newTestVerifier(t, []Issuer{c}, Options{TokenCacheSize: -1})
 		for range 3 {
 			checkErr(t, "Verify", verifyTok(v, opaqueToken), nil)
 		}
@@ -466,7 +464,7 @@ func TestIntrospectionSingleFlight(t *testing.T) {
 	// N concurrent requests with the same token make one call; a request
 	// whose context ends stops waiting without cancelling the call.
 	srv := newIntroServer(t, always(introAnswer{block: true, body: activeJSON()}))
-	v := introVerifier(t, srv, newFakeClock(testNow), func(c *config.Issuer) { c.Introspection.Timeout = config.Duration(10 * time.Second) })
+	v := introVerifier(t, srv, newFakeClock(testNow), func(c *Issuer) { c.Introspection.Timeout = time.Duration(10 * time.Second) })
 	const n = 50
 	errs := make(chan error, n)
 	for range n {
@@ -488,9 +486,9 @@ func TestIntrospectionSingleFlight(t *testing.T) {
 
 func TestIntrospectionConcurrencyBound(t *testing.T) {
 	srv := newIntroServer(t, always(introAnswer{block: true, body: activeJSON()}))
-	v := introVerifier(t, srv, newFakeClock(testNow), func(c *config.Issuer) {
+	v := introVerifier(t, srv, newFakeClock(testNow), func(c *Issuer) {
 		c.Introspection.MaxConcurrent = 2
-		c.Introspection.Timeout = config.Duration(10 * time.Second)
+		c.Introspection.Timeout = time.Duration(10 * time.Second)
 	})
 	errs := make(chan error, 2)
 	for range 2 {
@@ -517,7 +515,7 @@ func TestIntrospectionFlood(t *testing.T) {
 		return introAnswer{body: `{"active":false}`}
 	})
 	clock := newFakeClock(testNow)
-	v := introVerifier(t, srv, clock, func(c *config.Issuer) { c.Introspection.RateLimit = 20 })
+	v := introVerifier(t, srv, clock, func(c *Issuer) { c.Introspection.RateLimit = 20 })
 	jwt := validToken(t)
 	checkErr(t, "Verify(JWT, warm)", verifyTok(v, jwt), nil)
 	checkErr(t, "Verify(opaque, warm)", verifyTok(v, opaqueToken), nil)
@@ -611,7 +609,7 @@ func TestIntrospectionOnlyIssuer(t *testing.T) {
 	// An issuer with introspection and no keys discovers nothing, is
 	// ready at once, and takes no JWTs.
 	srv := newIntroServer(t, ok200(activeJSON()))
-	v := newTestVerifier(t, []config.Issuer{{Issuer: testIss, Introspection: &config.Introspection{
+	v := newTestVerifier(t, []Issuer{{Issuer: testIss, Introspection: &Introspection{
 		Endpoint: srv.URL + "/introspect", ClientID: introClientID, ClientSecretFile: writeFile(t, "s", []byte(introSecret)),
 	}}}, Options{})
 	if !v.Ready() {
@@ -628,7 +626,7 @@ func TestIntrospectionScopesAndClaims(t *testing.T) {
 	// The issuer's scope_claims and claim_scopes apply to the answer too;
 	// required_claims are checked; the answer is Identity.Claims.
 	srv := newIntroServer(t, ok200(activeJSON("permissions", []string{"tools:admin"}, "scope", "a b  c")))
-	v := introVerifier(t, srv, newFakeClock(testNow), func(c *config.Issuer) {
+	v := introVerifier(t, srv, newFakeClock(testNow), func(c *Issuer) {
 		c.ClaimScopes = map[string]string{"permissions": "perm:"}
 		c.RequiredClaims = []string{"sub", "username"}
 	})
@@ -650,7 +648,7 @@ func TestIntrospectionMaxLifetime(t *testing.T) {
 	// without exp has no lifetime to check.
 	now := testNow.Unix()
 	srv := newIntroServer(t, ok200(activeJSON("iat", now, "exp", now+25*3600)))
-	v := introVerifier(t, srv, newFakeClock(testNow), func(c *config.Issuer) { c.MaxLifetime = config.Duration(24 * time.Hour) })
+	v := introVerifier(t, srv, newFakeClock(testNow), func(c *Issuer) { c.MaxLifetime = time.Duration(24 * time.Hour) })
 	checkErr(t, "Verify(exp - iat = 25h)", verifyTok(v, "t1"), ErrLifetime)
 	srv.set(ok200(activeJSON("iat", del, "exp", now+25*3600)))
 	checkErr(t, "Verify(no iat, exp in 25h)", verifyTok(v, "t2"), ErrLifetime)
@@ -662,7 +660,7 @@ func TestIntrospectionMaxLifetime(t *testing.T) {
 
 func TestIntrospectionMaxTokenSize(t *testing.T) {
 	srv := newIntroServer(t, ok200(activeJSON()))
-	v := introVerifier(t, srv, newFakeClock(testNow), func(c *config.Issuer) { c.MaxTokenSize = 300 })
+	v := introVerifier(t, srv, newFakeClock(testNow), func(c *Issuer) { c.MaxTokenSize = 300 })
 	checkErr(t, "Verify(opaque over max_token_size)", verifyTok(v, strings.Repeat("a", 301)), ErrTooLarge)
 	if srv.hits.Load() != 0 {
 		t.Fatal("an oversized token was sent to the endpoint")
@@ -672,44 +670,44 @@ func TestIntrospectionMaxTokenSize(t *testing.T) {
 func TestIntrospectionConfigErrors(t *testing.T) {
 	secret := writeFile(t, "secret", []byte(introSecret))
 	empty := writeFile(t, "empty", []byte("\n"))
-	in := func(f func(*config.Introspection)) config.Issuer {
-		c := config.Introspection{Endpoint: "https://as.example.com/introspect", ClientID: "c", ClientSecretFile: secret}
+	in := func(f func(*Introspection)) Issuer {
+		c := Introspection{Endpoint: "https://as.example.com/introspect", ClientID: "c", ClientSecretFile: secret}
 		f(&c)
-		return config.Issuer{Issuer: testIss, Introspection: &c}
+		return Issuer{Issuer: testIss, Introspection: &c}
 	}
 	tests := []struct {
 		name    string
-		issuers []config.Issuer
+		issuers []Issuer
 		want    string
 	}{
-		{"two-introspecting-issuers", []config.Issuer{in(func(*config.Introspection) {}), func() config.Issuer {
-			c := in(func(*config.Introspection) {})
+		{"two-introspecting-issuers", []Issuer{in(func(*Introspection) {}), func() Issuer {
+			c := in(func(*Introspection) {})
 			c.Issuer = issB
 			return c
-		}()}, `issuers[1] "` + issB + `": introspection: only one issuer may use introspection`},
-		{"http-endpoint", []config.Issuer{in(func(c *config.Introspection) { c.Endpoint = "http://as.example.com/i" })}, "http is only allowed for loopback"},
-		{"no-endpoint", []config.Issuer{in(func(c *config.Introspection) { c.Endpoint = "" })}, "endpoint is empty"},
-		{"two-secrets", []config.Issuer{in(func(c *config.Introspection) { c.ClientSecretEnv = "X" })}, "exactly one of client_secret_file and client_secret_env"},
-		{"no-secret", []config.Issuer{in(func(c *config.Introspection) { c.ClientSecretFile = "" })}, "exactly one of"},
-		{"empty-secret-file", []config.Issuer{in(func(c *config.Introspection) { c.ClientSecretFile = empty })}, "client_secret_file is empty"},
-		{"missing-secret-file", []config.Issuer{in(func(c *config.Introspection) { c.ClientSecretFile = "/nonexistent/secret" })}, "client_secret_file"},
-		{"unset-env", []config.Issuer{in(func(c *config.Introspection) {
+		}()}, `issuers[1].introspection: only one issuer may use introspection`},
+		{"http-endpoint", []Issuer{in(func(c *Introspection) { c.Endpoint = "http://as.example.com/i" })}, "issuers[0].introspection.endpoint: \"http://as.example.com/i\" must use https"},
+		{"no-endpoint", []Issuer{in(func(c *Introspection) { c.Endpoint = "" })}, "issuers[0].introspection.endpoint: required"},
+		{"two-secrets", []Issuer{in(func(c *Introspection) { c.ClientSecretEnv = "X" })}, "issuers[0].introspection: set exactly one of client_secret_file or client_secret_env"},
+		{"no-secret", []Issuer{in(func(c *Introspection) { c.ClientSecretFile = "" })}, "exactly one of"},
+		{"empty-secret-file", []Issuer{in(func(c *Introspection) { c.ClientSecretFile = empty })}, "issuers[0].introspection.client_secret_file: \"" + empty + "\" is empty"},
+		{"missing-secret-file", []Issuer{in(func(c *Introspection) { c.ClientSecretFile = "/nonexistent/secret" })}, `issuers[0].introspection.client_secret_file: cannot read "/nonexistent/secret"`},
+		{"unset-env", []Issuer{in(func(c *Introspection) {
 			c.ClientSecretFile = ""
 			c.ClientSecretEnv = "MCPAUTHZ_TEST_UNSET_VARIABLE"
-		})}, "MCPAUTHZ_TEST_UNSET_VARIABLE is not set"},
-		{"negative-ttl", []config.Issuer{in(func(c *config.Introspection) { c.CacheTTL = -1 })}, "cache_ttl must not be negative"},
-		{"negative-concurrency", []config.Issuer{in(func(c *config.Introspection) { c.MaxConcurrent = -1 })}, "max_concurrent"},
-		{"negative-rate", []config.Issuer{in(func(c *config.Introspection) { c.RateLimit = -1 })}, "rate_limit"},
-		{"pattern-issuer", []config.Issuer{func() config.Issuer {
-			c := in(func(*config.Introspection) {})
+		})}, "issuers[0].introspection.client_secret_env: environment variable MCPAUTHZ_TEST_UNSET_VARIABLE is not set"},
+		{"negative-ttl", []Issuer{in(func(c *Introspection) { c.CacheTTL = -1 })}, "issuers[0].introspection.cache_ttl: must not be negative"},
+		{"negative-concurrency", []Issuer{in(func(c *Introspection) { c.MaxConcurrent = -1 })}, "issuers[0].introspection.max_concurrent: must be between 1 and 1024"},
+		{"negative-rate", []Issuer{in(func(c *Introspection) { c.RateLimit = -1 })}, "issuers[0].introspection.rate_limit: must be between"},
+		{"pattern-issuer", []Issuer{func() Issuer {
+			c := in(func(*Introspection) {})
 			c.Issuer = issEntra
 			c.JWKSURI = "https://login.microsoftonline.com/common/discovery/v2.0/keys"
 			return c
-		}()}, "not supported for an issuer with {tenantid}"},
+		}()}, "issuers[0].introspection: not supported for an issuer with {tenantid}"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := NewVerifier(context.Background(), tt.issuers, testAud, Options{})
+			_, err := NewVerifier(Options{Issuers: tt.issuers, DefaultAudience: testAud})
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("NewVerifier = %v, want an error containing %q", err, tt.want)
 			}

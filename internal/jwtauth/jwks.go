@@ -16,6 +16,8 @@ import (
 
 	"github.com/go-json-experiment/json"
 	"github.com/lestrrat-go/jwx/v2/jwk"
+
+	"github.com/mcpauthz/mcpauthz/internal/oauth"
 )
 
 // How the key sets are kept. This follows from reading httprc v1.0.6,
@@ -74,7 +76,7 @@ type remoteKeys struct {
 }
 
 func newRemoteKeys(v *Verifier, is *issuer) *remoteKeys {
-	r := &remoteKeys{
+	return &remoteKeys{
 		v:       v,
 		iss:     is,
 		jwksURL: is.jwksURI,
@@ -86,12 +88,19 @@ func newRemoteKeys(v *Verifier, is *issuer) *remoteKeys {
 			maxRefresh: is.maxRefresh,
 		},
 	}
+}
+
+// start creates the jwk.Cache, whose goroutines run until the Verifier's
+// context ends. Until then no fetch can start.
+func (r *remoteKeys) start() {
 	// httprc checks due refreshes once per window; the default window
 	// (15 minutes) is longer than min_refresh, and windows under a second
 	// are silently replaced by the default.
-	window := max(time.Second, min(is.minRefresh, time.Minute))
-	r.cache = jwk.NewCache(v.ctx, jwk.WithRefreshWindow(window), jwk.WithErrSink(errSink(r.failed)))
-	return r
+	window := max(time.Second, min(r.iss.minRefresh, time.Minute))
+	c := jwk.NewCache(r.v.ctx, jwk.WithRefreshWindow(window), jwk.WithErrSink(errSink(r.failed)))
+	r.mu.Lock()
+	r.cache = c
+	r.mu.Unlock()
 }
 
 // run fetches until the issuer has a usable key set, backing off between
@@ -106,6 +115,9 @@ func (r *remoteKeys) run() {
 			ch = r.startLocked()
 		}
 		r.mu.Unlock()
+		if ch == nil {
+			return // closed
+		}
 		select {
 		case <-ch:
 		case <-r.v.ctx.Done():
@@ -155,6 +167,9 @@ func (r *remoteKeys) demand(ctx context.Context) (joined bool) {
 		ch = r.startLocked()
 	}
 	r.mu.Unlock()
+	if ch == nil {
+		return false // not started, or closed: no fetch can help
+	}
 	select {
 	case <-ch:
 	case <-ctx.Done():
@@ -162,11 +177,14 @@ func (r *remoteKeys) demand(ctx context.Context) (joined bool) {
 	return joined
 }
 
-// startLocked starts a fetch; r.mu must be held.
+// startLocked starts a fetch and returns the channel closed when it ends,
+// or nil when the Verifier is not started or closed; r.mu must be held.
 func (r *remoteKeys) startLocked() chan struct{} {
+	if r.cache == nil {
+		return nil
+	}
 	ch := make(chan struct{})
-	r.inflight = ch
-	go func() {
+	ok := r.v.goBackground(func() {
 		if err := r.fetch(r.v.ctx); err != nil {
 			r.failed(err)
 		}
@@ -174,7 +192,11 @@ func (r *remoteKeys) startLocked() chan struct{} {
 		r.inflight = nil
 		r.mu.Unlock()
 		close(ch)
-	}()
+	})
+	if !ok {
+		return nil
+	}
+	r.inflight = ch
 	return ch
 }
 
@@ -183,7 +205,7 @@ func (r *remoteKeys) startLocked() chan struct{} {
 // afterwards. Only one fetch runs at a time per issuer.
 func (r *remoteKeys) fetch(ctx context.Context) error {
 	r.mu.Lock()
-	u, registered := r.jwksURL, r.registered
+	u, registered, cache := r.jwksURL, r.registered, r.cache
 	r.mu.Unlock()
 	if u == "" {
 		var err error
@@ -195,7 +217,7 @@ func (r *remoteKeys) fetch(ctx context.Context) error {
 		r.mu.Unlock()
 	}
 	if !registered {
-		err := r.cache.Register(u,
+		err := cache.Register(u,
 			jwk.WithHTTPClient(r.client),
 			jwk.WithFetchWhitelist(jwk.WhitelistFunc(func(u string) bool { return checkFetchURL(u) == nil })),
 			jwk.WithMinRefreshInterval(r.iss.minRefresh),
@@ -208,7 +230,7 @@ func (r *remoteKeys) fetch(ctx context.Context) error {
 		r.mu.Lock()
 		r.registered = true
 		r.mu.Unlock()
-		_, err = r.cache.Refresh(ctx, u)
+		_, err = cache.Refresh(ctx, u)
 		return err
 	}
 	return r.fetchDirect(u)
@@ -475,4 +497,11 @@ func loadKeyFile(path string, algs map[string]bool) (*keySet, filterStats, error
 		err = errNoUsableKeys
 	}
 	return ks, st, err
+}
+
+// checkFetchURL accepts the URLs keys and metadata may be fetched from
+// (see oauth.ParseEndpointURL).
+func checkFetchURL(raw string) error {
+	_, err := oauth.ParseEndpointURL(raw)
+	return err
 }

@@ -1,6 +1,8 @@
 package jwtauth
 
 import (
+	"go.uber.org/goleak"
+
 	"context"
 	"crypto/rsa"
 	"crypto/sha256"
@@ -15,19 +17,17 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/mcpauthz/mcpauthz/internal/config"
 )
 
 // remoteVerifier builds a Verifier for one issuer (testIss) whose keys come
 // from srv, on clock, and waits until it is ready when wantReady.
-func remoteVerifier(t *testing.T, srv *jwksServer, clock *fakeClock, wantReady bool, mod ...func(*config.Issuer)) *Verifier {
+func remoteVerifier(t *testing.T, srv *jwksServer, clock *fakeClock, wantReady bool, mod ...func(*Issuer)) *Verifier {
 	t.Helper()
-	c := config.Issuer{Issuer: testIss, JWKSURI: srv.URL + "/jwks"}
+	c := Issuer{Issuer: testIss, JWKSURI: srv.URL + "/jwks"}
 	for _, m := range mod {
 		m(&c)
 	}
-	v := newTestVerifier(t, []config.Issuer{c}, Options{Clock: clock.Now})
+	v := newTestVerifier(t, []Issuer{c}, Options{Clock: clock.Now})
 	if wantReady {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -63,7 +63,7 @@ func TestKeyRows(t *testing.T) {
 	t.Run("K-01/oct-key-ignored-on-hmac-issuer", func(t *testing.T) {
 		srv := newJWKSServer(t, jwksJSON(oct, jwkOf(k.rsa, "r1", "RS256")))
 		secret := writeFile(t, "secret", hmacSecret)
-		v := remoteVerifier(t, srv, newFakeClock(testNow), true, func(c *config.Issuer) { c.HMACSecretFile = secret })
+		v := remoteVerifier(t, srv, newFakeClock(testNow), true, func(c *Issuer) { c.HMACSecretFile = secret })
 		hs := mint(t, `{"alg":"HS256","kid":"k1","typ":"at+jwt"}`, claimsJSON(), "HS256", []byte("secret"))
 		checkErr(t, "Verify(HS256 keyed with the JWKS oct key)", verifyTok(v, hs), ErrBadSignature)
 		good := mint(t, `{"alg":"HS256","typ":"at+jwt"}`, claimsJSON(), "HS256", hmacSecret)
@@ -122,7 +122,7 @@ func TestKeyRows(t *testing.T) {
 	})
 	t.Run("K-05/alg-less-key-outside-allow-list", func(t *testing.T) {
 		srv := newJWKSServer(t, jwksJSON(jwkOf(k.rsa, "k1", ""), jwkOf(k.ec, "e1", "")))
-		v := remoteVerifier(t, srv, newFakeClock(testNow), true, func(c *config.Issuer) { c.Algorithms = []string{"ES256"} })
+		v := remoteVerifier(t, srv, newFakeClock(testNow), true, func(c *Issuer) { c.Algorithms = []string{"ES256"} })
 		if n := len(v.issuers[0].keys.Load().keys); n != 1 {
 			t.Fatalf("verification set has %d keys, want 1 (the RSA key fits no allowed alg)", n)
 		}
@@ -282,8 +282,8 @@ func TestJWKSLastGoodKept(t *testing.T) {
 			srv := newJWKSServer(t, mainJWKS(t))
 			clock := newFakeClock(testNow)
 			var failures atomic.Int64
-			c := config.Issuer{Issuer: testIss, JWKSURI: srv.URL + "/jwks"}
-			v := newTestVerifier(t, []config.Issuer{c}, Options{Clock: clock.Now, OnJWKSRefresh: func(iss string, n int, err error) {
+			c := Issuer{Issuer: testIss, JWKSURI: srv.URL + "/jwks"}
+			v := newTestVerifier(t, []Issuer{c}, Options{Clock: clock.Now, OnJWKSRefresh: func(iss string, n int, err error) {
 				if err != nil {
 					if iss != testIss || n != 4 {
 						t.Errorf("OnJWKSRefresh(%q, %d, %v), want 4 keys still in use", iss, n, err)
@@ -350,7 +350,7 @@ func TestJWKSStartupDownRequestTriggersFetch(t *testing.T) {
 	srv := newJWKSServer(t, nil)
 	srv.set(http.StatusServiceUnavailable, nil)
 	clock := newFakeClock(testNow)
-	v := remoteVerifier(t, srv, clock, false, func(c *config.Issuer) { c.JWKS.MinRefresh = config.Duration(time.Hour) })
+	v := remoteVerifier(t, srv, clock, false, func(c *Issuer) { c.JWKS.MinRefresh = time.Duration(time.Hour) })
 	waitFor(t, "a first fetch", func() bool { return srv.hits.Load() >= 1 })
 	srv.set(http.StatusOK, mainJWKS(t))
 	clock.Advance(time.Minute)
@@ -366,10 +366,10 @@ func TestJWKSPeriodicRefreshSingleChain(t *testing.T) {
 	srv := newJWKSServer(t, mainJWKS(t))
 	srv.headers = map[string]string{"Cache-Control": "public, max-age=86400"}
 	clock := newFakeClock(testNow)
-	v := remoteVerifier(t, srv, clock, true, func(c *config.Issuer) {
-		c.JWKS.MinRefresh = config.Duration(time.Second)
-		c.JWKS.MaxRefresh = config.Duration(time.Second)
-		c.JWKS.UnknownKIDInterval = config.Duration(time.Second)
+	v := remoteVerifier(t, srv, clock, true, func(c *Issuer) {
+		c.JWKS.MinRefresh = time.Duration(time.Second)
+		c.JWKS.MaxRefresh = time.Duration(time.Second)
+		c.JWKS.UnknownKIDInterval = time.Duration(time.Second)
 	})
 	for range 5 {
 		clock.Advance(time.Second)
@@ -413,7 +413,7 @@ func TestDiscovery(t *testing.T) {
 		return srv, &jwksHits
 	}
 	verifierFor := func(t *testing.T, issuer string) *Verifier {
-		return newTestVerifier(t, []config.Issuer{{Issuer: issuer}}, Options{})
+		return newTestVerifier(t, []Issuer{{Issuer: issuer}}, Options{})
 	}
 	waitReady := func(t *testing.T, v *Verifier) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -473,7 +473,7 @@ func TestDiscoveryIssuerMismatchFallsBackToOIDC(t *testing.T) {
 		}
 	}))
 	defer srv.Close()
-	v := newTestVerifier(t, []config.Issuer{{Issuer: srv.URL}}, Options{})
+	v := newTestVerifier(t, []Issuer{{Issuer: srv.URL}}, Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := v.WaitReady(ctx); err != nil {
@@ -569,21 +569,31 @@ func TestRedirectPolicy(t *testing.T) {
 	// fetch and keeps the verifier unready.
 	redirector := httptest.NewServer(http.RedirectHandler("http://169.254.169.254/keys", http.StatusFound))
 	defer redirector.Close()
-	v := newTestVerifier(t, []config.Issuer{{Issuer: testIss, JWKSURI: redirector.URL}}, Options{})
+	v := newTestVerifier(t, []Issuer{{Issuer: testIss, JWKSURI: redirector.URL}}, Options{})
 	checkErr(t, "Verify", verifyTok(v, validToken(t)), ErrKeysUnavailable)
 }
 
-func TestCancelStopsBackgroundWork(t *testing.T) {
+func TestCloseStopsBackgroundWork(t *testing.T) {
+	ignore := goleak.IgnoreCurrent()
 	srv := newJWKSServer(t, nil)
 	srv.set(http.StatusServiceUnavailable, nil)
-	ctx, cancel := context.WithCancel(context.Background())
-	v, err := NewVerifier(ctx, []config.Issuer{{Issuer: testIss, JWKSURI: srv.URL}}, testAud, Options{})
+	v, err := NewVerifier(Options{Issuers: []Issuer{{Issuer: testIss, JWKSURI: srv.URL}}, DefaultAudience: testAud})
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Nothing is fetched before Start: constructing a verifier (as
+	// `mcpauthz validate` does) never touches the network.
+	time.Sleep(50 * time.Millisecond)
+	if n := srv.hits.Load(); n != 0 {
+		t.Fatalf("%d fetches before Start, want 0", n)
+	}
+	checkErr(t, "Verify before Start", verifyTok(v, validToken(t)), ErrKeysUnavailable)
+	v.Start()
 	waitFor(t, "a fetch", func() bool { return srv.hits.Load() >= 1 })
-	cancel()
-	checkErr(t, "Verify after cancel", verifyTok(v, validToken(t)), ErrKeysUnavailable)
+	v.Close()
+	srv.Close()
+	goleak.VerifyNone(t, ignore)
+	checkErr(t, "Verify after Close", verifyTok(v, validToken(t)), ErrKeysUnavailable)
 	wctx, wcancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer wcancel()
 	if err := v.WaitReady(wctx); !errors.Is(err, context.DeadlineExceeded) {
@@ -609,7 +619,7 @@ func TestDemandWaitIsBoundedByRequestContext(t *testing.T) {
 	defer srv.Close()
 	defer close(release)
 	clock := newFakeClock(testNow)
-	v := newTestVerifier(t, []config.Issuer{{Issuer: testIss, JWKSURI: srv.URL}}, Options{Clock: clock.Now})
+	v := newTestVerifier(t, []Issuer{{Issuer: testIss, JWKSURI: srv.URL}}, Options{Clock: clock.Now})
 	wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer wcancel()
 	if err := v.WaitReady(wctx); err != nil {
@@ -644,7 +654,7 @@ func TestOnJWKSRefreshHook(t *testing.T) {
 	srv := newJWKSServer(t, mainJWKS(t))
 	file := writeFile(t, "jwks.json", jwksJSON(jwkOf(keys(t).rsa, "k1", "RS256")))
 	clock := newFakeClock(testNow)
-	v := newTestVerifier(t, []config.Issuer{
+	v := newTestVerifier(t, []Issuer{
 		{Issuer: testIss, JWKSURI: srv.URL},
 		{Issuer: issB, JWKSFile: file},
 	}, Options{Clock: clock.Now, OnJWKSRefresh: hook})
@@ -673,7 +683,7 @@ func TestConcurrentVerifyDuringRefresh(t *testing.T) {
 	k := keys(t)
 	srv := newJWKSServer(t, mainJWKS(t))
 	clock := newFakeClock(testNow)
-	v := remoteVerifier(t, srv, clock, true, func(c *config.Issuer) { c.JWKS.UnknownKIDInterval = config.Duration(time.Second) })
+	v := remoteVerifier(t, srv, clock, true, func(c *Issuer) { c.JWKS.UnknownKIDInterval = time.Duration(time.Second) })
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	tok := validToken(t)

@@ -3,7 +3,6 @@ package jwtauth
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -15,37 +14,18 @@ import (
 	"github.com/go-json-experiment/json/jsontext"
 	"github.com/lestrrat-go/jwx/v2/jwa"
 	"github.com/lestrrat-go/jwx/v2/jws"
-	"github.com/mcpauthz/mcpauthz/internal/config"
+	"github.com/mcpauthz/mcpauthz/internal/oauth"
+	"github.com/mcpauthz/mcpauthz/internal/problem"
 )
-
-// Options are the optional dependencies of a Verifier.
-type Options struct {
-	// Logger receives key set events (issuer URLs and counts only, never
-	// tokens or keys). Nil discards them.
-	Logger *slog.Logger
-	// HTTPClient fetches metadata and key sets. Nil means a new
-	// http.Client. Its CheckRedirect is wrapped so that redirects must
-	// stay on https (or loopback http).
-	HTTPClient *http.Client
-	// Clock returns the current time for the time claims and the
-	// unknown-kid rate limit. Nil means time.Now.
-	Clock func() time.Time
-	// OnJWKSRefresh is called after every load of an issuer's key set
-	// (jwks_file at construction, and every fetch): with the number of
-	// usable keys and a nil error on success, or with the number of keys
-	// still in use and the error on failure. It may be called concurrently
-	// and must not block.
-	OnJWKSRefresh func(issuer string, keys int, err error)
-	// CacheSize is the capacity of the verified-token cache (and of the
-	// introspection negative cache): 0 means 10000, a negative value
-	// disables both caches.
-	CacheSize int
-}
 
 // Verifier verifies the access tokens of the configured issuers. It is safe
 // for concurrent use.
+//
+// A Verifier does no network I/O until Start: construction reads the
+// static key sets and secrets only. Start begins fetching the remote key
+// sets; Close stops every goroutine the Verifier started and waits for
+// them.
 type Verifier struct {
-	ctx       context.Context
 	log       *slog.Logger
 	client    *http.Client
 	now       func() time.Time
@@ -64,19 +44,24 @@ type Verifier struct {
 
 	readyOnce sync.Once
 	readyCh   chan struct{}
+
+	// ctx bounds every background call (key fetches, introspection); only
+	// Close cancels it, so a request's end or a shutdown signal never
+	// cancels work other requests wait for.
+	ctx     context.Context
+	cancel  context.CancelFunc
+	bgMu    sync.Mutex
+	started bool
+	closed  bool
+	bg      sync.WaitGroup
 }
 
-// NewVerifier validates the issuers (applying the defaults of
-// config.Issuer to zero fields) and starts fetching their keys in the
-// background; it does not wait for them (see Ready and WaitReady). Static
-// jwks_file sets and HMAC secrets are read before it returns. ctx bounds
-// the background work: cancel it to stop the refreshes.
-//
-// defaultAudience is the audience of issuers that configure none
-// (normally the protected resource's URL).
-func NewVerifier(ctx context.Context, issuers []config.Issuer, defaultAudience string, opts Options) (*Verifier, error) {
+// NewVerifier validates opts, applying the defaults documented on Options
+// and Issuer, and reads static key sets (jwks_file) and secrets. Every
+// problem is reported at once, each as a *problem.Error. It starts nothing:
+// call Start to fetch remote keys, and Close when done.
+func NewVerifier(opts Options) (*Verifier, error) {
 	v := &Verifier{
-		ctx:       ctx,
 		log:       opts.Logger,
 		client:    newHTTPClient(opts.HTTPClient),
 		now:       opts.Clock,
@@ -90,32 +75,36 @@ func NewVerifier(ctx context.Context, issuers []config.Issuer, defaultAudience s
 	if v.now == nil {
 		v.now = time.Now
 	}
-	if len(issuers) == 0 {
-		return nil, errors.New("jwtauth: no issuers configured")
-	}
 
-	var errs []error
+	var errs problem.List
+	if len(opts.Issuers) == 0 {
+		errs.Add("issuers", "at least one trusted issuer is required")
+	}
 	introspecting := -1
-	for i, c := range issuers {
+	for i, c := range opts.Issuers {
+		path := fmt.Sprintf("issuers[%d]", i)
 		if c.Introspection != nil {
 			if introspecting >= 0 {
-				errs = append(errs, fmt.Errorf("issuers[%d] %q: introspection: only one issuer may use introspection (issuers[%d] does)", i, c.Issuer, introspecting))
+				// Opaque tokens carry no issuer: each would be sent to every
+				// introspecting server, leaking it to all but its own.
+				errs.Add(path+".introspection", "only one issuer may use introspection; issuers[%d] already does (opaque tokens would be sent to the wrong authorization server)", introspecting)
+			} else {
+				introspecting = i
 			}
-			introspecting = i
 		}
-		is, err := newIssuer(c, defaultAudience)
+		is, err := newIssuer(c, opts.DefaultAudience)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("issuers[%d] %q: %w", i, c.Issuer, err))
+			errs.Merge(path, err)
 			continue
 		}
-		if slices.ContainsFunc(v.issuers, func(o *issuer) bool { return o.name == is.name }) {
-			errs = append(errs, fmt.Errorf("issuers[%d] %q: configured twice", i, c.Issuer))
+		if j := slices.IndexFunc(v.issuers, func(o *issuer) bool { return o.name == is.name }); j >= 0 {
+			errs.Add(path+".issuer", "duplicate of issuers[%d]", j)
 			continue
 		}
 		if is.jwksFile != "" {
 			ks, st, err := loadKeyFile(is.jwksFile, is.algs)
 			if err != nil {
-				errs = append(errs, fmt.Errorf("issuers[%d] %q: jwks_file: %w", i, c.Issuer, err))
+				errs.Add(path+".jwks_file", "%s: %v", is.jwksFile, err)
 				continue
 			}
 			is.keys.Store(ks)
@@ -132,32 +121,80 @@ func NewVerifier(ctx context.Context, issuers []config.Issuer, defaultAudience s
 		}
 		v.maxSize = max(v.maxSize, is.maxTokenSize)
 	}
-	if err := errors.Join(errs...); err != nil {
-		return nil, fmt.Errorf("jwtauth: %w", err)
+	size := opts.TokenCacheSize
+	switch {
+	case size == 0:
+		size = defaultCacheSize
+	case size < -1 || size > 10_000_000:
+		errs.Add("token_cache_size", "must be -1 (disabled), 0 (default %d) or a size up to 10000000", defaultCacheSize)
+	}
+	if err := errs.Err(); err != nil {
+		return nil, err
 	}
 
-	size := opts.CacheSize
-	if size == 0 {
-		size = defaultCacheSize
-	}
+	v.ctx, v.cancel = context.WithCancel(context.Background())
 	v.cache = newClockCache[*cacheEntry](size)
 	for _, is := range v.issuers {
 		if is.introspection != nil {
 			v.intro = newIntrospector(v, is, size)
 		}
-	}
-	for _, is := range v.issuers {
 		if is.jwksURI != "" || is.discovery {
 			is.remote = newRemoteKeys(v, is)
 		}
 	}
-	for _, is := range v.issuers {
-		if is.remote != nil {
-			go is.remote.run()
-		}
-	}
 	v.checkReady()
 	return v, nil
+}
+
+// Start begins fetching the remote key sets in the background (it returns
+// at once; see Ready and WaitReady). It does nothing after the first call
+// or after Close.
+func (v *Verifier) Start() {
+	v.bgMu.Lock()
+	defer v.bgMu.Unlock()
+	if v.started || v.closed {
+		return
+	}
+	v.started = true
+	for _, is := range v.issuers {
+		if r := is.remote; r != nil {
+			r.start()
+			v.bg.Add(1)
+			go func() {
+				defer v.bg.Done()
+				r.run()
+			}()
+		}
+	}
+}
+
+// Close stops the key refreshes and the introspection calls in flight and
+// waits for every goroutine the Verifier started. Requests verified after
+// Close get ErrKeysUnavailable where they would need the network.
+func (v *Verifier) Close() error {
+	v.bgMu.Lock()
+	v.closed = true
+	v.bgMu.Unlock()
+	v.cancel()
+	v.bg.Wait()
+	v.client.CloseIdleConnections()
+	return nil
+}
+
+// goBackground runs f on a goroutine that Close waits for; it reports false
+// (and does not run f) once the Verifier is closed or before Start.
+func (v *Verifier) goBackground(f func()) bool {
+	v.bgMu.Lock()
+	defer v.bgMu.Unlock()
+	if v.closed || !v.started {
+		return false
+	}
+	v.bg.Add(1)
+	go func() {
+		defer v.bg.Done()
+		f()
+	}()
+	return true
 }
 
 // Ready reports whether every issuer has a usable key set. Once true, it
@@ -170,6 +207,9 @@ func (v *Verifier) Ready() bool {
 	}
 	return true
 }
+
+// ReadyChan is closed once Ready is true.
+func (v *Verifier) ReadyChan() <-chan struct{} { return v.readyCh }
 
 // WaitReady blocks until Ready is true or ctx is done.
 func (v *Verifier) WaitReady(ctx context.Context) error {
@@ -195,7 +235,7 @@ func (v *Verifier) checkReady() {
 // verified as a JWT; when an issuer has introspection, every other token
 // is introspected. A token takes one of these paths only: a JWT that fails
 // is never introspected, and an opaque token is never parsed as a JWT
-// (I-09).
+// (so the two paths cannot disagree about one token).
 //
 // The JWT checks run in this order; every rejection wraps ErrInvalidToken
 // and the precise cause, except ErrKeysUnavailable (no key set yet: the
@@ -304,7 +344,7 @@ func (v *Verifier) verifyJWT(ctx context.Context, token string, key tokenKey) (*
 
 // purgeRemovedKeys removes from the cache the tokens of is verified with a
 // key of old that next no longer has (same kid and same public key): a key
-// removed from the JWKS stops verifying cached tokens too. It runs
+// removed from the JWKS stops verifying cached tokens too. It runs
 // after next is published; the generation bump makes a verification that
 // loaded old and finishes after the purge skip the cache.
 func (v *Verifier) purgeRemovedKeys(is *issuer, old, next *keySet) {
@@ -478,7 +518,7 @@ func (is *issuer) scopes(c map[string]jsontext.Value) ([]string, error) {
 		}
 		for _, v := range vals {
 			for _, s := range strings.Fields(v) {
-				if config.ValidScope(s) {
+				if oauth.ValidScope(s) {
 					out = append(out, s)
 				}
 			}
@@ -490,7 +530,7 @@ func (is *issuer) scopes(c map[string]jsontext.Value) ([]string, error) {
 			return nil, err
 		}
 		for _, v := range vals {
-			if s := cs.prefix + v; v != "" && config.ValidScope(s) {
+			if s := cs.prefix + v; v != "" && oauth.ValidScope(s) {
 				out = append(out, s)
 			}
 		}

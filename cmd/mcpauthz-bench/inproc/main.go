@@ -1,11 +1,10 @@
 // Command inproc is the in-process mcpauthz that `mcpauthz-bench
 // --cpuprofile FILE` builds and profiles: mcpauthz has no profiling
-// endpoint, so this builds the components of `mcpauthz serve` (policy
-// engine, token verifier, ext_authz server with the metrics and
-// decision-log recorders, the metrics gRPC interceptor, the same gRPC
-// server options; keep them in step with cmd/mcpauthz) in a process that writes its CPU profile from the moment
-// it serves until SIGINT/SIGTERM. It mirrors cmd/mcpauthz/serve.go without
-// the metadata/health HTTP server and the health service.
+// endpoint, so this compiles the configuration with internal/app exactly
+// as `mcpauthz serve` does (the same Runtime, gRPC server, recorders and
+// interceptor) in a process that writes its CPU profile from the moment it
+// serves until SIGINT/SIGTERM. Only the metadata/health HTTP server is
+// left out.
 //
 // Usage: inproc --config FILE --cpuprofile FILE (prints "listening ADDR").
 package main
@@ -55,23 +54,22 @@ func inproc(ctx context.Context, cfgPath, profile string, stdout, stderr io.Writ
 	if err != nil {
 		return err
 	}
-	var level slog.Level
-	_ = level.UnmarshalText([]byte(cfg.Log.Level))
-	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: app.LogLevel(cfg)}))
 
-	comps, err := app.Build(ctx, cfg, log, true) // exactly what `mcpauthz serve` builds
+	rt, err := app.Compile(cfg, app.Options{Logger: log, Observe: true}) // exactly what `mcpauthz serve` builds
 	if err != nil {
 		return err
 	}
+	defer rt.Close()
+	rt.Start()
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if err := comps.Verifier.WaitReady(wctx); err != nil {
-		return fmt.Errorf("keys: %w", err)
+	if err := rt.WaitReady(wctx); err != nil {
+		return fmt.Errorf("not ready (%s): %w", rt.NotReadyReason(), err)
 	}
-	gs := comps.GRPCServer()
-	comps.Metrics.InitGRPC(gs)
+	gs := rt.GRPCServer()
 	var lc net.ListenConfig
-	lis, err := lc.Listen(ctx, "tcp", cfg.GRPCAddr)
+	lis, err := lc.Listen(ctx, "tcp", rt.GRPCAddr)
 	if err != nil {
 		return err
 	}

@@ -1,54 +1,56 @@
-package jwtauth
+package extauthz
 
 import (
 	"errors"
-	"fmt"
 	"strings"
 )
 
-// Errors of ExtractBearer that are not about the token itself.
+// The errors of extractBearer.
 var (
-	// ErrNoBearer means no bearer credential was presented: the header is
+	// errNoBearer means no bearer credential was presented: the header is
 	// absent or empty, uses another scheme (Basic, DPoP, ...), or is
 	// "Bearer" with nothing usable after it. The caller answers 401
 	// without an error attribute (RFC 6750 §3.1).
-	ErrNoBearer = errors.New("no bearer token")
-	// ErrMalformedHeader means the Authorization value contains a comma,
+	errNoBearer = errors.New("no bearer token")
+	// errMalformedHeader means the Authorization value contains a comma,
 	// which is how Envoy joins repeated headers: several credentials were
 	// sent. The caller answers 400 invalid_request (RFC 6750 §3.1).
-	ErrMalformedHeader = errors.New("malformed authorization header")
+	errMalformedHeader = errors.New("malformed authorization header")
+	// errMalformedBearer means the credential is not a b64token: a
+	// malformed token (401 invalid_token).
+	errMalformedBearer = errors.New("bearer credential is not a b64token")
 )
 
-// ExtractBearer returns the token of an Authorization header value of the
+// extractBearer returns the token of an Authorization header value of the
 // form "Bearer" 1*SP b64token (RFC 6750 §2.1). The scheme is matched
 // case-insensitively (RFC 9110 §11.1).
 //
-// It returns ErrNoBearer when there is no bearer credential,
-// ErrMalformedHeader when the value contains a comma (several values
-// joined), and an error wrapping ErrInvalidToken and ErrMalformed when the
-// credential does not match the b64token grammar (for example when it has
-// trailing white space, CR/LF, quotes or non-ASCII bytes).
-func ExtractBearer(authorization string) (string, error) {
+// It returns errNoBearer when there is no bearer credential,
+// errMalformedHeader when the value contains a comma (several values
+// joined), and errMalformedBearer when the credential does not match the
+// b64token grammar (for example when it has trailing white space, CR/LF,
+// quotes or non-ASCII bytes).
+func extractBearer(authorization string) (string, error) {
 	if authorization == "" {
-		return "", ErrNoBearer
+		return "", errNoBearer
 	}
 	if strings.IndexByte(authorization, ',') >= 0 {
-		return "", ErrMalformedHeader
+		return "", errMalformedHeader
 	}
 	sp := strings.IndexByte(authorization, ' ')
 	if sp < 0 {
 		// "Bearer", "Bearer<t>", "Bearer\t<t>", "Basic".
-		return "", ErrNoBearer
+		return "", errNoBearer
 	}
 	if !strings.EqualFold(authorization[:sp], "Bearer") {
-		return "", ErrNoBearer
+		return "", errNoBearer
 	}
 	token := strings.TrimLeft(authorization[sp:], " ")
 	if token == "" {
-		return "", ErrNoBearer
+		return "", errNoBearer
 	}
 	if !isB64Token(token) {
-		return "", fmt.Errorf("%w: %w: bearer credential is not a b64token", ErrInvalidToken, ErrMalformed)
+		return "", errMalformedBearer
 	}
 	return token, nil
 }
