@@ -129,8 +129,9 @@
 //     Node.js in uri_node_test.go).
 //   - Other schemes follow RFC 3986 §6.2.2: scheme and host lower-cased, dot
 //     segments of paths that start with "/" resolved.
-//   - For all schemes: percent-escapes of unreserved characters (A-Z a-z 0-9
-//     - . _ ~) are decoded and other escapes get upper-case hex digits;
+//   - For all schemes: percent-escapes of unreserved characters (letters,
+//     digits, "-", ".", "_", "~") are decoded and other escapes get
+//     upper-case hex digits;
 //     non-ASCII characters and the characters RFC 3986 does not allow raw
 //     (" < > [ ] ^ ` { | }, and # in a fragment; ' in the query of a special
 //     URL, as WHATWG does) are percent-encoded. So "~", "%7e" and "%7E", or
