@@ -172,8 +172,7 @@
 // The result is idempotent and contains no dot segment, no backslash and no
 // encoded slash, backslash or dot (fuzzed by FuzzNormalizeURI). Path case is
 // kept: on case-insensitive file systems, write allow rules, not deny rules.
-// Policy prefixes must themselves be in normal form (`mcpauthz check` shows
-// the normal form of a request's URI).
+// Policy prefixes must themselves be in normal form.
 //
 // The uri of a completion/complete ref/resource is a URI template (RFC
 // 6570); [NormalizeURITemplate] applies the same rules and keeps brace
