@@ -435,7 +435,10 @@ func appendSpecialHost(b []byte, host string, isFile bool) ([]byte, *uriProblem)
 // validPunycode reports whether every xn-- label of the lower-case ASCII
 // name decodes to a valid internationalised label that encodes back to
 // itself. Labels with joiners (U+200C, U+200D) are refused as well: their
-// contextual rules are where IDNA implementations disagree.
+// contextual rules are where IDNA implementations disagree. Unicode versions
+// still differ (x/net/idna against a server's ICU): a label valid here may
+// be refused by the server's URL parser, which then fails the request,
+// the safe direction.
 func validPunycode(name string) bool {
 	for l, more := name, true; more; {
 		var label string
