@@ -126,7 +126,7 @@ func TestIstio(t *testing.T) {
 		switch op := cp.GetPatch().GetOperation(); {
 		case cp.GetApplyTo() == networkingv1alpha3.EnvoyFilter_HTTP_FILTER && (op == networkingv1alpha3.EnvoyFilter_Patch_INSERT_FIRST || op == networkingv1alpha3.EnvoyFilter_Patch_INSERT_BEFORE):
 			var hf hcmv3.HttpFilter
-			if r, err := envoycheck.ValidateAs(js, &hf); err != nil {
+			if r, err := envoycheck.ValidateAs(t.Context(), js, &hf); err != nil {
 				t.Errorf("%s: %v\n%v", where, err, r.Findings)
 				continue
 			}
@@ -140,7 +140,7 @@ func TestIstio(t *testing.T) {
 			}
 		case cp.GetApplyTo() == networkingv1alpha3.EnvoyFilter_NETWORK_FILTER && op == networkingv1alpha3.EnvoyFilter_Patch_MERGE:
 			var f listenerv3.Filter
-			if r, err := envoycheck.DecodeAs(js, &f); err != nil {
+			if r, err := envoycheck.DecodeAs(t.Context(), js, &f); err != nil {
 				t.Errorf("%s: %v\n%v", where, err, r.Findings)
 				continue
 			}

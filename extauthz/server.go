@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"mime"
 	"runtime/debug"
 	"slices"
 	"strconv"
@@ -364,8 +363,10 @@ func (s *Server) readMCP(r *httpRequest, version string, d *Decision) ([]mcprpc.
 		d.body = rpcError(nil, mcprpc.CodeInvalidRequest, "Unsupported Content-Encoding", true)
 		return nil, false
 	}
-	if !jsonContentType(r.header("content-type")) {
-		d.deny(415, "content_type", "content type is not application/json")
+	if err := mcprpc.CheckContentType(r.header("content-type")); err != nil {
+		var perr *mcprpc.Error
+		errors.As(err, &perr)
+		d.deny(415, perr.Reason, perr.Message)
 		d.body = rpcError(nil, mcprpc.CodeInvalidRequest, "Unsupported Content-Type", true)
 		return nil, false
 	}
@@ -402,22 +403,6 @@ func (s *Server) readMCP(r *httpRequest, version string, d *Decision) ([]mcprpc.
 		}
 	}
 	return body.Messages, true
-}
-
-// jsonContentType accepts application/json with at most a UTF-8 charset:
-// a body in another type or charset could be decoded differently upstream
-// than it was checked here.
-func jsonContentType(ct string) bool {
-	mt, params, err := mime.ParseMediaType(ct)
-	if err != nil || mt != "application/json" {
-		return false
-	}
-	for k, v := range params {
-		if k != "charset" || !strings.EqualFold(v, "utf-8") {
-			return false
-		}
-	}
-	return true
 }
 
 func rpcMessage(code int) string {

@@ -151,7 +151,7 @@ func runValidate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		}
 	}
 	if *envoyPath != "" {
-		if err := validateEnvoy(*envoyPath, stdout); err != nil {
+		if err := validateEnvoy(ctx, *envoyPath, stdout); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -506,3 +506,23 @@ func (s *testServer) stop(t *testing.T) error {
 	})
 	return s.stopErr
 }
+
+// TestValidateEnvoyAliasBomb: a tiny YAML alias bomb is refused at once,
+// naming the alias, instead of being expanded.
+func TestValidateEnvoyAliasBomb(t *testing.T) {
+	bomb := filepath.Join(t.TempDir(), "bomb.yaml")
+	var b strings.Builder
+	b.WriteString("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n")
+	for i := 1; i < 9; i++ {
+		fmt.Fprintf(&b, "a%d: &a%d [*a%d, *a%d, *a%d, *a%d, *a%d, *a%d, *a%d, *a%d, *a%d, *a%d]\n", i, i, i-1, i-1, i-1, i-1, i-1, i-1, i-1, i-1, i-1, i-1)
+	}
+	write(t, bomb, b.String())
+	start := time.Now()
+	out, _, err := runCmd(t, "validate", "--envoy", bomb)
+	if err == nil || !strings.Contains(out, "(an alias bomb?): alias *a") {
+		t.Fatalf("validate --envoy bomb = %v\n%s\nwant a refusal naming the alias", err, out)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("validate --envoy took %v on a %d-byte bomb", d, b.Len())
+	}
+}

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -14,13 +16,22 @@ import (
 // does not make: ext_authz cluster and HTTP/2, filter order, fail-open, body
 // settings, SSE timeouts, CORS, identity headers). It prints every finding as
 // "path:line: severity: field: message [rule]" and a summary, and returns an
-// error when any finding is an error.
-func validateEnvoy(path string, stdout io.Writer) error {
-	raw, err := os.ReadFile(path)
+// error when any finding is an error. The file is read up to
+// envoycheck.MaxConfigBytes, and the check stops as soon as ctx ends.
+func validateEnvoy(ctx context.Context, path string, stdout io.Writer) error {
+	f, err := os.Open(path)
 	if err != nil {
 		return fmt.Errorf("read Envoy configuration: %w", err)
 	}
-	rep, verr := envoycheck.Validate(raw)
+	raw, err := io.ReadAll(io.LimitReader(f, envoycheck.MaxConfigBytes+1))
+	f.Close()
+	if err != nil {
+		return fmt.Errorf("read Envoy configuration: %w", err)
+	}
+	rep, verr := envoycheck.Validate(ctx, raw)
+	if errors.Is(verr, context.Canceled) || errors.Is(verr, context.DeadlineExceeded) {
+		return verr
+	}
 	for _, f := range rep.Findings {
 		loc := path
 		if f.Line > 0 {

@@ -1,6 +1,7 @@
 package envoycheck
 
 import (
+	"context"
 	"fmt"
 	"regexp"
 	"runtime/debug"
@@ -143,11 +144,24 @@ func (r Report) Err() error {
 // validate` would as far as that is possible without Envoy, and adds the
 // checks Envoy does not make (see the package documentation). The error is
 // Report.Err(): non-nil exactly when some finding is an error.
-func Validate(data []byte) (Report, error) {
+//
+// Input beyond MaxConfigBytes, or that expands through YAML aliases beyond
+// MaxNodes or MaxExpandedBytes, is one error finding (rule yaml) and is
+// never expanded. When ctx is done before the validation is, Validate
+// returns promptly with an empty Report and an error that wraps ctx.Err()
+// (errors.Is(err, context.Canceled)): every phase observes ctx, and the one
+// that cannot (protojson decoding) is bounded by the limits.
+func Validate(ctx context.Context, data []byte) (Report, error) {
 	var bs bootstrapv3.Bootstrap
-	v, ok := decode(data, &bs)
+	v, ok, err := decode(ctx, data, &bs)
+	if err != nil {
+		return Report{}, err
+	}
 	if ok {
 		v.walk(bs.ProtoReflect(), nil)
+		if err := v.stopped(); err != nil {
+			return Report{}, err
+		}
 		v.lint(&bs)
 	}
 	return v.report()
@@ -156,27 +170,54 @@ func Validate(data []byte) (Report, error) {
 // ValidateAs decodes a fragment of Envoy configuration (YAML or JSON) into m
 // strictly and checks it like Validate checks every message of a bootstrap
 // (constraints inside every Any, durations, deprecations), without the
-// bootstrap-wide lints. It suits the patches of an Istio EnvoyFilter.
-func ValidateAs(data []byte, m proto.Message) (Report, error) {
-	v, ok := decode(data, m)
+// bootstrap-wide lints. It suits the patches of an Istio EnvoyFilter. Limits
+// and cancellation are those of Validate.
+func ValidateAs(ctx context.Context, data []byte, m proto.Message) (Report, error) {
+	v, ok, err := decode(ctx, data, m)
+	if err != nil {
+		return Report{}, err
+	}
 	if ok {
 		v.walk(m.ProtoReflect(), nil)
+		if err := v.stopped(); err != nil {
+			return Report{}, err
+		}
 	}
 	return v.report()
 }
 
 // DecodeAs only decodes data into m strictly (unknown fields and types are
 // errors); for partial messages such as an EnvoyFilter MERGE patch, whose
-// required fields are legitimately absent.
-func DecodeAs(data []byte, m proto.Message) (Report, error) {
-	v, _ := decode(data, m)
+// required fields are legitimately absent. Limits and cancellation are those
+// of Validate.
+func DecodeAs(ctx context.Context, data []byte, m proto.Message) (Report, error) {
+	v, _, err := decode(ctx, data, m)
+	if err != nil {
+		return Report{}, err
+	}
 	return v.report()
 }
 
 // validator collects findings for one document.
 type validator struct {
+	ctx      context.Context
 	doc      *document
 	findings []Finding
+	steps    int
+	err      error // ctx's error, when it stopped the walk
+}
+
+// stopped returns the error Validate returns when ctx stopped the walk.
+func (v *validator) stopped() error {
+	if v.err == nil {
+		return nil
+	}
+	return cancelled(v.err)
+}
+
+// cancelled wraps ctx's error.
+func cancelled(err error) error {
+	return fmt.Errorf("envoycheck: validation stopped: %w", err)
 }
 
 func (v *validator) add(sev Severity, rule string, p Path, format string, args ...any) {
@@ -203,16 +244,24 @@ var protojsonPos = regexp.MustCompile(`^(?:proto:[ \x{00a0}]*)?(?:\(line (\d+):(
 var unresolved = regexp.MustCompile(`unable to resolve "(?:type\.googleapis\.com/)?([^"]+)": "?not found"?`)
 
 // decode parses YAML into m with strict protojson, turning failures into
-// located findings.
-func decode(data []byte, m proto.Message) (*validator, bool) {
-	doc, fs := parseYAML(data)
-	v := &validator{doc: doc, findings: fs}
-	if doc == nil {
-		return v, false
+// located findings. The error is only ever ctx's.
+func decode(ctx context.Context, data []byte, m proto.Message) (*validator, bool, error) {
+	doc, fs, err := parseYAML(ctx, data, defaultLimits)
+	if err != nil {
+		return nil, false, cancelled(err)
 	}
-	err := protojson.UnmarshalOptions{}.Unmarshal(doc.json, m)
+	v := &validator{ctx: ctx, doc: doc, findings: fs}
+	if doc == nil {
+		return v, false, nil
+	}
+	// protojson cannot be interrupted; the limits parseYAML enforced bound
+	// it to a fraction of a second.
+	err = protojson.UnmarshalOptions{}.Unmarshal(doc.json, m)
+	if cerr := ctx.Err(); cerr != nil {
+		return nil, false, cancelled(cerr)
+	}
 	if err == nil {
-		return v, true
+		return v, true, nil
 	}
 	f := Finding{Severity: Error, Rule: RuleSchema, Message: err.Error()}
 	if sm := protojsonPos.FindStringSubmatch(err.Error()); sm != nil {
@@ -226,7 +275,7 @@ func decode(data []byte, m proto.Message) (*validator, bool) {
 		f.Message = fmt.Sprintf("unknown type %q: misspelled, or an extension this validator does not link (it knows %d Envoy extension types; see envoycheck.KnownTypes)", um[1], len(KnownTypes()))
 	}
 	v.findings = append(v.findings, f)
-	return v, false
+	return v, false, nil
 }
 
 // APIVersion returns the version of github.com/envoyproxy/go-control-plane/envoy

@@ -175,7 +175,7 @@ func TestMutations(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			data := mutate(t, base, c.old, c.new)
-			r, err := Validate(data)
+			r, err := Validate(t.Context(), data)
 			if c.rule == "" {
 				if len(r.Findings) != 0 {
 					t.Fatalf("want no findings, got:\n%s", dump(r))
@@ -256,7 +256,7 @@ func TestBrokenCopies(t *testing.T) {
 	for file, wants := range cases {
 		t.Run(file, func(t *testing.T) {
 			data := readFile(t, file)
-			r, err := Validate(data)
+			r, err := Validate(t.Context(), data)
 			if err == nil {
 				t.Fatalf("broken config passed:\n%s", dump(r))
 			}
@@ -288,7 +288,7 @@ func TestBrokenCopies(t *testing.T) {
 // ValidateAll on the bootstrap does not see into typed_config.
 func TestRootOnlyValidateMisses(t *testing.T) {
 	data := mutate(t, readFile(t, "../../envoy/envoy.yaml"), "max_request_bytes: 1048576", "max_request_bytes: 0")
-	doc, fs := parseYAML(data)
+	doc, fs, _ := parseYAML(t.Context(), data, defaultLimits)
 	if len(fs) > 0 {
 		t.Fatal(fs)
 	}
@@ -299,7 +299,7 @@ func TestRootOnlyValidateMisses(t *testing.T) {
 	if err := bs.ValidateAll(); err != nil {
 		t.Fatalf("PGV now looks inside Any (%v): the recursion may be redundant", err)
 	}
-	if _, err := Validate(data); err == nil || !strings.Contains(err.Error(), "max_request_bytes") {
+	if _, err := Validate(t.Context(), data); err == nil || !strings.Contains(err.Error(), "max_request_bytes") {
 		t.Fatalf("Validate missed max_request_bytes: 0: %v", err)
 	}
 }
@@ -323,7 +323,7 @@ func TestYAML(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			doc, fs := parseYAML([]byte(c.in))
+			doc, fs, _ := parseYAML(t.Context(), []byte(c.in), defaultLimits)
 			if c.err != "" {
 				if len(fs) != 1 || !strings.Contains(fs[0].Message, c.err) || fs[0].Line != c.line || fs[0].Rule != RuleYAML {
 					t.Fatalf("got %v, want %q on line %d", fs, c.err, c.line)
@@ -348,7 +348,7 @@ func TestPathAndLine(t *testing.T) {
 	if got, want := p.String(), `static_resources.listeners[0].typed_per_filter_config["envoy.filters.http.cors"].allow_methods`; got != want {
 		t.Errorf("got %s, want %s", got, want)
 	}
-	doc, fs := parseYAML([]byte("staticResources:\n  listeners:\n  - name: a\n    typed_per_filter_config:\n      envoy.filters.http.cors:\n        allowMethods: GET\n"))
+	doc, fs, _ := parseYAML(t.Context(), []byte("staticResources:\n  listeners:\n  - name: a\n    typed_per_filter_config:\n      envoy.filters.http.cors:\n        allowMethods: GET\n"), defaultLimits)
 	if fs != nil {
 		t.Fatal(fs)
 	}
@@ -367,18 +367,18 @@ typed_config:
   "@type": type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation
   mutations: { request_mutations: [ { remove: x-mcp-subject } ] }
 `
-	if r, err := ValidateAs([]byte(good), &hcmv3.HttpFilter{}); err != nil {
+	if r, err := ValidateAs(t.Context(), []byte(good), &hcmv3.HttpFilter{}); err != nil {
 		t.Fatalf("%v\n%s", err, dump(r))
 	}
 	bad := strings.Replace(good, "request_mutations", "request_mutation", 1)
-	if _, err := ValidateAs([]byte(bad), &hcmv3.HttpFilter{}); err == nil || !strings.Contains(err.Error(), `unknown field "request_mutation"`) {
+	if _, err := ValidateAs(t.Context(), []byte(bad), &hcmv3.HttpFilter{}); err == nil || !strings.Contains(err.Error(), `unknown field "request_mutation"`) {
 		t.Fatalf("err = %v", err)
 	}
 	partial := "common_http_protocol_options: { headers_with_underscores_action: REJECT_REQUEST }\n"
-	if _, err := DecodeAs([]byte(partial), &hcmv3.HttpConnectionManager{}); err != nil {
+	if _, err := DecodeAs(t.Context(), []byte(partial), &hcmv3.HttpConnectionManager{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ValidateAs([]byte(partial), &hcmv3.HttpConnectionManager{}); err == nil {
+	if _, err := ValidateAs(t.Context(), []byte(partial), &hcmv3.HttpConnectionManager{}); err == nil {
 		t.Fatal("a partial connection manager passed the constraints (stat_prefix is required)")
 	}
 }
@@ -407,7 +407,7 @@ func TestNoExtAuthz(t *testing.T) {
   clusters:
   - { name: c, connect_timeout: 1s }
 `
-	r, err := Validate([]byte(cfg))
+	r, err := Validate(t.Context(), []byte(cfg))
 	if err == nil {
 		t.Fatal("a config without ext_authz passed")
 	}
@@ -422,15 +422,15 @@ func TestNoExtAuthz(t *testing.T) {
 
 // TestJSONInput: Envoy also reads JSON bootstraps; JSON is YAML.
 func TestJSONInput(t *testing.T) {
-	doc, fs := parseYAML(readFile(t, "../../envoy/envoy.yaml"))
+	doc, fs, _ := parseYAML(t.Context(), readFile(t, "../../envoy/envoy.yaml"), defaultLimits)
 	if fs != nil {
 		t.Fatal(fs)
 	}
-	if r, err := Validate(doc.json); err != nil || len(r.Findings) != 0 {
+	if r, err := Validate(t.Context(), doc.json); err != nil || len(r.Findings) != 0 {
 		t.Fatalf("%v\n%s", err, dump(r))
 	}
 	bad := bytes.Replace(doc.json, []byte(`"pack_as_bytes":true`), []byte(`"pack_as_bytes":false`), 1)
-	if _, err := Validate(bad); err == nil || !strings.Contains(err.Error(), "line 1: error: "+authPath+".with_request_body.pack_as_bytes") {
+	if _, err := Validate(t.Context(), bad); err == nil || !strings.Contains(err.Error(), "line 1: error: "+authPath+".with_request_body.pack_as_bytes") {
 		t.Fatalf("err = %v", err)
 	}
 }

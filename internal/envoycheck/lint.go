@@ -2,7 +2,6 @@ package envoycheck
 
 import (
 	"fmt"
-	"net"
 	"slices"
 	"strings"
 
@@ -18,6 +17,8 @@ import (
 	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/mcpauthz/mcpauthz/internal/oauth"
 )
 
 // Type names the lints recognise filters by (filter names are free-form).
@@ -132,8 +133,7 @@ func (l *linter) admin(a *bootstrapv3.Admin, p Path) {
 		return
 	}
 	host := sa.GetAddress()
-	ip := net.ParseIP(host)
-	if host == "localhost" || (ip != nil && ip.IsLoopback()) {
+	if oauth.IsLoopbackHost(host) {
 		return
 	}
 	l.add(Warning, RuleAdmin, p.field("address").field("socket_address").field("address"),

@@ -56,7 +56,7 @@ func TestShippedEnvoyConfigs(t *testing.T) {
 			rel, _ := filepath.Rel(repoRoot, path)
 			found = append(found, rel)
 			t.Run(rel, func(t *testing.T) {
-				r, err := Validate(data)
+				r, err := Validate(t.Context(), data)
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -19,6 +19,12 @@ import (
 // everything in typed_config), negative durations, and deprecated or
 // disallowed fields and enum values.
 func (v *validator) walk(m protoreflect.Message, p Path) {
+	if v.steps++; v.steps%256 == 0 && v.err == nil {
+		v.err = v.ctx.Err()
+	}
+	if v.err != nil {
+		return
+	}
 	md := m.Descriptor()
 	switch md.FullName() {
 	case "google.protobuf.Any":

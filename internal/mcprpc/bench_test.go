@@ -66,3 +66,24 @@ func BenchmarkParse(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkNormalizeURI measures NormalizeURI on a URI already in normal
+// form (the common case: clients send what resources/list returned) and on
+// one that needs every kind of rewriting.
+func BenchmarkNormalizeURI(b *testing.B) {
+	cases := []struct{ name, uri string }{
+		{"normal", "file:///srv/data/reports/2026/q3.pdf"},
+		{"rewritten", "FILE://LOCALHOST/srv/data/./reports/%7Euser/../2026/caf%c3%a9.pdf?v=%7e1#Top"},
+		{"ipv6_host", "https://[2001:DB8:0:0:0:0:0:1]:443/a/b"},
+	}
+	for _, c := range cases {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := NormalizeURI(c.uri); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -29,8 +29,13 @@ const (
 	ReasonInvalidMethod  = "invalid_method"  // "method" not a non-empty string without controls
 
 	// Invalid params (CodeInvalidParams).
-	ReasonInvalidParams   = "invalid_params"    // params or a member the method needs is malformed
-	ReasonInvalidToolName = "invalid_tool_name" // tools/call params.name not 1–128 of [A-Za-z0-9_.-]
+	ReasonInvalidParams        = "invalid_params"         // params or a member the method needs is malformed
+	ReasonInvalidToolName      = "invalid_tool_name"      // tools/call params.name not 1–128 of [A-Za-z0-9_.-]
+	ReasonInvalidResourceURI   = "invalid_resource_uri"   // a resource URI that is not a valid absolute URI
+	ReasonAmbiguousResourceURI = "ambiguous_resource_uri" // a resource URI that readers would resolve differently
+
+	// Content-Type (CodeInvalidRequest); see CheckContentType.
+	ReasonContentType = "content_type" // not application/json, or a charset other than UTF-8
 
 	// Headers (CodeHeaderMismatch).
 	ReasonInvalidHeader  = "invalid_header"  // DecodeHeaderValue: malformed header value
@@ -45,6 +50,7 @@ func Reasons() []string {
 		ReasonDuplicateKey, ReasonInvalidKey, ReasonTooDeep, ReasonInvalidNumber,
 		ReasonInvalidBatch, ReasonBatchTooLarge, ReasonInvalidMessage, ReasonInvalidJSONRPC,
 		ReasonInvalidID, ReasonInvalidMethod, ReasonInvalidParams, ReasonInvalidToolName,
+		ReasonInvalidResourceURI, ReasonAmbiguousResourceURI, ReasonContentType,
 		ReasonInvalidHeader, ReasonHeaderMismatch,
 	}
 }

@@ -195,7 +195,7 @@ func checkView(t *testing.T, m Message, obj map[string]any) {
 			t.Fatalf("prompts/get: Prompt %q, json v2 name %#v", m.Prompt, params["name"])
 		}
 	case "resources/read", "resources/subscribe", "resources/unsubscribe":
-		if m.Name != str("uri") || m.ResourceURI != NormalizeURI(str("uri")) || m.Name == "" {
+		if norm, err := NormalizeURI(str("uri")); m.Name != str("uri") || err != nil || m.ResourceURI != norm || m.Name == "" {
 			t.Fatalf("%s: Name %q ResourceURI %q, json v2 uri %#v", m.Method, m.Name, m.ResourceURI, params["uri"])
 		}
 	case "tasks/get", "tasks/result", "tasks/cancel", "tasks/update":
@@ -293,49 +293,101 @@ func headerSeeds() map[string]string {
 	}
 }
 
-// FuzzNormalizeURI checks that NormalizeURI never panics, is idempotent and
-// does not change how a URI splits into scheme and authority.
+// FuzzNormalizeURI checks the invariants of NormalizeURI and
+// NormalizeURITemplate on any input: no panic; a rejection is an *Error
+// with one of the two URI reasons; an accepted URI normalises to itself
+// again (idempotence), keeps its scheme (lower-cased), and contains no "."
+// or ".." path segment, no backslash and no encoded slash or backslash.
 func FuzzNormalizeURI(f *testing.F) {
 	for _, s := range uriSeeds() {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		got := NormalizeURI(s)
-		if again := NormalizeURI(got); again != got {
-			t.Fatalf("NormalizeURI(%q) = %q, but NormalizeURI(%q) = %q", s, got, got, again)
-		}
-		if got == s {
-			return
-		}
-		if (schemeEnd(s) > 0) != (schemeEnd(got) > 0) {
-			t.Fatalf("NormalizeURI(%q) = %q changes whether there is a scheme", s, got)
-		}
-		if hasAuth(s) != hasAuth(got) {
-			t.Fatalf("NormalizeURI(%q) = %q changes whether there is an authority", s, got)
+		for _, template := range []bool{false, true} {
+			got, p := normalizeURI(s, template)
+			if p != nil {
+				checkFuzzErr(t, p.err(nil))
+				if r := p.reason; r != ReasonInvalidResourceURI && r != ReasonAmbiguousResourceURI {
+					t.Fatalf("normalizeURI(%q) reason %q", s, r)
+				}
+				continue
+			}
+			again, p := normalizeURI(got, template)
+			if p != nil || again != got {
+				t.Fatalf("normalizeURI(%q, %v) = %q, but normalising that gives %q, %v", s, template, got, again, p)
+			}
+			checkNormalURI(t, s, got, template)
 		}
 	})
 }
 
-func hasAuth(s string) bool {
-	if i := schemeEnd(s); i > 0 {
-		s = s[i+1:]
+// checkNormalURI asserts the properties every normalised URI has.
+func checkNormalURI(t *testing.T, in, out string, template bool) {
+	t.Helper()
+	i := schemeEnd(in)
+	if i <= 0 || !strings.HasPrefix(out, strings.ToLower(in[:i+1])) {
+		t.Fatalf("normalizeURI(%q) = %q: scheme changed", in, out)
 	}
-	return strings.HasPrefix(s, "//")
+	if strings.ContainsRune(out, '\\') {
+		t.Fatalf("normalizeURI(%q) = %q contains a backslash", in, out)
+	}
+	if u := strings.ToUpper(out); strings.Contains(u, "%2F") || strings.Contains(u, "%5C") || strings.Contains(u, "%2E") {
+		t.Fatalf("normalizeURI(%q) = %q contains an encoded slash, backslash or dot", in, out)
+	}
+	rest := out[i+1:]
+	if strings.HasPrefix(rest, "//") {
+		rest = rest[2:]
+		if j := indexAny(rest, "/?#", template); j >= 0 {
+			rest = rest[j:]
+		} else {
+			rest = ""
+		}
+	}
+	// No piece of path, query or fragment split at "/" (outside template
+	// expressions) is a dot segment.
+	path, query, fragment, _, _ := splitTail(rest, template)
+	for _, part := range []string{path, query, fragment} {
+		for {
+			j := indexAny(part, "/", template)
+			piece := part
+			if j >= 0 {
+				piece = part[:j]
+			}
+			if piece == "." || piece == ".." {
+				t.Fatalf("normalizeURI(%q) = %q has a dot segment", in, out)
+			}
+			if j < 0 {
+				break
+			}
+			part = part[j+1:]
+		}
+	}
 }
 
 func uriSeeds() map[string]string {
-	return map[string]string{
-		"http":       "HTTPS://Example.COM/a/./b/../c?q=%7e#f",
-		"file":       "file:///srv/public/%2e%2E/secret",
-		"userinfo":   "http://User@Host:80/%41",
-		"relative":   "a/../b",
-		"authority":  "file:/..//evil.example/x",
-		"scheme":     "x/../javascript:alert",
-		"malformed":  "http://h/%zz",
-		"urn":        "URN:ISBN:0451450523",
-		"template":   "file:///{path}",
-		"empty_path": "http://h",
+	seeds := map[string]string{
+		"http":          "HTTPS://Example.COM/a/./b/../c?q=%7e#f",
+		"file":          "file:///srv/public/%2e%2E/secret",
+		"userinfo":      "http://User@Host:80/%41",
+		"relative":      "a/../b",
+		"authority":     "file:/..//evil.example/x",
+		"scheme":        "x/../javascript:alert",
+		"malformed":     "http://h/%zz",
+		"urn":           "URN:ISBN:0451450523",
+		"template":      "file:///{path}",
+		"empty_path":    "http://h",
+		"backslash":     "file:///srv/data/..\\..\\etc/passwd",
+		"encoded_slash": "file:///srv/data/..%2F..%2Fetc/passwd",
+		"ipv6":          "http://[::FFFF:1.2.3.4]:8080/x",
+		"ipv4_hex":      "http://0x7f.1/",
+		"punycode":      "https://XN--CAF-DMA.example/",
+		"drive":         "file:///C:/data/x",
+		"query_dots":    "file:///srv/data/x#/../../etc/passwd",
 	}
+	for _, tc := range uriCases {
+		seeds["case_"+tc.name] = tc.in
+	}
+	return seeds
 }
 
 // TestWriteFuzzCorpus writes the seeds as files under testdata/fuzz, so that
@@ -369,5 +421,8 @@ func TestWriteFuzzCorpus(t *testing.T) {
 	}
 	for name, v := range uriSeeds() {
 		write("FuzzNormalizeURI", name, fmt.Sprintf("string(%s)", strconv.Quote(v)))
+	}
+	for _, tc := range contentTypeCases {
+		write("FuzzCheckContentType", tc.name, fmt.Sprintf("string(%s)", strconv.Quote(tc.ct)))
 	}
 }

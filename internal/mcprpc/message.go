@@ -22,7 +22,9 @@ const (
 // fields hold the exact bytes of the body so they can be echoed verbatim.
 type Message struct {
 	Kind Kind
-	// ID is the raw JSON of "id" (a string or an integer), nil when absent.
+	// ID is the raw JSON of "id" (a string, or a number that is an integer
+	// of at most 2^53 in magnitude, as sent: "1.0" stays "1.0"), nil when
+	// absent.
 	ID jsontext.Value
 	// Method is the JSON-RPC method; empty for responses.
 	Method string
@@ -32,8 +34,9 @@ type Message struct {
 	// completion/complete that references a prompt.
 	Prompt string
 	// ResourceURI is params.uri of resources/read, resources/subscribe and
-	// resources/unsubscribe, or params.ref.uri of a completion/complete that
-	// references a resource, normalised by NormalizeURI.
+	// resources/unsubscribe (normalised by NormalizeURI), or params.ref.uri
+	// of a completion/complete that references a resource (a URI template,
+	// normalised by NormalizeURITemplate).
 	ResourceURI string
 	// ResourceURIs lists the normalised URIs of
 	// params.notifications.resourceSubscriptions of subscriptions/listen.

@@ -7,7 +7,6 @@ import (
 	"math"
 	"strconv"
 	"sync"
-	"unicode"
 	"unicode/utf8"
 
 	"github.com/go-json-experiment/json/jsontext"
@@ -579,7 +578,6 @@ func (p *parser) raw(s span) jsontext.Value {
 	return jsontext.Value(p.body[s.start:s.end:s.end])
 }
 
-// isInteger reports whether a JSON number has the grammar -?(0|[1-9][0-9]*).
 func hasExponent(v []byte) bool {
 	for _, c := range v {
 		if c == 'e' || c == 'E' {
@@ -589,14 +587,72 @@ func hasExponent(v []byte) bool {
 	return false
 }
 
-// v must be a valid JSON number.
-func isInteger(v []byte) bool {
-	for _, c := range v {
-		if c == '.' || c == 'e' || c == 'E' {
-			return false
-		}
+// maxSafeID is 2^53: every integer up to it in magnitude is exact in a
+// float64, so JavaScript, Python and Go servers all read (and echo) the
+// same id.
+const maxSafeID = 1 << 53
+
+// integralID reports whether the valid JSON number v is an integer in value
+// ("1", "1.0", "1e0", "1.5e1", "-0") no larger than 2^53 in magnitude. The
+// test is exact on the decimal text: no float rounding, so
+// "9007199254740993.0" is rejected like "9007199254740993".
+func integralID(v []byte) bool {
+	if len(v) > 0 && v[0] == '-' {
+		v = v[1:]
 	}
-	return true
+	intPart, frac, exp := v, []byte(nil), 0
+	if i := bytes.IndexAny(v, "eE"); i >= 0 {
+		e := v[i+1:]
+		neg := len(e) > 0 && e[0] == '-'
+		if len(e) > 0 && (e[0] == '-' || e[0] == '+') {
+			e = e[1:]
+		}
+		for _, c := range bytes.TrimLeft(e, "0") {
+			if exp > 1000 {
+				break // far beyond any id; the digit checks below decide
+			}
+			exp = exp*10 + int(c-'0')
+		}
+		if neg {
+			exp = -exp
+		}
+		intPart = v[:i]
+	}
+	if i := bytes.IndexByte(intPart, '.'); i >= 0 {
+		intPart, frac = intPart[:i], intPart[i+1:]
+	}
+	// value = D × 10^(exp − len(frac)) for the digit string D = intPart ++
+	// frac, read in place (v aliases the body, so nothing is appended to it).
+	nd := len(intPart) + len(frac)
+	digit := func(k int) byte {
+		if k < len(intPart) {
+			return intPart[k]
+		}
+		return frac[k-len(intPart)]
+	}
+	first, last := 0, nd-1
+	for first < nd && digit(first) == '0' {
+		first++
+	}
+	if first == nd {
+		return true // zero, however written
+	}
+	for digit(last) == '0' {
+		last--
+	}
+	// Significant digits D[first..last], scaled by 10^scale.
+	scale := exp - len(frac) + (nd - 1 - last)
+	if scale < 0 || last-first+1+scale > 16 { // fractional, or at least 10^16 > 2^53
+		return false
+	}
+	var n uint64
+	for k := first; k <= last; k++ {
+		n = n*10 + uint64(digit(k)-'0')
+	}
+	for range scale {
+		n *= 10
+	}
+	return n <= maxSafeID
 }
 
 // build turns the members of one message into a Message, or the semantic
@@ -604,7 +660,7 @@ func isInteger(v []byte) bool {
 // error does not depend on member order.
 func (p *parser) build(ms *msgState) (Message, *Error) {
 	var m Message
-	idOK := ms.id.kind == '"' || (ms.id.kind == '0' && isInteger(p.raw(ms.id)))
+	idOK := ms.id.kind == '"' || (ms.id.kind == '0' && integralID(p.raw(ms.id)))
 	if idOK {
 		m.ID = p.raw(ms.id)
 	}
@@ -612,7 +668,7 @@ func (p *parser) build(ms *msgState) (Message, *Error) {
 		return m, newError(ReasonInvalidJSONRPC, CodeInvalidRequest, m.ID, `Invalid Request: "jsonrpc" must be "2.0"`)
 	}
 	if ms.id.present() && !idOK {
-		return m, newError(ReasonInvalidID, CodeInvalidRequest, nil, `Invalid Request: "id" must be a string or an integer`)
+		return m, newError(ReasonInvalidID, CodeInvalidRequest, nil, `Invalid Request: "id" must be a string or an integer of at most 2^53 in magnitude`)
 	}
 	if !ms.method.present() {
 		if !ms.id.present() || ms.hasResult == ms.hasError {
@@ -701,11 +757,15 @@ func (p *parser) extract(m *Message, ms *msgState) *Error {
 		if !ms.params.present() {
 			return invalid(m.Method + " requires params")
 		}
-		uri, ok := p.uri(ms.uri)
+		uri, ok := p.nonEmpty(ms.uri)
 		if !ok {
-			return invalid("uri must be a non-empty string without control characters or spaces")
+			return invalid("uri must be a non-empty string")
 		}
-		m.Name, m.ResourceURI = uri, NormalizeURI(uri)
+		norm, prob := normalizeURI(uri, false)
+		if prob != nil {
+			return prob.err(m.ID)
+		}
+		m.Name, m.ResourceURI = uri, norm
 	case "completion/complete":
 		if ms.ref.kind != '{' {
 			return invalid("completion/complete requires a ref object")
@@ -721,11 +781,15 @@ func (p *parser) extract(m *Message, ms *msgState) *Error {
 			}
 			m.Prompt = name
 		case "ref/resource":
-			uri, ok := p.uri(ms.refURI)
+			uri, ok := p.nonEmpty(ms.refURI)
 			if !ok {
-				return invalid("ref.uri must be a non-empty string without control characters or spaces")
+				return invalid("ref.uri must be a non-empty string")
 			}
-			m.ResourceURI = NormalizeURI(uri)
+			norm, prob := normalizeURI(uri, true)
+			if prob != nil {
+				return prob.err(m.ID)
+			}
+			m.ResourceURI = norm
 		default:
 			return invalid(`ref.type must be "ref/prompt" or "ref/resource"`)
 		}
@@ -746,11 +810,15 @@ func (p *parser) extract(m *Message, ms *msgState) *Error {
 			m.ResourceURIs = make([]string, 0, ms.subsEnd-ms.subsStart)
 		}
 		for _, s := range p.subs[ms.subsStart:ms.subsEnd] {
-			uri, ok := p.uri(s)
+			uri, ok := p.nonEmpty(s)
 			if !ok {
-				return invalid("resourceSubscriptions must hold non-empty URIs without control characters or spaces")
+				return invalid("resourceSubscriptions must hold non-empty strings")
 			}
-			m.ResourceURIs = append(m.ResourceURIs, NormalizeURI(uri))
+			norm, prob := normalizeURI(uri, false)
+			if prob != nil {
+				return prob.err(m.ID)
+			}
+			m.ResourceURIs = append(m.ResourceURIs, norm)
 		}
 	case "tasks/get", "tasks/result", "tasks/cancel", "tasks/update":
 		if !ms.taskID.present() {
@@ -778,32 +846,14 @@ func (p *parser) text(s span) (string, bool) {
 	return string(v), true
 }
 
-// uri decodes a string span that must be non-empty and free of control
-// characters and white space.
-func (p *parser) uri(s span) (string, bool) {
+// nonEmpty decodes a string span that must be non-empty; what else the
+// string must be is checked by its consumer (normalizeURI for URIs).
+func (p *parser) nonEmpty(s span) (string, bool) {
 	if s.kind != '"' {
 		return "", false
 	}
 	v := p.unquote(s)
-	if len(v) == 0 {
-		return "", false
-	}
-	for i := 0; i < len(v); {
-		c := v[i]
-		if c < utf8.RuneSelf {
-			if c <= ' ' || c == 0x7f {
-				return "", false
-			}
-			i++
-			continue
-		}
-		r, size := utf8.DecodeRune(v[i:])
-		if isControl(r) || unicode.IsSpace(r) {
-			return "", false
-		}
-		i += size
-	}
-	return string(v), true
+	return string(v), len(v) > 0
 }
 
 // validToolName reports whether name is 1 to 128 characters of

@@ -36,6 +36,7 @@ func parseErr(reason string) *Error   { return perr(reason, CodeParseError, "") 
 func reqErr(reason, id string) *Error { return perr(reason, CodeInvalidRequest, id) }
 func paramsErr(id string) *Error      { return perr(ReasonInvalidParams, CodeInvalidParams, id) }
 func toolErr(id string) *Error        { return perr(ReasonInvalidToolName, CodeInvalidParams, id) }
+func uriErr(reason, id string) *Error { return perr(reason, CodeInvalidParams, id) }
 
 func toolCall(name string) string {
 	return `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":` + name + `}}`
@@ -190,11 +191,11 @@ var parseCases = []parseCase{
 		body: `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t","arguments":{"n":1e-400}}}`,
 		want: one(Message{Kind: KindRequest, ID: id("1"), Method: "tools/call", Tool: "t", Name: "t", Arguments: id(`{"n":1e-400}`)}),
 	},
-	{
-		name: "P-20/id_2pow63_verbatim",
-		body: `{"jsonrpc":"2.0","id":9223372036854775808,"method":"tools/list"}`,
-		want: one(Message{Kind: KindRequest, ID: id("9223372036854775808"), Method: "tools/list"}),
-	},
+	// Ids beyond 2^53 are read differently upstream (JavaScript rounds
+	// 2^63 to 9223372036854776000, the Go SDK overflows int64), so the
+	// response would not carry the client's id.
+	{name: "P-20/id_2pow63_beyond_2pow53", body: `{"jsonrpc":"2.0","id":9223372036854775808,"method":"tools/list"}`,
+		wantErr: reqErr(ReasonInvalidID, "")},
 	{name: "P-21/10001_nested_arrays", body: `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t","arguments":{"a":` + nested("[", "]", 10001, "") + `}}}`,
 		wantErr: parseErr(ReasonTooDeep)},
 	{name: "P-22/300_nested_arrays_default_cap", body: `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t","arguments":{"a":` + nested("[", "]", 300, "") + `}}}`,
@@ -290,10 +291,39 @@ var parseCases = []parseCase{
 		want: one(Message{Kind: KindRequest, ID: id("42"), Method: "ping"})},
 	{name: "M-05/id_negative_zero", body: `{"jsonrpc":"2.0","id":-0,"method":"ping"}`,
 		want: one(Message{Kind: KindRequest, ID: id("-0"), Method: "ping"})},
-	{name: "M-05/id_2pow63", body: `{"jsonrpc":"2.0","id":9223372036854775808,"method":"ping"}`,
-		want: one(Message{Kind: KindRequest, ID: id("9223372036854775808"), Method: "ping"})},
-	{name: "M-05/id_1.0", body: `{"jsonrpc":"2.0","id":1.0,"method":"ping"}`, wantErr: reqErr(ReasonInvalidID, "")},
-	{name: "M-05/id_1e0", body: `{"jsonrpc":"2.0","id":1e0,"method":"ping"}`, wantErr: reqErr(ReasonInvalidID, "")},
+	{name: "M-05/id_2pow63_beyond_2pow53", body: `{"jsonrpc":"2.0","id":9223372036854775808,"method":"ping"}`,
+		wantErr: reqErr(ReasonInvalidID, "")},
+	// Numbers that are integers in value are ids, whatever their spelling
+	// (zod's z.number().int() and the Go SDK accept them); the raw text is
+	// kept for echoing.
+	{name: "M-05/integral_id_1.0", body: `{"jsonrpc":"2.0","id":1.0,"method":"ping"}`,
+		want: one(Message{Kind: KindRequest, ID: id("1.0"), Method: "ping"})},
+	{name: "M-05/integral_id_1e0", body: `{"jsonrpc":"2.0","id":1e0,"method":"ping"}`,
+		want: one(Message{Kind: KindRequest, ID: id("1e0"), Method: "ping"})},
+	{name: "M-05/integral_id_1E2", body: `{"jsonrpc":"2.0","id":1E2,"method":"ping"}`,
+		want: one(Message{Kind: KindRequest, ID: id("1E2"), Method: "ping"})},
+	{name: "M-05/integral_id_1.5e1", body: `{"jsonrpc":"2.0","id":1.5e1,"method":"ping"}`,
+		want: one(Message{Kind: KindRequest, ID: id("1.5e1"), Method: "ping"})},
+	{name: "M-05/integral_id_12340e-1", body: `{"jsonrpc":"2.0","id":12340e-1,"method":"ping"}`,
+		want: one(Message{Kind: KindRequest, ID: id("12340e-1"), Method: "ping"})},
+	{name: "M-05/integral_id_negative_zero_fraction", body: `{"jsonrpc":"2.0","id":-0.0e+5,"method":"ping"}`,
+		want: one(Message{Kind: KindRequest, ID: id("-0.0e+5"), Method: "ping"})},
+	{name: "M-05/integral_id_2pow53", body: `{"jsonrpc":"2.0","id":9007199254740992,"method":"ping"}`,
+		want: one(Message{Kind: KindRequest, ID: id("9007199254740992"), Method: "ping"})},
+	{name: "M-05/integral_id_minus_2pow53", body: `{"jsonrpc":"2.0","id":-9007199254740992,"method":"ping"}`,
+		want: one(Message{Kind: KindRequest, ID: id("-9007199254740992"), Method: "ping"})},
+	{name: "M-05/integral_id_2pow53_exponent", body: `{"jsonrpc":"2.0","id":9.007199254740992e15,"method":"ping"}`,
+		want: one(Message{Kind: KindRequest, ID: id("9.007199254740992e15"), Method: "ping"})},
+	{name: "M-05/fractional_id", body: `{"jsonrpc":"2.0","id":1.5,"method":"ping"}`, wantErr: reqErr(ReasonInvalidID, "")},
+	{name: "M-05/fractional_id_exponent", body: `{"jsonrpc":"2.0","id":12345e-1,"method":"ping"}`, wantErr: reqErr(ReasonInvalidID, "")},
+	{name: "M-05/fractional_id_tiny", body: `{"jsonrpc":"2.0","id":1e-7,"method":"ping"}`, wantErr: reqErr(ReasonInvalidID, "")},
+	{name: "M-05/huge_id_2pow53_plus_1", body: `{"jsonrpc":"2.0","id":9007199254740993,"method":"ping"}`,
+		wantErr: reqErr(ReasonInvalidID, "")},
+	{name: "M-05/huge_id_rounds_to_2pow53_as_float", body: `{"jsonrpc":"2.0","id":9007199254740993.0,"method":"ping"}`,
+		wantErr: reqErr(ReasonInvalidID, "")},
+	{name: "M-05/huge_id_1e300", body: `{"jsonrpc":"2.0","id":1e300,"method":"ping"}`, wantErr: reqErr(ReasonInvalidID, "")},
+	{name: "M-05/huge_id_exponent_digits", body: `{"jsonrpc":"2.0","id":1e0000000000000000000000016,"method":"ping"}`,
+		wantErr: reqErr(ReasonInvalidID, "")},
 	{name: "M-05/id_null", body: `{"jsonrpc":"2.0","id":null,"method":"ping"}`, wantErr: reqErr(ReasonInvalidID, "")},
 	{name: "M-05/id_object", body: `{"jsonrpc":"2.0","id":{},"method":"ping"}`, wantErr: reqErr(ReasonInvalidID, "")},
 	{name: "M-05/id_true", body: `{"jsonrpc":"2.0","id":true,"method":"ping"}`, wantErr: reqErr(ReasonInvalidID, "")},
@@ -360,10 +390,34 @@ var parseCases = []parseCase{
 	{name: "M-09/resources_read_no_params", body: `{"jsonrpc":"2.0","id":1,"method":"resources/read"}`, wantErr: paramsErr("1")},
 	{name: "M-09/resources_read_uri_empty", body: `{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":""}}`, wantErr: paramsErr("1")},
 	{name: "M-09/resources_read_uri_number", body: `{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":1}}`, wantErr: paramsErr("1")},
-	{name: "M-09/resources_read_uri_space", body: `{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///a b"}}`, wantErr: paramsErr("1")},
-	{name: "M-09/resources_read_uri_nbsp", body: `{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///a\u00a0b"}}`, wantErr: paramsErr("1")},
-	{name: "M-09/resources_read_uri_control", body: `{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///a\u0000"}}`, wantErr: paramsErr("1")},
-	{name: "M-09/resources_read_uri_c1_control", body: `{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///a\u0085"}}`, wantErr: paramsErr("1")},
+	{name: "M-09/resources_read_uri_space", body: `{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///a b"}}`, wantErr: uriErr(ReasonInvalidResourceURI, "1")},
+	{name: "M-09/resources_read_uri_nbsp", body: `{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///a\u00a0b"}}`, wantErr: uriErr(ReasonInvalidResourceURI, "1")},
+	{name: "M-09/resources_read_uri_control", body: `{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///a\u0000"}}`, wantErr: uriErr(ReasonInvalidResourceURI, "1")},
+	{name: "M-09/resources_read_uri_c1_control", body: `{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///a\u0085"}}`, wantErr: uriErr(ReasonInvalidResourceURI, "1")},
+	// Every method that carries a resource URI normalises it, and rejects
+	// one that cannot be normalised unambiguously.
+	{name: "M-09/resources_read_uri_backslash_traversal", body: `{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///srv/data/..\\..\\etc\\passwd"}}`,
+		wantErr: uriErr(ReasonAmbiguousResourceURI, "1")},
+	{name: "M-09/resources_read_uri_malformed_escape_not_matched_raw", body: `{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///srv/data/%zz/../../../etc/passwd"}}`,
+		wantErr: uriErr(ReasonInvalidResourceURI, "1")},
+	{name: "M-09/resources_read_uri_relative", body: `{"jsonrpc":"2.0","id":"r","method":"resources/read","params":{"uri":"../etc/passwd"}}`,
+		wantErr: uriErr(ReasonInvalidResourceURI, `"r"`)},
+	{name: "M-09/resources_subscribe_uri_encoded_slash", body: `{"jsonrpc":"2.0","id":2,"method":"resources/subscribe","params":{"uri":"file:///srv/data/..%2F..%2Fetc"}}`,
+		wantErr: uriErr(ReasonAmbiguousResourceURI, "2")},
+	{name: "M-09/resources_unsubscribe_uri_fragment_traversal", body: `{"jsonrpc":"2.0","id":3,"method":"resources/unsubscribe","params":{"uri":"file:///srv/data/x#/../../etc"}}`,
+		wantErr: uriErr(ReasonAmbiguousResourceURI, "3")},
+	{name: "M-09/completion_ref_resource_uri_backslash", body: `{"jsonrpc":"2.0","id":4,"method":"completion/complete","params":{"ref":{"type":"ref/resource","uri":"file:///srv/data\\..\\{x}"}}}`,
+		wantErr: uriErr(ReasonAmbiguousResourceURI, "4")},
+	{name: "M-09/completion_ref_resource_uri_empty", body: `{"jsonrpc":"2.0","id":4,"method":"completion/complete","params":{"ref":{"type":"ref/resource","uri":""}}}`,
+		wantErr: paramsErr("4")},
+	{name: "M-09/subscriptions_listen_uri_ambiguous", body: `{"jsonrpc":"2.0","id":5,"method":"subscriptions/listen","params":{"notifications":{"resourceSubscriptions":["file:///ok","file:///srv/%2e%2e%2fetc"]}}}`,
+		wantErr: uriErr(ReasonAmbiguousResourceURI, "5")},
+	{
+		name: "M-09/resources_read_encoded_dots_resolved",
+		body: `{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///srv/data/%2e%2e/secret"}}`,
+		want: one(Message{Kind: KindRequest, ID: id("1"), Method: "resources/read",
+			Name: "file:///srv/data/%2e%2e/secret", ResourceURI: "file:///srv/secret"}),
+	},
 	{
 		name: "M-09/prompts_get",
 		body: `{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"Code Review ✓","arguments":{"lang":"go"}}}`,
@@ -410,7 +464,7 @@ var parseCases = []parseCase{
 	{name: "M-09/subscriptions_listen_notifications_array", body: `{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"notifications":[]}}`,
 		wantErr: paramsErr("1")},
 	{name: "M-09/subscriptions_listen_uri_space", body: `{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"notifications":{"resourceSubscriptions":["a b"]}}}`,
-		wantErr: paramsErr("1")},
+		wantErr: uriErr(ReasonInvalidResourceURI, "1")},
 	{
 		name: "M-09/tasks_get",
 		body: `{"jsonrpc":"2.0","id":1,"method":"tasks/get","params":{"taskId":"t-123"}}`,
@@ -609,6 +663,8 @@ var reasonCodes = map[string]int{
 	ReasonInvalidBatch: CodeInvalidRequest, ReasonBatchTooLarge: CodeInvalidRequest, ReasonInvalidMessage: CodeInvalidRequest,
 	ReasonInvalidJSONRPC: CodeInvalidRequest, ReasonInvalidID: CodeInvalidRequest, ReasonInvalidMethod: CodeInvalidRequest,
 	ReasonInvalidParams: CodeInvalidParams, ReasonInvalidToolName: CodeInvalidParams,
+	ReasonInvalidResourceURI: CodeInvalidParams, ReasonAmbiguousResourceURI: CodeInvalidParams,
+	ReasonContentType:   CodeInvalidRequest,
 	ReasonInvalidHeader: CodeHeaderMismatch, ReasonHeaderMismatch: CodeHeaderMismatch,
 }
 
