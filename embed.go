@@ -4,10 +4,11 @@ package mcpauthz
 
 import "embed"
 
-// DefaultPolicy is the embedded default policy: the Rego modules, their unit
-// tests and data.json of the rego directory. Load it with the root "rego"
-// (policy.DefaultSource does), so that data files are mounted exactly as
-// "opa test rego/" mounts them.
+// DefaultPolicy is the embedded default policy: the Rego modules of
+// rego/mcp, their unit tests and rego/data.json. Load it with the root
+// "rego" (policy.DefaultSource does), so that data files are mounted exactly
+// as "opa test rego/mcp rego/data.json" mounts them. The examples of
+// rego/examples are not embedded.
 //
-//go:embed rego
+//go:embed rego/mcp rego/data.json
 var DefaultPolicy embed.FS

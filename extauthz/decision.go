@@ -111,16 +111,19 @@ func (d *Decision) direct(status int, reason string, body []byte) {
 
 // unauthenticated is a 401: no usable credential (oauthErr "") or an invalid
 // token (oauthErr invalid_token). The client sees a generic description; the
-// precise cause goes to Detail.
-func (d *Decision) unauthenticated(reason, oauthErr, detail string) {
+// precise cause goes to Detail. A request that presented no credential gets
+// no error code, in the challenge or in the body (RFC 6750 §3.1): it is not
+// an error to ask without a token, only the start of the OAuth flow.
+// scopes are what the challenge asks for (see Server.challengeScopes).
+func (d *Decision) unauthenticated(reason, oauthErr, detail string, scopes []string) {
 	d.deny(401, reason, detail)
-	d.challenge = &Challenge{Error: oauthErr}
+	d.challenge = &Challenge{Error: oauthErr, Scopes: scopes}
 	if oauthErr == errInvalidToken {
 		d.challenge.ErrorDescription = "The access token is invalid or expired"
 		d.body = oauthError(errInvalidToken, d.challenge.ErrorDescription)
 		return
 	}
-	d.body = oauthError(errInvalidToken, "Missing bearer token")
+	d.body = []byte(`{"error_description":"Missing bearer token"}`)
 }
 
 // badCredentials is a 400 invalid_request (RFC 6750 §3.1): credentials

@@ -37,6 +37,7 @@ func (p allowTools) Decide(_ context.Context, _ *policy.Request, _ *policy.Token
 func (allowTools) Revision() string          { return "example" }
 func (allowTools) ScopesSupported() []string { return nil }
 func (allowTools) ScopePrefixes() []string   { return []string{"tools:"} }
+func (allowTools) BaselineScopes() []string  { return nil }
 
 // The server is usable from other programs with their own authenticator
 // and policy: nothing in its API is internal to mcpauthz.

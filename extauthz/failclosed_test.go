@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -32,12 +33,14 @@ func (f failingPolicy) Decide(context.Context, *policy.Request, *policy.Token, [
 func (failingPolicy) Revision() string          { return "test" }
 func (failingPolicy) ScopesSupported() []string { return nil }
 func (failingPolicy) ScopePrefixes() []string   { return nil }
+func (failingPolicy) BaselineScopes() []string  { return nil }
 
 func withPolicy(p interface {
 	Decide(context.Context, *policy.Request, *policy.Token, []policy.MCP) ([]policy.Decision, error)
 	Revision() string
 	ScopesSupported() []string
 	ScopePrefixes() []string
+	BaselineScopes() []string
 }) envOption {
 	return func(_ *config.Config, s *envSetup) { s.policy = p }
 }
@@ -137,8 +140,22 @@ scope_prefixes := []
 }
 
 // TestChallenges asserts the exact WWW-Authenticate values MCP clients parse.
+// A 401 asks for what the request needs, as the policy decides it, plus the
+// policy's baseline scopes (here mcp:connect); never the configured
+// scopes_supported, which only the metadata advertises.
 func TestChallenges(t *testing.T) {
-	e := newEnv(t, withConfig(func(c *config.Config) { c.ScopesSupported = []string{"mcp:connect", "tools:get_weather"} }))
+	dir := t.TempDir()
+	authz, err := os.ReadFile("../rego/mcp/authz.rego")
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, dir+"/authz.rego", string(authz))
+	writeFile(t, dir+"/data.json", `{"mcp":{"config":{"open_methods":["initialize","tools/list"],"baseline_scopes":["mcp:connect"],
+		"scopes":{"tools":{},"prompts":{},"resources":{}},"revoked":{"jti":[],"subjects":[]}}}}`)
+	e := newEnv(t, withConfig(func(c *config.Config) {
+		c.ScopesSupported = []string{"mcp:connect", "tools:get_weather", "tools:delete_file"}
+		c.Policy.Paths = []string{dir}
+	}))
 	weather := e.token(t, "tools:get_weather openid offline_access")
 	const rm = `resource_metadata="https://mcp.example.com/.well-known/oauth-protected-resource/mcp"`
 	tests := []struct {
@@ -148,7 +165,20 @@ func TestChallenges(t *testing.T) {
 	}{
 		{"missing token", req{body: callWeather}, outcome{codes.Unauthenticated, 401,
 			`Bearer ` + rm + `, scope="mcp:connect tools:get_weather"`,
-			`{"error":"invalid_token","error_description":"Missing bearer token"}`}},
+			`{"error_description":"Missing bearer token"}`}},
+		{"missing token, open method", req{body: `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}`}, outcome{codes.Unauthenticated, 401,
+			`Bearer ` + rm + `, scope="mcp:connect"`,
+			`{"error_description":"Missing bearer token"}`}},
+		{"missing token, batch of two tools", req{body: `[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"b"}},{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"a"}}]`,
+			headers: map[string]string{"mcp-protocol-version": "2025-03-26"}}, outcome{codes.Unauthenticated, 401,
+			`Bearer ` + rm + `, scope="mcp:connect tools:a tools:b"`,
+			`{"error_description":"Missing bearer token"}`}},
+		{"missing token, stream", req{method: "GET"}, outcome{codes.Unauthenticated, 401,
+			`Bearer ` + rm + `, scope="mcp:connect"`,
+			`{"error_description":"Missing bearer token"}`}},
+		{"missing token, body that does not parse", req{body: `{"jsonrpc":"2.0",`}, outcome{codes.Unauthenticated, 401,
+			`Bearer ` + rm + `, scope="mcp:connect"`,
+			`{"error_description":"Missing bearer token"}`}},
 		{"invalid token", req{body: callWeather, headers: bearer("a.b.c")}, outcome{codes.Unauthenticated, 401,
 			`Bearer ` + rm + `, scope="mcp:connect tools:get_weather", error="invalid_token", error_description="The access token is invalid or expired"`,
 			`{"error":"invalid_token","error_description":"The access token is invalid or expired"}`}},

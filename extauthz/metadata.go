@@ -16,7 +16,7 @@ func (s *Server) MetadataHandler() http.Handler {
 		d := &Decision{}
 		s.decideMetadata(st, &httpRequest{method: r.Method, path: r.URL.EscapedPath()}, d)
 		h := w.Header()
-		for _, kv := range deniedHeaders(st, s.loc, d) {
+		for _, kv := range deniedHeaders(s.loc, d) {
 			h.Set(kv[0], kv[1])
 		}
 		w.WriteHeader(d.Status)

@@ -219,10 +219,12 @@ func (e *TokenError) Unwrap() error { return e.Err }
 type Policy interface {
 	Decide(ctx context.Context, req *policy.Request, tok *policy.Token, msgs []policy.MCP) ([]policy.Decision, error)
 	Revision() string
-	// ScopesSupported and ScopePrefixes describe the scope vocabulary of
-	// the policy: read once per generation, when it is published.
+	// ScopesSupported, ScopePrefixes and BaselineScopes describe the scope
+	// vocabulary of the policy: read once per generation, when it is
+	// published. BaselineScopes are asked for in every 401 challenge.
 	ScopesSupported() []string
 	ScopePrefixes() []string
+	BaselineScopes() []string
 }
 
 // Recorder observes every decision after it was made (metrics, decision

@@ -26,7 +26,7 @@ func (s *Server) respond(st *state, d *Decision) *authv3.CheckResponse {
 			DynamicMetadata: s.dynamicMetadata(d),
 		}
 	}
-	hs := deniedHeaders(st, s.loc, d)
+	hs := deniedHeaders(s.loc, d)
 	return &authv3.CheckResponse{
 		Status: &statuspb.Status{Code: int32(grpcCode(d.Status))},
 		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
@@ -40,14 +40,11 @@ func (s *Server) respond(st *state, d *Decision) *authv3.CheckResponse {
 
 // deniedHeaders are the response headers of a denial (or of an answer
 // mcpauthz gives itself, such as the metadata document).
-func deniedHeaders(st *state, loc prm.Locations, d *Decision) [][2]string {
+func deniedHeaders(loc prm.Locations, d *Decision) [][2]string {
 	var hs [][2]string
 	if d.challenge != nil {
 		c := *d.challenge
 		c.ResourceMetadata = loc.MetadataURL
-		if d.Status == 401 {
-			c.Scopes = st.scopes
-		}
 		hs = append(hs, [2]string{"www-authenticate", c.String()})
 	}
 	if d.body != nil || d.Status == 200 {

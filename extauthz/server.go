@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"runtime/debug"
 	"slices"
 	"strconv"
@@ -60,6 +61,7 @@ type state struct {
 	scopes   []string        // advertised (scopes_supported, 401 challenge)
 	known    map[string]bool // advertised ∪ policy scopes: relevant when granted
 	prefixes []string        // policy scope prefixes: relevant when granted
+	baseline []string        // asked for in every 401 challenge
 }
 
 // New builds a Server from opts (see Options for defaults and validation).
@@ -118,12 +120,13 @@ func (s *Server) SetPolicy(p Policy) {
 		st.revision = p.Revision()
 		policyScopes = p.ScopesSupported()
 		st.prefixes = p.ScopePrefixes()
+		st.baseline = challengeable(p.BaselineScopes())
 	}
 	st.scopes = s.configScopes
 	if len(st.scopes) == 0 {
 		st.scopes = policyScopes
 	}
-	st.scopes = slices.DeleteFunc(slices.Clone(st.scopes), func(sc string) bool { return sc == "offline_access" || !oauth.ValidScope(sc) })
+	st.scopes = challengeable(st.scopes)
 	for _, sc := range st.scopes {
 		st.known[sc] = true
 	}
@@ -134,6 +137,16 @@ func (s *Server) SetPolicy(p Policy) {
 	doc.ScopesSupported = st.scopes
 	st.document = doc.Marshal()
 	s.state.Store(st)
+}
+
+// challengeable keeps the scopes a resource server may advertise or ask
+// for: valid scope tokens, and never offline_access (MCP 2026-07-28: refresh
+// is between the client and its authorization server). The result is
+// sorted and without duplicates.
+func challengeable(scopes []string) []string {
+	out := slices.DeleteFunc(slices.Clone(scopes), func(sc string) bool { return sc == "offline_access" || !oauth.ValidScope(sc) })
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 // Metadata returns the protected resource metadata document for the current
@@ -223,13 +236,13 @@ func (s *Server) decide(ctx context.Context, st *state, r *httpRequest, d *Decis
 	token, err := extractBearer(r.header("authorization"))
 	switch {
 	case errors.Is(err, errNoBearer):
-		d.unauthenticated("no_token", "", "")
+		d.unauthenticated("no_token", "", "", s.challengeScopes(ctx, st, r, isMCP))
 		return
 	case errors.Is(err, errMalformedHeader):
 		d.badCredentials("multiple_authorization", "more than one credential in the Authorization header")
 		return
 	case err != nil:
-		d.unauthenticated("invalid_token", errInvalidToken, "malformed_token")
+		d.unauthenticated("invalid_token", errInvalidToken, "malformed_token", s.challengeScopes(ctx, st, r, isMCP))
 		return
 	}
 	id, err := s.authn.Authenticate(ctx, token)
@@ -242,7 +255,7 @@ func (s *Server) decide(ctx context.Context, st *state, r *httpRequest, d *Decis
 		if te.Unavailable {
 			d.unavailable("keys_unavailable", d.TokenResult)
 		} else {
-			d.unauthenticated("invalid_token", errInvalidToken, d.TokenResult)
+			d.unauthenticated("invalid_token", errInvalidToken, d.TokenResult, s.challengeScopes(ctx, st, r, isMCP))
 		}
 		return
 	}
@@ -277,6 +290,40 @@ func (s *Server) decide(ctx context.Context, st *state, r *httpRequest, d *Decis
 		return
 	}
 	s.applyPolicy(st, d, decisions, id)
+}
+
+// anonymous is the token a 401's scopes are decided for: no scope at all,
+// and an expiry that lets the policy's decision cache keep the answers (they
+// depend on the request only).
+var anonymous = &policy.Token{Claims: []byte("{}"), Expiry: math.MaxInt64}
+
+// challengeScopes are the scopes a 401 asks for: what this very request
+// needs, as the policy decides it for a token without any scope (the
+// required_scopes of each message it would deny), and the policy's
+// baseline scopes. A request the policy cannot judge (not an MCP POST, a
+// body that does not parse) gets the baseline scopes only, and so does an
+// open method. The client asks its authorization server for exactly these,
+// so they must be scopes that server knows: never mcpauthz's examples.
+func (s *Server) challengeScopes(ctx context.Context, st *state, r *httpRequest, isMCP bool) []string {
+	if st.policy == nil || !isMCP || r.method != "POST" || len(r.body) == 0 || mcprpc.CheckContentType(r.header("content-type")) != nil {
+		return st.baseline
+	}
+	body, err := mcprpc.Parse(r.body, s.parseOpts)
+	if err != nil {
+		return st.baseline
+	}
+	version := r.header("mcp-protocol-version")
+	decisions, err := st.policy.Decide(ctx, s.policyRequest(r), anonymous, policyMessages(body.Messages, version, r.header("mcp-session-id")))
+	if err != nil {
+		return st.baseline
+	}
+	scopes := slices.Clone(st.baseline)
+	for _, pd := range decisions {
+		if !pd.Allow {
+			scopes = append(scopes, pd.RequiredScopes...)
+		}
+	}
+	return challengeable(scopes)
 }
 
 func (s *Server) decideMetadata(st *state, r *httpRequest, d *Decision) {

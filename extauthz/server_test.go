@@ -1,8 +1,10 @@
 package extauthz_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"flag"
 	"log/slog"
 	"net"
@@ -24,6 +26,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
 
 	"github.com/mcpauthz/mcpauthz/extauthz"
@@ -76,7 +79,7 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 		Issuers:              []config.Issuer{{Issuer: issuerURL, JWKSURI: jwks.URL + "/jwks"}},
 		MCP:                  config.MCP{AllowedOrigins: []string{"https://app.example.com"}},
 		// Generous: -race on a busy machine.
-		Policy: config.Policy{Paths: []string{"../rego"}, EvalTimeout: config.Duration(30 * time.Second)},
+		Policy: config.Policy{Paths: []string{"../rego/mcp", "../rego/data.json"}, EvalTimeout: config.Duration(30 * time.Second)},
 	}
 	setup := &envSetup{}
 	for _, o := range opts {
@@ -390,12 +393,27 @@ func TestCheckLadder(t *testing.T) {
 	}
 }
 
+// stableJSON is protojson with fixed formatting: protojson varies its
+// white space on purpose, which would make every -update rewrite every file.
+func stableJSON(m proto.Message) ([]byte, error) {
+	b, err := protojson.Marshal(m)
+	if err != nil {
+		return nil, err
+	}
+	var compact, out bytes.Buffer
+	if err := json.Compact(&compact, b); err != nil {
+		return nil, err
+	}
+	err = json.Indent(&out, compact.Bytes(), "", "  ")
+	return out.Bytes(), err
+}
+
 // golden compares resp with the protojson file at path (rewritten with
 // -update).
 func golden(t *testing.T, path string, resp *authv3.CheckResponse) {
 	t.Helper()
 	if *update {
-		b, err := protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(resp)
+		b, err := stableJSON(resp)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -74,13 +74,13 @@ func BenchmarkDecide(b *testing.B) {
 		allow  bool
 	}{
 		{"open_method", def, nil, []MCP{req("tools/list")}, true},
-		{"tools_call_allow", def, []string{"weather:read"}, []MCP{call("get_weather")}, true},
-		{"tools_call_deny", def, []string{"weather:read"}, []MCP{call("delete_repo")}, false},
+		{"tools_call_allow", def, []string{"tools:get_weather"}, []MCP{call("get_weather")}, true},
+		{"tools_call_deny", def, []string{"tools:get_weather"}, []MCP{call("delete_repo")}, false},
 		{"map1000/tools_call_allow", big, []string{"svc123:use", "svc200:use"}, []MCP{call("svc123_op2")}, true},
 		{"map1000/tools_call_allow_glob", big, []string{"svc200:use"}, []MCP{call("svc200_anything")}, true},
 		{"map1000/tools_call_deny_mapped", big, []string{"svc001:use"}, []MCP{call("svc123_op2")}, false},
 		{"map1000/tools_call_deny_unmapped", big, []string{"svc001:use"}, []MCP{call("delete_repo")}, false},
-		{"batch10_allow", def, []string{"weather:read"}, batch, true},
+		{"batch10_allow", def, []string{"tools:get_weather"}, batch, true},
 	}
 	for _, bb := range bench {
 		b.Run(bb.name, func(b *testing.B) {

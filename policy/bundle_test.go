@@ -255,7 +255,7 @@ func readTestFile(t *testing.T, path string) string {
 // defaultBundle builds a bundle from ../rego with the given revision.
 func defaultBundle(t *testing.T, revision string) []byte {
 	t.Helper()
-	return buildBundle(t, "../rego", bundle.Manifest{Revision: revision}, nil, nil)
+	return buildBundle(t, copyDefault(t), bundle.Manifest{Revision: revision}, nil, nil)
 }
 
 // fixedPolicy is a policy that allows or denies everything.
@@ -286,7 +286,7 @@ func TestBundleDefaultPolicy(t *testing.T) {
 	// The default policy, built as a bundle from rego/ with OPA's bundle
 	// writer and limited to the root "mcp", decides as the local one.
 	roots := []string{"mcp"}
-	s.serveBundle(buildBundle(t, "../rego", bundle.Manifest{Revision: "rego-1", Roots: &roots}, nil, nil), `"rego-1"`)
+	s.serveBundle(buildBundle(t, copyDefault(t), bundle.Manifest{Revision: "rego-1", Roots: &roots}, nil, nil), `"rego-1"`)
 	c = rec.waitCall(t, 0, "the first activation", succeeded)
 	if c.rev != "rego-1" || !e.Ready() || e.Revision() != "rego-1" {
 		t.Fatalf("OnReload(%q, nil), Ready() = %v, Revision() = %q; want rego-1", c.rev, e.Ready(), e.Revision())
@@ -301,7 +301,7 @@ func TestBundleDefaultPolicy(t *testing.T) {
 		msg    MCP
 	}{
 		{nil, req("initialize")},
-		{[]string{"weather:read"}, call("get_forecast")},
+		{[]string{"tools:get_forecast"}, call("get_forecast")},
 		{nil, call("get_weather")},
 		{[]string{"files:write"}, call("write_file")},
 		{[]string{"prompts:code"}, MCP{Kind: "request", Method: "prompts/get", Prompt: "explain_diff"}},
@@ -344,11 +344,11 @@ func TestBundleDataLayout(t *testing.T) {
 	if c := rec.waitCall(t, 0, "the activation", func(reload) bool { return true }); c.err != nil {
 		t.Fatal(c.err)
 	}
-	got, err := e.Decide(t.Context(), testRequest, testToken("weather:read"), []MCP{call("get_weather"), call("write_file")})
+	got, err := e.Decide(t.Context(), testRequest, testToken("tools:get_weather"), []MCP{call("get_weather"), call("write_file")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff([]Decision{allow("tool_scope"), need("files:write")}, got, decisionOpts); diff != "" {
+	if diff := cmp.Diff([]Decision{allow("tool_scope"), need("tools:write_file")}, got, decisionOpts); diff != "" {
 		t.Errorf("Decide() mismatch (-want +got):\n%s", diff)
 	}
 }
@@ -378,7 +378,7 @@ func TestBundleETag(t *testing.T) {
 	// A new revision is picked up.
 	dir := copyDefault(t)
 	dataPath := filepath.Join(dir, "data.json")
-	writeFile(t, dataPath, strings.Replace(readTestFile(t, dataPath), `"tools": {`, `"tools": {"ops:deploy": ["deploy"], `, 1))
+	writeFile(t, dataPath, strings.Replace(readTestFile(t, dataPath), `"tools": {}`, `"tools": {"ops:deploy": ["deploy"]}`, 1))
 	s.serveBundle(buildBundle(t, dir, bundle.Manifest{Revision: "b"}, nil, nil), `"b"`)
 	c := rec.waitCall(t, 1, "revision b", func(reload) bool { return true })
 	if c.err != nil || c.rev != "b" || e.Revision() != "b" {
@@ -393,7 +393,7 @@ func TestBundleETag(t *testing.T) {
 func TestBundleRevisionFromContent(t *testing.T) {
 	t.Parallel()
 	s := newBundleServer(t)
-	body := buildBundle(t, "../rego", bundle.Manifest{}, nil, nil) // no .manifest
+	body := buildBundle(t, copyDefault(t), bundle.Manifest{}, nil, nil) // no .manifest
 	s.serveBundle(body, `"1"`)
 	e, rec := newBundleEngine(nil)
 	runBundle(t, e, s.source())
@@ -521,7 +521,7 @@ func TestBundleRejectedKeepsLastGood(t *testing.T) {
 		if e.Revision() != "good" {
 			t.Errorf("%s: Revision() = %q, want good", tt.name, e.Revision())
 		}
-		ds, err := e.Decide(t.Context(), testRequest, testToken("weather:read"), []MCP{call("get_weather")})
+		ds, err := e.Decide(t.Context(), testRequest, testToken("tools:get_weather"), []MCP{call("get_weather")})
 		if err != nil || !ds[0].Allow || ds[0].Revision != "good" {
 			t.Errorf("%s: Decide() = %+v, %v; want the good bundle's allow", tt.name, ds, err)
 		}
@@ -576,10 +576,10 @@ func TestBundleSignature(t *testing.T) {
 
 	manifest := bundle.Manifest{Revision: "signed"}
 	rs256 := bundle.NewSigningConfig(priv, "RS256", "")
-	signed := buildBundle(t, "../rego", manifest, rs256, nil)
-	hs256 := buildBundle(t, "../rego", manifest, bundle.NewSigningConfig("s3cret", "HS256", ""), nil)
-	scoped := buildBundle(t, "../rego", manifest, bundle.NewSigningConfig(priv, "RS256", claims), nil)
-	tampered := buildBundle(t, "../rego", manifest, rs256, func(b *bundle.Bundle) {
+	signed := buildBundle(t, copyDefault(t), manifest, rs256, nil)
+	hs256 := buildBundle(t, copyDefault(t), manifest, bundle.NewSigningConfig("s3cret", "HS256", ""), nil)
+	scoped := buildBundle(t, copyDefault(t), manifest, bundle.NewSigningConfig(priv, "RS256", claims), nil)
+	tampered := buildBundle(t, copyDefault(t), manifest, rs256, func(b *bundle.Bundle) {
 		b.Data["mcp"].(map[string]any)["config"].(map[string]any)["open_methods"] = []any{"tools/call"}
 	})
 	unsigned := defaultBundle(t, "signed")

@@ -63,7 +63,7 @@ func TestCachePlan(t *testing.T) {
 // would miss the cache.
 func TestDefaultPolicyIsCacheable(t *testing.T) {
 	e := New(Options{})
-	if err := e.Load(context.Background(), Source{Paths: []string{"../rego"}}); err != nil {
+	if err := e.Load(context.Background(), diskDefault(t)); err != nil {
 		t.Fatal(err)
 	}
 	g := e.gen.Load()
@@ -90,7 +90,7 @@ func loadModule(t *testing.T, body string) *Engine {
 func TestDecisionCache(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
 	e := New(Options{Now: func() time.Time { return now }, DecisionCacheSize: 64, EvalTimeout: 30 * time.Second})
-	if err := e.Load(context.Background(), Source{Paths: []string{"../rego"}}); err != nil {
+	if err := e.Load(context.Background(), diskDefault(t)); err != nil {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
@@ -175,7 +175,7 @@ func mustKey(c *decisionCache, e *Engine, tok *Token, msgs []MCP) [2]uint64 {
 
 func TestDecisionCacheConcurrent(t *testing.T) {
 	e := New(Options{DecisionCacheSize: 16, EvalTimeout: 30 * time.Second}) // -race on a busy machine
-	if err := e.Load(context.Background(), Source{Paths: []string{"../rego"}}); err != nil {
+	if err := e.Load(context.Background(), diskDefault(t)); err != nil {
 		t.Fatal(err)
 	}
 	exp := time.Now().Add(time.Hour).Unix()

@@ -25,6 +25,7 @@ const (
 	decisionQuery        = "data.mcp.authz.decision"
 	scopesSupportedQuery = "data.mcp.authz.scopes_supported"
 	scopePrefixesQuery   = "data.mcp.authz.scope_prefixes"
+	baselineScopesQuery  = "data.mcp.authz.baseline_scopes"
 	knownToolsQuery      = "data.mcp.authz.known_tools"
 )
 
@@ -104,6 +105,7 @@ type Generation struct {
 	revision        string
 	scopesSupported []string
 	scopePrefixes   []string
+	baselineScopes  []string
 	tools           []string
 	plan            cachePlan
 	cache           *decisionCache // nil: decisions are not cached
@@ -276,6 +278,16 @@ func (g *Generation) ScopePrefixes() []string {
 	return clone(g.scopePrefixes)
 }
 
+// BaselineScopes is data.mcp.authz.baseline_scopes of the generation: the
+// scopes every client needs, asked for in every 401 challenge. The caller
+// owns the slice.
+func (g *Generation) BaselineScopes() []string {
+	if g == nil {
+		return nil
+	}
+	return clone(g.baselineScopes)
+}
+
 // Tools is data.mcp.authz.known_tools of the generation: the tool names its
 // data names literally. The caller owns the slice.
 func (g *Generation) Tools() []string {
@@ -342,6 +354,9 @@ func newGeneration(ctx context.Context, modules map[string]*ast.Module, docs map
 		return nil, err
 	}
 	if g.scopePrefixes, err = readStrings(ctx, compiler, store, scopePrefixesQuery); err != nil {
+		return nil, err
+	}
+	if g.baselineScopes, err = readStrings(ctx, compiler, store, baselineScopesQuery); err != nil {
 		return nil, err
 	}
 	if g.tools, err = readStrings(ctx, compiler, store, knownToolsQuery); err != nil {

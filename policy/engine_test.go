@@ -46,11 +46,27 @@ func writeFile(t testing.TB, path, content string) {
 	}
 }
 
-// copyDefault copies ../rego into a temporary directory.
+// diskDefault is the default policy on disk, laid out as it is embedded
+// (../rego without its examples).
+func diskDefault(t testing.TB) Source { return Source{Paths: []string{copyDefault(t)}} }
+
+// exampleMappings is the default policy with the example scope mappings of
+// ../rego/examples/scope-mappings instead of its empty ones.
+var exampleMappings = Source{Paths: []string{"../rego/mcp/authz.rego", "../rego/examples/scope-mappings/data.json"}}
+
+// copyDefault copies the default policy (../rego/mcp and ../rego/data.json)
+// into a temporary directory laid out like ../rego.
 func copyDefault(t testing.TB) string {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "rego")
-	if err := os.CopyFS(dir, os.DirFS("../rego")); err != nil {
+	if err := os.CopyFS(filepath.Join(dir, "mcp"), os.DirFS("../rego/mcp")); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile("../rego/data.json")
+	if err == nil {
+		err = os.WriteFile(filepath.Join(dir, "data.json"), b, 0o644)
+	}
+	if err != nil {
 		t.Fatal(err)
 	}
 	return dir
@@ -116,9 +132,8 @@ var decisionOpts = cmp.Options{
 
 func TestDecideDefaultPolicy(t *testing.T) {
 	t.Parallel()
-	// The shipped rego/data.json maps weather:read → get_weather,
-	// get_forecast; files:write → write_*; prompts:code → code_review,
-	// explain_*; files:read → file:///srv/data/.
+	// The shipped rego/data.json maps no scope: tools:<name>, tools:*,
+	// prompts:<name>, prompts:* and resources:* are the only grants.
 	tests := []struct {
 		name   string
 		scopes []string
@@ -134,23 +149,19 @@ func TestDecideDefaultPolicy(t *testing.T) {
 		{"response", nil, MCP{Kind: "response", ID: jsontext.Value(`"srv-1"`)}, allow("open_method")},
 		{"stream", nil, MCP{Kind: "stream"}, allow("open_method")},
 		{"session_end", nil, MCP{Kind: "session_end"}, allow("open_method")},
-		{"tool via mapped scope", []string{"weather:read"}, call("get_forecast"), allow("tool_scope")},
 		{"tool via direct scope", []string{"tools:delete_repo"}, call("delete_repo"), allow("tool_scope")},
 		{"tool via tools:*", []string{"tools:*"}, call("delete_repo"), allow("tool_scope")},
-		{"tool via glob mapping", []string{"files:write"}, call("write_file"), allow("tool_scope")},
-		{"mapped tool denied", nil, call("get_weather"), need("weather:read")},
-		{"glob-mapped tool denied", []string{"weather:read"}, call("write_file"), need("files:write")},
-		{"unmapped tool denied", []string{"weather:read"}, call("delete_repo"), need("tools:delete_repo")},
-		{"scopes are case-sensitive", []string{"Tools:*", "Weather:read"}, call("get_weather"), need("weather:read")},
+		{"no example mapping", []string{"weather:read", "files:write"}, call("get_weather"), need("tools:get_weather")},
+		{"unmapped tool denied", []string{"tools:get_weather"}, call("delete_repo"), need("tools:delete_repo")},
+		{"scopes are case-sensitive", []string{"Tools:*", "Tools:get_weather"}, call("get_weather"), need("tools:get_weather")},
 		{"scope prefix never matches", []string{"tools:read"}, call("readx"), need("tools:readx")},
 		{"tool without name", []string{"tools:*"}, call(""), deny("invalid_input")},
-		{"prompt via mapped glob", []string{"prompts:code"}, MCP{Kind: "request", Method: "prompts/get", Prompt: "explain_diff"}, allow("prompt_scope")},
+		{"prompt via direct scope", []string{"prompts:summarise"}, MCP{Kind: "request", Method: "prompts/get", Prompt: "summarise"}, allow("prompt_scope")},
 		{"prompt denied", nil, MCP{Kind: "request", Method: "prompts/get", Prompt: "summarise"}, need("prompts:summarise")},
-		{"resource via prefix", []string{"files:read"}, MCP{Kind: "request", Method: "resources/read", ResourceURI: "file:///srv/data/a.csv"}, allow("resource_scope")},
-		{"resource denied, mapped", nil, MCP{Kind: "request", Method: "resources/subscribe", ResourceURI: "file:///srv/data/a.csv"}, need("files:read")},
-		{"resource prefix is not a substring", []string{"files:read"}, MCP{Kind: "request", Method: "resources/read", ResourceURI: "file:///srv/database"}, need("resources:*")},
-		{"completion of a prompt", []string{"prompts:code"}, MCP{Kind: "request", Method: "completion/complete", Prompt: "code_review"}, allow("prompt_scope")},
-		{"completion of a resource", nil, MCP{Kind: "request", Method: "completion/complete", ResourceURI: "file:///srv/data/{name}"}, need("files:read")},
+		{"resource via resources:*", []string{"resources:*"}, MCP{Kind: "request", Method: "resources/read", ResourceURI: "file:///srv/data/a.csv"}, allow("resource_scope")},
+		{"resource denied", []string{"files:read"}, MCP{Kind: "request", Method: "resources/subscribe", ResourceURI: "file:///srv/data/a.csv"}, need("resources:*")},
+		{"completion of a prompt", []string{"prompts:*"}, MCP{Kind: "request", Method: "completion/complete", Prompt: "code_review"}, allow("prompt_scope")},
+		{"completion of a resource", nil, MCP{Kind: "request", Method: "completion/complete", ResourceURI: "file:///srv/data/{name}"}, need("resources:*")},
 		{"subscriptions/listen", []string{"files:read"}, MCP{Kind: "request", Method: "subscriptions/listen", ResourceURIs: []string{"file:///srv/data/a", "file:///etc/x"}}, need("resources:*")},
 		{"unknown method", []string{"tools:*", "prompts:*", "resources:*"}, req("sampling/createMessage"), deny("unknown_method")},
 		{"unknown kind", nil, MCP{Kind: "batch"}, deny("invalid_input")},
@@ -159,28 +170,68 @@ func TestDecideDefaultPolicy(t *testing.T) {
 		name string
 		src  Source
 	}{
-		{"disk", Source{Paths: []string{"../rego"}}},
+		{"disk", diskDefault(t)},
 		{"embedded", DefaultSource()},
 	} {
 		e := newEngine(t, src.src, Options{})
-		for _, tt := range tests {
-			t.Run(src.name+"/"+tt.name, func(t *testing.T) {
-				t.Parallel()
-				got, err := e.Decide(t.Context(), testRequest, testToken(tt.scopes...), []MCP{tt.msg})
-				if err != nil {
-					t.Fatalf("Decide() error = %v", err)
-				}
-				if len(got) != 1 {
-					t.Fatalf("Decide() returned %d decisions, want 1", len(got))
-				}
-				if diff := cmp.Diff(tt.want, got[0], decisionOpts); diff != "" {
-					t.Errorf("Decide(%+v) mismatch (-want +got):\n%s", tt.msg, diff)
-				}
-				if got[0].Revision != e.Revision() {
-					t.Errorf("Decision.Revision = %q, want %q", got[0].Revision, e.Revision())
-				}
-			})
-		}
+		runDecideTable(t, e, src.name, tests)
+	}
+}
+
+// TestDecideExampleMappings: the default policy with the example data of
+// rego/examples/scope-mappings, which maps weather:read → get_weather,
+// get_forecast; files:write → write_*; prompts:code → code_review,
+// explain_*; files:read → file:///srv/data/.
+func TestDecideExampleMappings(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		scopes []string
+		msg    MCP
+		want   Decision
+	}{
+		{"tool via mapped scope", []string{"weather:read"}, call("get_forecast"), allow("tool_scope")},
+		{"tool via direct scope", []string{"tools:delete_repo"}, call("delete_repo"), allow("tool_scope")},
+		{"tool via glob mapping", []string{"files:write"}, call("write_file"), allow("tool_scope")},
+		{"mapped tool denied", nil, call("get_weather"), need("weather:read")},
+		{"glob-mapped tool denied", []string{"weather:read"}, call("write_file"), need("files:write")},
+		{"unmapped tool denied", []string{"weather:read"}, call("delete_repo"), need("tools:delete_repo")},
+		{"scopes are case-sensitive", []string{"Tools:*", "Weather:read"}, call("get_weather"), need("weather:read")},
+		{"prompt via mapped glob", []string{"prompts:code"}, MCP{Kind: "request", Method: "prompts/get", Prompt: "explain_diff"}, allow("prompt_scope")},
+		{"prompt denied", nil, MCP{Kind: "request", Method: "prompts/get", Prompt: "summarise"}, need("prompts:summarise")},
+		{"resource via prefix", []string{"files:read"}, MCP{Kind: "request", Method: "resources/read", ResourceURI: "file:///srv/data/a.csv"}, allow("resource_scope")},
+		{"resource denied, mapped", nil, MCP{Kind: "request", Method: "resources/subscribe", ResourceURI: "file:///srv/data/a.csv"}, need("files:read")},
+		{"resource prefix is not a substring", []string{"files:read"}, MCP{Kind: "request", Method: "resources/read", ResourceURI: "file:///srv/database"}, need("resources:*")},
+		{"completion of a prompt", []string{"prompts:code"}, MCP{Kind: "request", Method: "completion/complete", Prompt: "code_review"}, allow("prompt_scope")},
+		{"completion of a resource", nil, MCP{Kind: "request", Method: "completion/complete", ResourceURI: "file:///srv/data/{name}"}, need("files:read")},
+		{"subscriptions/listen", []string{"files:read"}, MCP{Kind: "request", Method: "subscriptions/listen", ResourceURIs: []string{"file:///srv/data/a", "file:///etc/x"}}, need("resources:*")},
+	}
+	runDecideTable(t, newEngine(t, exampleMappings, Options{}), "example", tests)
+}
+
+func runDecideTable(t *testing.T, e *Engine, prefix string, tests []struct {
+	name   string
+	scopes []string
+	msg    MCP
+	want   Decision
+}) {
+	for _, tt := range tests {
+		t.Run(prefix+"/"+tt.name, func(t *testing.T) {
+			t.Parallel()
+			got, err := e.Decide(t.Context(), testRequest, testToken(tt.scopes...), []MCP{tt.msg})
+			if err != nil {
+				t.Fatalf("Decide() error = %v", err)
+			}
+			if len(got) != 1 {
+				t.Fatalf("Decide() returned %d decisions, want 1", len(got))
+			}
+			if diff := cmp.Diff(tt.want, got[0], decisionOpts); diff != "" {
+				t.Errorf("Decide(%+v) mismatch (-want +got):\n%s", tt.msg, diff)
+			}
+			if got[0].Revision != e.Revision() {
+				t.Errorf("Decision.Revision = %q, want %q", got[0].Revision, e.Revision())
+			}
+		})
 	}
 }
 
@@ -193,7 +244,7 @@ func TestDecideBatch(t *testing.T) {
 		{Kind: "notification", Method: "notifications/progress"},
 		req("tools/list"),
 	}
-	got, err := e.Decide(t.Context(), testRequest, testToken("weather:read"), msgs)
+	got, err := e.Decide(t.Context(), testRequest, testToken("tools:get_weather"), msgs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -521,7 +572,10 @@ func TestSafeEvalRecoversPanic(t *testing.T) {
 
 func TestMetadata(t *testing.T) {
 	t.Parallel()
-	e := newEngine(t, DefaultSource(), Options{})
+	if got := newEngine(t, DefaultSource(), Options{}).ScopesSupported(); len(got) != 0 {
+		t.Errorf("ScopesSupported() of the default policy = %v, want none: it maps no scope", got)
+	}
+	e := newEngine(t, exampleMappings, Options{})
 	if got, want := e.ScopesSupported(), []string{"files:read", "files:write", "prompts:code", "weather:read"}; !cmp.Equal(got, want) {
 		t.Errorf("ScopesSupported() = %v, want %v", got, want)
 	}
@@ -541,7 +595,7 @@ func TestMetadata(t *testing.T) {
 func TestRevisionSameForEmbeddedAndDisk(t *testing.T) {
 	t.Parallel()
 	embedded := newEngine(t, DefaultSource(), Options{}).Revision()
-	disk := newEngine(t, Source{Paths: []string{"../rego"}}, Options{}).Revision()
+	disk := newEngine(t, diskDefault(t), Options{}).Revision()
 	copied := newEngine(t, Source{Paths: []string{copyDefault(t)}}, Options{}).Revision()
 	if embedded != disk || disk != copied {
 		t.Errorf("revisions: embedded %q, ../rego %q, copy %q; want equal", embedded, disk, copied)
@@ -671,7 +725,7 @@ func TestLoadSameContentKeepsGeneration(t *testing.T) {
 	t.Parallel()
 	e := newEngine(t, DefaultSource(), Options{})
 	g := e.gen.Load()
-	if err := e.Load(t.Context(), Source{Paths: []string{"../rego"}}); err != nil {
+	if err := e.Load(t.Context(), diskDefault(t)); err != nil {
 		t.Fatal(err)
 	}
 	if e.gen.Load() != g {
@@ -705,7 +759,7 @@ func TestLoadSingleFiles(t *testing.T) {
 	// Files named directly are mounted at the data root, as with
 	// "opa eval -d policy.rego -d data.json".
 	e := newEngine(t, Source{Paths: []string{"../rego/mcp/authz.rego", "../rego/data.json"}}, Options{})
-	got, err := e.Decide(t.Context(), testRequest, testToken("weather:read"), []MCP{call("get_weather")})
+	got, err := e.Decide(t.Context(), testRequest, testToken("tools:get_weather"), []MCP{call("get_weather")})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,7 +21,7 @@ func Example() {
 	tok := &policy.Token{
 		Issuer:  "https://as.example",
 		Subject: "alice",
-		Scopes:  []string{"weather:read"},
+		Scopes:  []string{"tools:get_weather"},
 		Claims:  jsontext.Value(`{"sub":"alice"}`),
 	}
 	// A JSON-RPC batch: one evaluation, and one decision, per element.
@@ -37,10 +37,11 @@ func Example() {
 	for i, d := range decisions {
 		fmt.Println(msgs[i].Method, d.Allow, d.Reason, d.RequiredScopes)
 	}
+	// The default policy names no scope of its own: it advertises none.
 	fmt.Println(e.ScopesSupported())
 	// Output:
 	// tools/call true tool_scope []
-	// tools/call false insufficient_scope [files:write]
+	// tools/call false insufficient_scope [tools:write_file]
 	// notifications/initialized true open_method []
-	// [files:read files:write prompts:code weather:read]
+	// []
 }

@@ -1,6 +1,8 @@
 package policy
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -11,14 +13,44 @@ import (
 	"github.com/open-policy-agent/opa/v1/tester"
 )
 
-// TestRegoUnitTests runs the Rego unit tests of ../rego exactly as
-// "opa test rego/" does, so "go test ./policy/" fails when a Rego test fails.
+// TestRegoUnitTests runs the Rego unit tests of the default policy exactly
+// as "opa test rego/mcp rego/data.json" does, so "go test ./policy/" fails
+// when a Rego test fails.
 func TestRegoUnitTests(t *testing.T) {
-	modules, store, err := tester.Load([]string{"../rego"}, nil)
+	modules, store, err := tester.Load([]string{"../rego/mcp", "../rego/data.json"}, nil)
 	if err != nil {
 		t.Fatalf("tester.Load(../rego) = %v", err)
 	}
 	runRegoTests(t, modules, store)
+}
+
+// TestRegoExamples runs the tests of every example under ../rego/examples
+// with the default policy, as "opa test rego/mcp/authz.rego
+// rego/examples/NAME" does: an example that the default policy no longer
+// supports fails here.
+func TestRegoExamples(t *testing.T) {
+	entries, err := os.ReadDir("../rego/examples")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dirs []string
+	for _, e := range entries {
+		if e.IsDir() {
+			dirs = append(dirs, filepath.Join("../rego/examples", e.Name()))
+		}
+	}
+	if len(dirs) == 0 {
+		t.Fatal("no examples under ../rego/examples")
+	}
+	for _, dir := range dirs {
+		t.Run(filepath.Base(dir), func(t *testing.T) {
+			modules, store, err := tester.Load([]string{"../rego/mcp/authz.rego", dir}, nil)
+			if err != nil {
+				t.Fatalf("tester.Load = %v", err)
+			}
+			runRegoTests(t, modules, store)
+		})
+	}
 }
 
 // TestRegoUnitTestsEmbedded runs the same tests against the embedded copy,

@@ -55,7 +55,8 @@ func (src Source) Validate() error {
 }
 
 // DefaultSource returns the embedded default policy: mcpauthz.DefaultPolicy
-// with the root "rego".
+// with the root "rego" (which holds the policy and its data, not the
+// examples of the repository's rego/examples).
 func DefaultSource() Source {
 	return Source{FS: mcpauthz.DefaultPolicy, Paths: []string{"rego"}}
 }

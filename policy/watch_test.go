@@ -113,7 +113,7 @@ func TestWatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	edited := strings.Replace(string(data), `"tools": {`, `"tools": {"ops:deploy": ["deploy"], `, 1)
+	edited := strings.Replace(string(data), `"tools": {}`, `"tools": {"ops:deploy": ["deploy"]}`, 1)
 	writeFile(t, dataPath, edited)
 	waitFor(t, "the good edit to load", func() bool { return e.Revision() != first })
 	second := e.Revision()
@@ -175,8 +175,8 @@ func TestWatchReturnsForFSSourceOrNoInterval(t *testing.T) {
 		interval time.Duration
 	}{
 		{DefaultSource(), time.Millisecond},
-		{Source{Paths: []string{"../rego"}}, 0},
-		{Source{Paths: []string{"../rego"}}, -time.Second},
+		{diskDefault(t), 0},
+		{diskDefault(t), -time.Second},
 	} {
 		done := make(chan struct{})
 		go func() {

@@ -33,8 +33,8 @@ const (
 	resourceHost = "mcp.example.com"
 	resourcePath = "/mcp"
 
-	// hotScope is mapped to get_weather by the default policy data.
-	hotScope = "weather:read"
+	// hotScope grants get_weather under the default policy (tools:<name>).
+	hotScope = "tools:get_weather"
 	hotTool  = "get_weather"
 
 	// The tools1000 workload: tools are mapped ten per scope, and the

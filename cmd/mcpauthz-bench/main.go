@@ -21,7 +21,7 @@
 //
 // Workloads (--workloads, default all):
 //
-//	hot        8 tokens (scope weather:read) reused, as real agents do
+//	hot        8 tokens (scope tools:get_weather) reused, as real agents do
 //	cold       a fresh signed token on every request (pre-minted before each round)
 //	deny       invalid signatures: a key not in the JWKS, with a kid that is (401)
 //	tools1000  policy data with 1000 tools mapped to scopes, against the same with 10

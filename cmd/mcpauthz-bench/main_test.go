@@ -103,7 +103,7 @@ func TestWritePolicy(t *testing.T) {
 		if last := c.Scopes.Tools[toolsScope]; len(last) != toolsPerScope || last[len(last)-1] != toolsTool {
 			t.Errorf("%d-tool data: %s → %v, want %d tools ending with %s", n, toolsScope, last, toolsPerScope, toolsTool)
 		}
-		if len(c.OpenMethods) == 0 || len(c.Scopes.Prompts) == 0 {
+		if len(c.OpenMethods) == 0 || c.Scopes.Prompts == nil {
 			t.Errorf("%d-tool data lost the rest of the default data", n)
 		}
 	}

@@ -112,9 +112,20 @@ func configCorpus(t *testing.T) []corpusConfig {
 	if err := os.WriteFile(pubKey, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	policyDir, err := filepath.Abs("../../rego")
-	if err != nil {
-		t.Fatal(err)
+	// The mounted policy of the Kubernetes configurations: the generated
+	// ConfigMap, one file per key.
+	policyDir := filepath.Join(dir, "policy")
+	for src, key := range map[string]string{"../../rego/mcp/authz.rego": "authz.rego", "../../rego/data.json": "data.json"} {
+		b, err := os.ReadFile(src)
+		if err == nil {
+			err = os.MkdirAll(policyDir, 0o755)
+		}
+		if err == nil {
+			err = os.WriteFile(filepath.Join(policyDir, key), b, 0o600)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
 	}
 	const head = "resource: https://mcp.example.com/mcp\nauthorization_servers: [https://as.example.com]\n"
 	var out []corpusConfig

@@ -394,9 +394,9 @@ func TestMetricsAfterScriptedDecisions(t *testing.T) {
 		token string
 		body  []byte
 	}{
-		{tok, call("get_weather")}, // allow, tool named in the data
+		{tok, call("get_weather")}, // allow; the default data names no tool → other
 		{tok, call("get_weather")}, // again (cached decision, same series)
-		{tok, call("delete_file")}, // 403, tool not in the data → other
+		{tok, call("delete_file")}, // 403, other
 		{tok, []byte(`{"jsonrpc":"2.0","id":2,"method":"tools/list"}`)},
 		{"", call("get_weather")},                                         // 401 no token
 		{tok[:len(tok)-4] + "AAAA", call("get_weather")},                  // 401 bad signature
@@ -425,7 +425,7 @@ func TestMetricsAfterScriptedDecisions(t *testing.T) {
 	issuer := cfg.Issuers[0].Issuer
 	want := []string{
 		`mcpauthz_checks_in_flight 0`,
-		`mcpauthz_decisions_total{decision="allow",mcp_method="tools/call",reason="policy_allow",status="200",tool="get_weather"} 2`,
+		`mcpauthz_decisions_total{decision="allow",mcp_method="tools/call",reason="policy_allow",status="200",tool="other"} 2`,
 		`mcpauthz_decisions_total{decision="allow",mcp_method="tools/list",reason="policy_allow",status="200",tool=""} 1`,
 		`mcpauthz_decisions_total{decision="deny",mcp_method="",reason="invalid_token",status="401",tool=""} 1`,
 		`mcpauthz_decisions_total{decision="deny",mcp_method="",reason="no_token",status="401",tool=""} 1`,

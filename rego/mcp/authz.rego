@@ -2,8 +2,8 @@
 #
 # The contract (input, output, reasons, data layout) is documented in
 # rego/README.md. In short: the engine evaluates data.mcp.authz.decision once
-# per JSON-RPC message and reads scopes_supported and scope_prefixes once per
-# policy load.
+# per JSON-RPC message and reads scopes_supported, baseline_scopes,
+# scope_prefixes and known_tools once per policy load.
 package mcp.authz
 
 # decision is the entry point. It is always defined: anything the rules below
@@ -33,6 +33,11 @@ decision := _deny("revoked") if {
 # baseline scopes, sorted. The engine reads it once per load (protected
 # resource metadata, step-up challenges).
 scopes_supported := sort(_supported_scopes)
+
+# baseline_scopes are the scopes every client of this server needs
+# (data.mcp.config.baseline_scopes), sorted. The engine reads them once per
+# load: every 401 challenge asks for them, besides what the request needs.
+baseline_scopes := sort({s | some s in data.mcp.config.baseline_scopes})
 
 # scope_prefixes marks granted scopes that are still relevant to this
 # resource when the engine builds a step-up challenge. Overridable with

@@ -440,28 +440,22 @@ test_shipped_data_open_methods if {
 	}
 }
 
-test_shipped_data_mappings_grant if {
-	every s, patterns in data.mcp.config.scopes.tools {
-		s in authz.scopes_supported
-		every p in patterns {
-			# Use each pattern itself as the tool name: exact entries match
-			# themselves, and so does "*" in a glob.
-			authz.decision == _allow("tool_scope") with input as _input([s], {"method": "tools/call", "tool": p})
-		}
-	}
-	every s, patterns in data.mcp.config.scopes.prompts {
-		s in authz.scopes_supported
-		every p in patterns {
-			authz.decision == _allow("prompt_scope") with input as _input([s], {"method": "prompts/get", "prompt": p})
-		}
-	}
-	every s, prefixes in data.mcp.config.scopes.resources {
-		s in authz.scopes_supported
-		every p in prefixes {
-			authz.decision == _allow("resource_scope") with input as _input([s], {"method": "resources/read", "resource_uri": concat("", [p, "x"])})
-		}
-	}
-	authz.scopes_supported == sort(authz.scopes_supported)
+# The embedded default maps no scope to any tool, prompt or resource: only
+# tools:<name>, tools:*, prompts:<name>, prompts:* and resources:* grant
+# anything, and nothing is advertised. (Example mappings live in
+# rego/examples/scope-mappings.)
+test_shipped_data_maps_nothing if {
+	data.mcp.config.scopes == {"tools": {}, "prompts": {}, "resources": {}}
+	authz.scopes_supported == []
+	authz.baseline_scopes == []
+	authz.known_tools == []
+	authz.decision == _need(["tools:get_weather"]) with input as _input(["weather:read", "files:write"], {"method": "tools/call", "tool": "get_weather"})
+	authz.decision == _allow("tool_scope") with input as _input(["tools:write_file"], {"method": "tools/call", "tool": "write_file"})
+	authz.decision == _need(["resources:*"]) with input as _input(["files:read"], {"method": "resources/read", "resource_uri": "file:///srv/data/a.csv"})
+}
+
+test_baseline_scopes_sorted_unique if {
+	authz.baseline_scopes == ["a", "mcp:connect"] with data.mcp.config.baseline_scopes as ["mcp:connect", "a", "a"]
 }
 
 test_known_tools_lists_literal_names_only if {
