@@ -1,0 +1,2 @@
+// Package devauth is a development OAuth 2.1 authorization server.
+package devauth
