@@ -33,6 +33,7 @@ const (
 	rsSecret      = "rs-secret-0123456789abcdef0123456789abcdef"
 	machineID     = "machine"
 	machineSecret = "machine-secret-0123456789abcdef0123456789ab"
+	otherPublicID = "other-public"
 )
 
 // testKey is one RSA key for the whole test binary (made by TestMain):
@@ -100,6 +101,7 @@ func newEnv(t testing.TB, mod ...func(*devauth.Options)) *env {
 		Clients: []devauth.Client{
 			{ID: rsID, Secret: rsSecret, Introspect: true},
 			{ID: machineID, Secret: machineSecret, Name: "CI machine"},
+			{ID: otherPublicID, RedirectURIs: devauth.DevClientRedirectURIs},
 		},
 		Logger: slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}

@@ -254,7 +254,7 @@ func (s *store) CreateAuthorizeCodeSession(_ context.Context, sig string, req fo
 	return nil
 }
 
-func (s *store) GetAuthorizeCodeSession(_ context.Context, sig string, _ fosite.Session) (fosite.Requester, error) {
+func (s *store) GetAuthorizeCodeSession(_ context.Context, sig string, into fosite.Session) (fosite.Requester, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e, ok := s.codes.get(s.now(), sig)
@@ -264,7 +264,21 @@ func (s *store) GetAuthorizeCodeSession(_ context.Context, sig string, _ fosite.
 	case !e.active:
 		return e.req, fosite.ErrInvalidatedAuthorizeCode
 	}
+	hydrate(into, e.req)
 	return e.req, nil
+}
+
+// hydrate copies the stored session of req into the session the caller
+// passed, as fosite expects of storage: it validates a code's expiry on the
+// session of the token request.
+func hydrate(into fosite.Session, req fosite.Requester) {
+	dst, ok := into.(*fosite.DefaultSession)
+	if !ok || dst == nil {
+		return
+	}
+	if src, ok := req.GetSession().Clone().(*fosite.DefaultSession); ok && src != nil {
+		*dst = *src
+	}
 }
 
 func (s *store) InvalidateAuthorizeCodeSession(_ context.Context, sig string) error {
@@ -286,10 +300,11 @@ func (s *store) CreatePKCERequestSession(_ context.Context, sig string, req fosi
 	return nil
 }
 
-func (s *store) GetPKCERequestSession(_ context.Context, sig string, _ fosite.Session) (fosite.Requester, error) {
+func (s *store) GetPKCERequestSession(_ context.Context, sig string, into fosite.Session) (fosite.Requester, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if r, ok := s.pkce.get(s.now(), sig); ok {
+		hydrate(into, r)
 		return r, nil
 	}
 	return nil, fosite.ErrNotFound
@@ -310,10 +325,11 @@ func (s *store) CreateAccessTokenSession(_ context.Context, sig string, req fosi
 	return nil
 }
 
-func (s *store) GetAccessTokenSession(_ context.Context, sig string, _ fosite.Session) (fosite.Requester, error) {
+func (s *store) GetAccessTokenSession(_ context.Context, sig string, into fosite.Session) (fosite.Requester, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if r, ok := s.access.get(s.now(), sig); ok {
+		hydrate(into, r)
 		return r, nil
 	}
 	return nil, fosite.ErrNotFound
@@ -334,7 +350,7 @@ func (s *store) CreateRefreshTokenSession(_ context.Context, sig, _ string, req 
 	return nil
 }
 
-func (s *store) GetRefreshTokenSession(_ context.Context, sig string, _ fosite.Session) (fosite.Requester, error) {
+func (s *store) GetRefreshTokenSession(_ context.Context, sig string, into fosite.Session) (fosite.Requester, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e, ok := s.refresh.get(s.now(), sig)
@@ -344,6 +360,7 @@ func (s *store) GetRefreshTokenSession(_ context.Context, sig string, _ fosite.S
 	case !e.active:
 		return e.req, fosite.ErrInactiveToken
 	}
+	hydrate(into, e.req)
 	return e.req, nil
 }
 

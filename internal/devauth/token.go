@@ -95,10 +95,14 @@ func (s *Server) checkClientAuth(r *http.Request) *oauthError {
 		return newError(http.StatusUnauthorized, errInvalidClient, "Client assertions (private_key_jwt) are not supported; use none, client_secret_basic or client_secret_post.")
 	}
 	id := r.PostForm.Get("client_id")
-	if u, _, ok := r.BasicAuth(); ok {
+	u, _, basic := r.BasicAuth()
+	if basic {
 		if dec, err := url.QueryUnescape(u); err == nil {
 			id = dec
 		}
+	}
+	if id == "" {
+		return newError(http.StatusUnauthorized, errInvalidClient, "Client authentication is missing: a public client sends client_id, a confidential one its credentials (client_secret_basic or client_secret_post).")
 	}
 	if looksLikeURL(id) {
 		if _, err := s.store.client(r.Context(), id); err != nil {
