@@ -277,7 +277,9 @@ func TestTokenErrors(t *testing.T) {
 		{"unknown resource at the token endpoint", func() response {
 			return tok(codeForm(func(f url.Values) { f.Set("resource", "https://x.example.com/") }))
 		}, 400, "invalid_target", "is not served"},
-		{"unsupported grant_type", func() response { return tok(url.Values{"grant_type": {"password"}, "username": {"u"}, "password": {"p"}}) }, 400, "unsupported_grant_type", "password"},
+		{"unsupported grant_type", func() response {
+			return tok(url.Values{"grant_type": {"password"}, "username": {"u"}, "password": {"p"}})
+		}, 400, "unsupported_grant_type", "password"},
 		{"implicit grant_type", func() response { return tok(url.Values{"grant_type": {"implicit"}}) }, 400, "unsupported_grant_type", ""},
 		{"missing grant_type", func() response { return tok(url.Values{"code": {"x"}}) }, 400, "invalid_request", "grant_type"},
 		{"repeated grant_type", func() response {
@@ -290,7 +292,9 @@ func TestTokenErrors(t *testing.T) {
 			return tok(url.Values{"grant_type": {"client_credentials"}, "client_id": {machineID}, "client_secret": {"wrong"}})
 		}, 401, "invalid_client", ""},
 		{"no client authentication", func() response { return tok(url.Values{"grant_type": {"client_credentials"}}) }, 401, "invalid_client", ""},
-		{"unknown client", func() response { return tok(url.Values{"grant_type": {"refresh_token"}, "refresh_token": {"x"}, "client_id": {"nobody"}}) }, 401, "invalid_client", ""},
+		{"unknown client", func() response {
+			return tok(url.Values{"grant_type": {"refresh_token"}, "refresh_token": {"x"}, "client_id": {"nobody"}})
+		}, 401, "invalid_client", ""},
 		{"client assertion", func() response {
 			return tok(url.Values{"grant_type": {"client_credentials"}, "client_assertion_type": {"urn:ietf:params:oauth:client-assertion-type:jwt-bearer"}, "client_assertion": {"x.y.z"}})
 		}, 401, "invalid_client", "private_key_jwt"},
@@ -490,7 +494,9 @@ func TestRegistrationErrors(t *testing.T) {
 		{"unknown auth method", func() response {
 			return reg(`{"redirect_uris":["https://a.example.com/cb"],"token_endpoint_auth_method":"private_key_jwt"}`)
 		}, "invalid_client_metadata", "private_key_jwt"},
-		{"unknown grant type", func() response { return reg(`{"redirect_uris":["https://a.example.com/cb"],"grant_types":["password"]}`) }, "invalid_client_metadata", "password"},
+		{"unknown grant type", func() response {
+			return reg(`{"redirect_uris":["https://a.example.com/cb"],"grant_types":["password"]}`)
+		}, "invalid_client_metadata", "password"},
 		{"implicit response type", func() response {
 			return reg(`{"redirect_uris":["https://a.example.com/cb"],"response_types":["token"]}`)
 		}, "invalid_client_metadata", "token"},

@@ -259,4 +259,3 @@ func consentForm(t testing.TB, page []byte) (hidden url.Values, scopes []string)
 	}
 	return hidden, scopes
 }
-

@@ -14,8 +14,8 @@ import (
 
 	"github.com/lestrrat-go/jwx/v2/jwk"
 	"github.com/ory/fosite"
-	"github.com/ory/fosite/handler/pkce"
 	"github.com/ory/fosite/handler/oauth2"
+	"github.com/ory/fosite/handler/pkce"
 	"github.com/ory/fosite/token/hmac"
 
 	"github.com/mcpauthz/mcpauthz/internal/devissuer"
@@ -198,20 +198,20 @@ func (s *Server) metadataDocument() Metadata {
 		scopes = []string{}
 	}
 	return Metadata{
-		Issuer:                                 iss,
-		AuthorizationEndpoint:                  iss + "/authorize",
-		TokenEndpoint:                          iss + "/token",
-		RegistrationEndpoint:                   iss + "/register",
-		RevocationEndpoint:                     iss + "/revoke",
-		IntrospectionEndpoint:                  iss + "/introspect",
-		JWKSURI:                                iss + "/jwks",
-		ScopesSupported:                        scopes,
-		ResponseTypesSupported:                 []string{"code"},
-		ResponseModesSupported:                 []string{"query"},
-		GrantTypesSupported:                    []string{GrantAuthorizationCode, GrantRefreshToken, GrantClientCredentials},
-		CodeChallengeMethodsSupported:          []string{"S256"},
-		TokenEndpointAuthMethodsSupported:      authMethods,
-		RevocationEndpointAuthMethodsSupported: authMethods,
+		Issuer:                                     iss,
+		AuthorizationEndpoint:                      iss + "/authorize",
+		TokenEndpoint:                              iss + "/token",
+		RegistrationEndpoint:                       iss + "/register",
+		RevocationEndpoint:                         iss + "/revoke",
+		IntrospectionEndpoint:                      iss + "/introspect",
+		JWKSURI:                                    iss + "/jwks",
+		ScopesSupported:                            scopes,
+		ResponseTypesSupported:                     []string{"code"},
+		ResponseModesSupported:                     []string{"query"},
+		GrantTypesSupported:                        []string{GrantAuthorizationCode, GrantRefreshToken, GrantClientCredentials},
+		CodeChallengeMethodsSupported:              []string{"S256"},
+		TokenEndpointAuthMethodsSupported:          authMethods,
+		RevocationEndpointAuthMethodsSupported:     authMethods,
 		IntrospectionEndpointAuthMethodsSupported:  []string{authBasic},
 		ClientIDMetadataDocumentSupported:          true,
 		AuthorizationResponseISSParameterSupported: true,
