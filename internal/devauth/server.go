@@ -260,8 +260,17 @@ func (s *Server) Handler() http.Handler {
 	}))
 	mux.Handle("POST "+p.consent, cop.Handler(limitBody(http.HandlerFunc(s.handleConsent))))
 
+	allowed := map[string]string{p.jwks: "GET", p.authorize: "GET", p.consent: "POST", p.token: "POST", p.register: "POST", p.revoke: "POST", p.introspect: "POST"}
+	for _, m := range p.metadata {
+		allowed[m] = "GET"
+	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusNotFound, map[string]string{"error": "not_found", "error_description": "no such endpoint"})
+		if m, ok := allowed[r.URL.Path]; ok {
+			w.Header().Set("Allow", m)
+			writeJSON(w, http.StatusMethodNotAllowed, map[string]string{"error": errInvalidRequest, "error_description": "Use " + m + " on this endpoint."})
+			return
+		}
+		writeJSON(w, http.StatusNotFound, map[string]string{"error": "not_found", "error_description": "No such endpoint."})
 	})
 	return mux
 }
