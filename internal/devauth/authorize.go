@@ -213,7 +213,6 @@ func (s *Server) authorizeError(w http.ResponseWriter, r *http.Request, ar fosit
 	e := asOAuthError(err)
 	clientID := r.Form.Get("client_id")
 	if ar == nil || !ar.IsRedirectURIValid() {
-		s.log.Info("devauth: authorization request refused", "client_id", clientID, "error", e.code, "error_description", e.desc)
 		s.showError(w, r, e)
 		return
 	}
@@ -347,6 +346,8 @@ type errorPage struct {
 // page for browsers, the JSON error object otherwise. A 401 becomes 400
 // here: there is no authentication the user could retry with.
 func (s *Server) showError(w http.ResponseWriter, r *http.Request, e *oauthError) {
+	s.log.Info("devauth: request refused (shown to the user)", "path", r.URL.Path, "client_id", r.Form.Get("client_id"),
+		"error", e.code, "error_description", e.desc)
 	status := e.status
 	if status == http.StatusUnauthorized || status == 0 {
 		status = http.StatusBadRequest

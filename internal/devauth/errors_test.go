@@ -640,3 +640,66 @@ func TestClientIDMetadataDocuments(t *testing.T) {
 		checkJSONError(t, r, 401, "invalid_client", "does not equal the document URL")
 	})
 }
+
+// TestConcurrentRefresh: many clients racing with one refresh token get
+// exactly one new pair; the others are reuse, which revokes the family
+// (the winner's new tokens included).
+func TestConcurrentRefresh(t *testing.T) {
+	e := newEnv(t)
+	tk := e.tokens("tools:get_weather")
+	const n = 8
+	results := make(chan response, n)
+	for range n {
+		go func() {
+			results <- e.postForm("/token", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {tk.Refresh}, "client_id": {devauth.DevClientID}}, "")
+		}()
+	}
+	var won []response
+	for range n {
+		r := <-results
+		switch r.status {
+		case 200:
+			won = append(won, r)
+		case 400:
+			if m := r.json(t); m["error"] != "invalid_grant" {
+				t.Errorf("loser: %s", r.body)
+			}
+		default:
+			t.Errorf("status %d: %s", r.status, r.body)
+		}
+	}
+	if len(won) != 1 {
+		t.Fatalf("%d refreshes succeeded, want exactly 1", len(won))
+	}
+	if in := introspect(t, e, won[0].json(t)["access_token"].(string)); in["active"] != false {
+		t.Errorf("the family survived the reuse: %v", in)
+	}
+}
+
+// TestErrorLogsHoldNoSecrets replays codes and refresh tokens and sends
+// wrong secrets: the refusal log lines name the client and the error,
+// never the credential.
+func TestErrorLogsHoldNoSecrets(t *testing.T) {
+	e := newEnv(t)
+	p := newPKCE("logs")
+	code := e.code(p, "tools:get_weather")
+	first := e.exchange(code, p).json(t)
+	e.exchange(code, p) // replay
+	rt := first["refresh_token"].(string)
+	for range 2 {
+		e.postForm("/token", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt}, "client_id": {devauth.DevClientID}}, "")
+	}
+	e.postForm("/token", url.Values{"grant_type": {"client_credentials"}}, machineID+":wrong-secret-value")
+	e.postForm("/introspect", url.Values{"token": {first["access_token"].(string)}}, rsID+":wrong-secret-value")
+	e.postForm("/token", url.Values{"grant_type": {"authorization_code"}, "code": {code}, "code_verifier": {"wrong-verifier-" + p.verifier},
+		"redirect_uri": {devRedirect}, "client_id": {devauth.DevClientID}}, "")
+	logs := e.logs.String()
+	if !strings.Contains(logs, "token request refused") || !strings.Contains(logs, "introspection refused") {
+		t.Fatalf("refusals not logged:\n%s", logs)
+	}
+	for _, s := range []string{code, p.verifier, rt, first["access_token"].(string), "wrong-secret-value", machineSecret, rsSecret} {
+		if strings.Contains(logs, s) {
+			t.Errorf("log contains %.16s...", s)
+		}
+	}
+}
