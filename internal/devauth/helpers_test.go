@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/lestrrat-go/jwx/v2/jwk"
+	"go.uber.org/goleak"
 
 	"github.com/mcpauthz/mcpauthz/internal/devauth"
 	"github.com/mcpauthz/mcpauthz/internal/devissuer"
@@ -53,6 +54,16 @@ func TestMain(m *testing.M) {
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
+	// The server starts no goroutine: once the test servers and clients are
+	// closed, nothing of it may run. Keep-alive connections of the shared
+	// default transport are closed first.
+	http.DefaultClient.CloseIdleConnections()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+	}
 	os.Exit(code)
 }
 

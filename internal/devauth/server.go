@@ -187,7 +187,6 @@ type Metadata struct {
 	// no ID tokens are issued.
 	SubjectTypesSupported            []string `json:"subject_types_supported"`
 	IDTokenSigningAlgValuesSupported []string `json:"id_token_signing_alg_values_supported"`
-	ServiceDocumentation             string   `json:"service_documentation,omitempty"`
 }
 
 func (s *Server) metadataDocument() Metadata {
@@ -217,7 +216,6 @@ func (s *Server) metadataDocument() Metadata {
 		AuthorizationResponseISSParameterSupported: true,
 		SubjectTypesSupported:                      []string{"public"},
 		IDTokenSigningAlgValuesSupported:           []string{"RS256"},
-		ServiceDocumentation:                       "mcpauthz development authorization server (docs/dev-oauth.md)",
 	}
 }
 
