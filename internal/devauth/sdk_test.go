@@ -65,9 +65,9 @@ func TestTypeScriptSDK(t *testing.T) {
 			}
 			var got struct {
 				Start, Exchange, Refresh, StepUpStart, StepUpExchange string
-				ConsentPage                                          bool
-				First, Refreshed, StepUp                             tokens
-				ClientID                                             string
+				ConsentPage                                           bool
+				First, Refreshed, StepUp                              tokens
+				ClientID                                              string
 			}
 			if err := json.Unmarshal(out, &got); err != nil {
 				t.Fatalf("flow.mjs printed %s: %v", out, err)
