@@ -105,7 +105,7 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 	}
 
 	st := clientState{value: form.Get("state"), present: form.Has("state")}
-	if len(st.value) < fosite.MinParameterEntropy {
+	if len(form["state"]) <= 1 && len(st.value) < fosite.MinParameterEntropy {
 		form.Set("state", statePlaceholder)
 	}
 	ar, err := s.provider.NewAuthorizeRequest(ctx, r)
@@ -120,11 +120,20 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 	}
 	ar.SetRequestedAudience(fosite.Arguments{resource})
 	p := &pendingAuth{ar: ar, client: client, resource: resource, state: st}
-	if s.cfg.approve == ApproveAuto {
+	if s.cfg.approve == ApproveAuto && isLoopbackRedirect(ar.GetRedirectURI()) {
 		s.grant(w, r, p, ar.GetRequestedScopes())
 		return
 	}
 	s.showConsent(w, r, p)
+}
+
+// isLoopbackRedirect reports whether the code would stay on this machine.
+// Auto approval is limited to such redirects: otherwise any web page could
+// register a client with its own https redirect URI, send the browser to
+// the authorization endpoint and receive a code for the development user.
+// Other redirects get the consent page even in auto mode.
+func isLoopbackRedirect(u *url.URL) bool {
+	return u != nil && u.Scheme == "http" && isLoopbackHost(u.Hostname())
 }
 
 // checkAuthorizeRequest makes the checks fosite leaves to later or does not

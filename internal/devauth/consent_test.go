@@ -156,3 +156,20 @@ func TestConsentFormForgery(t *testing.T) {
 		}
 	})
 }
+
+// TestAutoApprovalStaysLocal: auto mode grants at once only when the code
+// goes to a loopback redirect; a client with another redirect URI gets the
+// consent page, so that no web page can collect codes without the user.
+func TestAutoApprovalStaysLocal(t *testing.T) {
+	e := newEnv(t) // auto mode
+	reg := e.postJSON("/register", `{"client_name":"Remote","redirect_uris":["https://app.example.com/cb","com.example.app:/cb"],"token_endpoint_auth_method":"none"}`)
+	id := reg.json(t)["client_id"].(string)
+	for _, redirect := range []string{"https://app.example.com/cb", "com.example.app:/cb"} {
+		q := authorizeQuery(id, redirect, newPKCE("remote"), "tools:get_weather")
+		r := e.get("/authorize?"+q.Encode(), "Accept", "text/html")
+		if r.status != http.StatusOK || r.header.Get("Location") != "" {
+			t.Fatalf("auto mode, redirect %s: %d Location %q; want the consent page", redirect, r.status, r.header.Get("Location"))
+		}
+		consentForm(t, r.body)
+	}
+}

@@ -127,6 +127,12 @@ func TestRouting(t *testing.T) {
 		!strings.Contains(r.header.Get("Access-Control-Allow-Methods"), "POST") {
 		t.Errorf("preflight: %d %v", r.status, r.header)
 	}
+	// DNS rebinding: a request for another host name is refused.
+	req, _ = http.NewRequest(http.MethodGet, e.url("/.well-known/oauth-authorization-server"), nil)
+	req.Host = "rebind.example.com:" + strings.Split(e.issuer, ":")[2]
+	if r := e.do(req); r.status != http.StatusMisdirectedRequest || !strings.Contains(string(r.body), "only requests for") {
+		t.Errorf("request for another host: %d %s", r.status, r.body)
+	}
 	// Introspection is for servers: no CORS.
 	if r := e.postForm("/introspect", nil, rsID+":"+rsSecret); r.header.Get("Access-Control-Allow-Origin") != "" {
 		t.Errorf("introspection allows browsers")

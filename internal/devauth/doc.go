@@ -41,7 +41,10 @@
 //     CrossOriginProtection). The page cannot be framed (CSP frame-ancestors
 //     'none', X-Frame-Options DENY) and allows no script at all (its one
 //     style sheet passes by hash). With ApproveAuto every requested scope is
-//     granted at once, for scripts and CI;
+//     granted at once, for scripts and CI, when the redirect URI is a
+//     loopback one; any other redirect URI still gets the page, so that a web
+//     page cannot register a client with its own redirect URI and collect
+//     codes for the development user without the user seeing it;
 //  5. redeems the code at /token (single-use, Options.CodeTTL, default 60 s;
 //     a replayed code revokes the tokens issued from it, RFC 6749 §4.1.2)
 //     with its code_verifier, and receives an RFC 9068 access token (a JWT
@@ -66,6 +69,10 @@
 // client_secret_basic: the claims of a live access token, token_use
 // refresh_token for a refresh token, {"active":false} for anything revoked,
 // expired or unknown.
+//
+// The server answers only requests whose Host is the issuer's host: a web
+// page that points a name of its own at 127.0.0.1 (DNS rebinding) is
+// refused with 421.
 //
 // Every error is the RFC 6749 §5.2 / RFC 7591 §3.2.2 / RFC 8707 JSON object
 // (error, error_description) with Cache-Control: no-store. Browser-based

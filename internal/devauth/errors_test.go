@@ -145,6 +145,7 @@ func TestAuthorizeErrors(t *testing.T) {
 		{"two resources", withQuery(good, func(q url.Values) { q.Add("resource", otherResource) }), "invalid_target", "one resource"},
 		{"invalid scope token", withQuery(good, func(q url.Values) { q.Set("scope", `tools:"x"`) }), "invalid_scope", "scope"},
 		{"repeated scope", withQuery(good, func(q url.Values) { q.Add("scope", "tools:*") }), "invalid_request", "scope parameter is repeated"},
+		{"repeated state", withQuery(good, func(q url.Values) { q.Add("state", "another-state-value") }), "invalid_request", "state parameter is repeated"},
 		{"unsupported response_mode", withQuery(good, func(q url.Values) { q.Set("response_mode", "form_post") }), "unsupported_response_mode", "response_mode"},
 	}
 	for _, tc := range redirected {
@@ -227,6 +228,15 @@ func TestLoopbackRedirects(t *testing.T) {
 			if !tc.ok {
 				checkJSONError(t, r, 400, "invalid_request", "is not registered")
 				return
+			}
+			if r.status == http.StatusOK {
+				// Auto approval only for loopback redirects: the others
+				// get the consent page.
+				if strings.HasPrefix(tc.redirect, "http://") {
+					t.Fatalf("consent page for the loopback redirect %s", tc.redirect)
+				}
+				hidden, boxes := consentForm(t, r.body)
+				r = submit(e, hidden, "approve", boxes)
 			}
 			params := redirectParams(t, r, tc.redirect)
 			code := params.Get("code")

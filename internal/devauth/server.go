@@ -270,7 +270,24 @@ func (s *Server) Handler() http.Handler {
 		}
 		writeJSON(w, http.StatusNotFound, map[string]string{"error": "not_found", "error_description": "No such endpoint."})
 	})
-	return mux
+	return s.checkHost(mux)
+}
+
+// checkHost answers only requests for the issuer's host. A web page that
+// points a name it controls at 127.0.0.1 (DNS rebinding) would otherwise
+// talk to the server as a same-origin page and read its answers; its
+// requests carry that name in Host.
+func (s *Server) checkHost(h http.Handler) http.Handler {
+	host := s.cfg.issuer.Host
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.EqualFold(r.Host, host) {
+			s.log.Warn("devauth: request for another host refused", "host", r.Host)
+			writeJSON(w, http.StatusMisdirectedRequest, map[string]string{"error": errInvalidRequest,
+				"error_description": description("This server answers only requests for " + host + " (the issuer's host).")})
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 func cors(h http.Handler) http.Handler {
