@@ -66,11 +66,14 @@ func newBrowser(t *testing.T) context.Context {
 		chromedp.Flag("hide-scrollbars", true),
 		chromedp.WindowSize(900, 600),
 	}
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	// The browser lives at most two minutes, whatever happens.
+	bound, cancelBound := context.WithTimeout(context.Background(), 2*time.Minute)
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(bound, opts...)
 	ctx, cancelTab := chromedp.NewContext(allocCtx)
 	t.Cleanup(func() {
 		cancelTab()
 		cancelAlloc()
+		cancelBound()
 	})
 	// The first Run starts the browser; it lives as long as ctx.
 	if err := chromedp.Do(ctx); err != nil {
