@@ -107,8 +107,8 @@ func (m *clientMetadata) check() *oauthError {
 	}
 	m.RedirectURIs = dedupe(m.RedirectURIs)
 
-	for _, s := range strings.Fields(m.Scope) {
-		if !config.ValidScope(s) {
+	for _, s := range strings.Split(m.Scope, " ") {
+		if s != "" && !config.ValidScope(s) {
 			return invalidMetadata("scope " + quote(s) + " is not a scope token (RFC 6749 §3.3)")
 		}
 	}

@@ -136,7 +136,7 @@ type Client struct {
 	Introspect bool
 }
 
-// config is Options validated and with defaults applied.
+// serverConfig is Options validated and with defaults applied.
 type serverConfig struct {
 	issuer     *url.URL
 	issuerStr  string
