@@ -56,6 +56,15 @@ e2e: ## End-to-end test through a real Envoy (needs `envoy` on PATH)
 	@command -v envoy >/dev/null || { echo "e2e: no envoy binary on PATH; skipping"; exit 0; }
 	$(GO) test -tags e2e -count=1 ./test/e2e/...
 
+.PHONY: consent-screenshot
+consent-screenshot: ## Regenerate docs/img/consent.png with headless Chromium (apt-get install -y chromium)
+	$(GO) test -count=1 -run 'TestConsentPageInBrowser/approve' ./internal/devauth/ -args -update-screenshot
+
+.PHONY: test-sdk
+test-sdk: ## Run the MCP TypeScript SDK's OAuth client against the dev authorization server (needs node and npm)
+	npm ci --no-audit --no-fund --prefix internal/devauth/testdata/tssdk
+	$(GO) test -count=1 -run TestTypeScriptSDK -v ./internal/devauth/
+
 .PHONY: check
 check: vet test ## Everything cheap, then fail if the tree changed
 	@git diff --exit-code
