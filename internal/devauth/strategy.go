@@ -16,8 +16,8 @@ import (
 	"github.com/ory/fosite"
 	"github.com/ory/fosite/handler/oauth2"
 
-	"github.com/mcpauthz/mcpauthz/internal/oauth"
 	"github.com/mcpauthz/mcpauthz/internal/devissuer"
+	"github.com/mcpauthz/mcpauthz/internal/oauth"
 )
 
 // tokenStrategy issues RFC 9068 JWT access tokens through devissuer.Mint,
