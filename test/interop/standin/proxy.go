@@ -102,7 +102,7 @@ func NewProxy(cfg Config, upstream *url.URL, log *slog.Logger, factories ...Filt
 		},
 		// Every write reaches the client at once: SSE events and long-lived
 		// GET streams are never held back (Envoy does not buffer responses).
-		FlushInterval: -1,
+		FlushInterval:  -1,
 		ModifyResponse: p.encode,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			log.Warn("upstream request failed", "path", r.URL.Path, "error", err)
