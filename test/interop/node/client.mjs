@@ -206,7 +206,7 @@ async function recordingFetch(input, init = {}) {
     const method = (init.method ?? 'GET').toUpperCase();
     const headers = new Headers(init.headers);
     const kind = kindOf(url);
-    if (kind !== 'auth') headers.set('x-interop-step', currentStep);
+    if (kind !== 'auth') headers.set('x-interop-step', `${args.scenario}/${currentStep}`);
     const ex = { id: nextExchange++, kind, method, ...describeURL(url), request: describeRequest(headers, init.body), ms: Date.now() - t0 };
     exchanges.push(ex);
     const resp = await fetch(url, { ...init, headers });

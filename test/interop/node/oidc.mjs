@@ -2,7 +2,8 @@
 // way docs/idp.md ("oidc-provider (Node.js)") tells a user to, for an MCP
 // server behind Envoy and mcpauthz:
 //
-//   - dynamic client registration (RFC 7591), no initial access token;
+//   - dynamic client registration (RFC 7591), no initial access token, and
+//     the registered scope not used as an allow-list (see below);
 //   - PKCE required for every client (S256 only: oidc-provider offers no other);
 //   - resource indicators (RFC 8707) with JWT access tokens (RFC 9068,
 //     typ at+jwt) whose audience is the MCP resource, and the tools:* scopes
@@ -161,6 +162,22 @@ async function interaction(req, res, uid, action) {
     res.statusCode = 405;
     res.end();
 }
+
+// MCP clients register with the scope of their first challenge (the
+// TypeScript SDK puts it in the registration request). oidc-provider treats a
+// registered scope as the only scopes the client may ever ask for, which
+// makes every step-up fail with invalid_scope; so registrations are taken
+// without it. What a client gets stays decided by consent and by mcpauthz.
+provider.use(async (ctx, next) => {
+    if (ctx.method === 'POST' && ctx.path === '/reg' && ctx.is('application/json')) {
+        const chunks = [];
+        for await (const c of ctx.req) chunks.push(c);
+        const body = JSON.parse(Buffer.concat(chunks).toString('utf8') || '{}');
+        delete body.scope;
+        ctx.req.body = body;
+    }
+    await next();
+});
 
 const providerCallback = provider.callback();
 handler = (req, res) => {

@@ -6,6 +6,7 @@
 //   get_weather {city}   text
 //   delete_file {path}   text
 //   whoami               the HTTP request headers this server received, as JSON
+//                        (an Authorization value shown as its length only)
 //   announce {message}   sends a logging notification that belongs to no
 //                        request, so it travels on the session's GET stream
 //
@@ -24,6 +25,14 @@ import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/
 import { isInitializeRequest } from '@modelcontextprotocol/sdk/types.js';
 import { z } from 'zod';
 
+// shown replaces a credential by its length: what reaches the upstream is
+// printed and returned, a token must not be.
+function shown(headers) {
+    const h = { ...headers };
+    if (h.authorization !== undefined) h.authorization = `<${h.authorization.length} bytes>`;
+    return h;
+}
+
 function newServer() {
     const server = new McpServer({ name: 'interop-upstream', version: '1.0.0' }, { capabilities: { logging: {} } });
     server.registerTool('get_weather', {
@@ -36,7 +45,7 @@ function newServer() {
     }, async ({ path }) => ({ content: [{ type: 'text', text: `Deleted ${path}` }] }));
     server.registerTool('whoami', {
         description: 'The request headers this server received'
-    }, async (_args, extra) => ({ content: [{ type: 'text', text: JSON.stringify(extra.requestInfo?.headers ?? {}) }] }));
+    }, async extra => ({ content: [{ type: 'text', text: JSON.stringify(shown(extra.requestInfo?.headers ?? {})) }] }));
     server.registerTool('announce', {
         description: 'Send a notification on the GET stream',
         inputSchema: { message: z.string() }
@@ -57,7 +66,7 @@ function jsonError(res, status, message) {
 
 async function handle(req, res) {
     const path = req.url.split('?')[0];
-    process.stdout.write(JSON.stringify({ request: { method: req.method, path, headers: req.headers } }) + '\n');
+    process.stdout.write(JSON.stringify({ request: { method: req.method, path, headers: shown(req.headers) } }) + '\n');
     if (path !== '/mcp') {
         return jsonError(res, 404, 'Not found');
     }
