@@ -103,8 +103,8 @@ type clientRun struct {
 	ends   map[int]bool // exchanges whose event stream ended
 	// endSteps says in which step each stream ended.
 	endSteps []streamEnd
-	exit   error
-	err    error // the run could not be read at all
+	exit     error
+	err      error // the run could not be read at all
 }
 
 func runClient(ctx context.Context, t *testing.T, env *Env, dep *Deployment, scenario string) *clientRun {

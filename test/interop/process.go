@@ -27,7 +27,7 @@ type process struct {
 	mu      sync.Mutex
 	lines   []string
 	changed chan struct{} // closed and replaced on every new line
-	other   bytes.Buffer // the output that is not read as lines
+	other   bytes.Buffer  // the output that is not read as lines
 	out     chan struct{} // closed when stdout is at EOF
 	exited  chan struct{} // closed when the process has exited
 	err     error         // Wait's result, after exited
