@@ -21,7 +21,7 @@ run: ## Run the server on its embedded default (development mode: local issuer, 
 	$(GO) run ./cmd/mcpauthz serve --dev
 
 .PHONY: test
-test: vet ## Run every test (Go and Rego) with the race detector
+test: vet test/interop/node/node_modules/.package-lock.json ## Run every test (Go and Rego) with the race detector
 	$(GO) test -race -shuffle=on -count=1 ./...
 
 .PHONY: vet
@@ -53,6 +53,18 @@ e2e: ## End-to-end test through a real Envoy (needs `envoy` on PATH)
 .PHONY: check
 check: vet test ## Everything cheap, then fail if the tree changed
 	@git diff --exit-code
+
+# --- Interop test: the MCP TypeScript SDK and oidc-provider (test/interop) ---
+INTEROP_NODE := test/interop/node
+
+# npm ci whenever node_modules is missing or older than the lock file.
+$(INTEROP_NODE)/node_modules/.package-lock.json: $(INTEROP_NODE)/package.json $(INTEROP_NODE)/package-lock.json
+	cd $(INTEROP_NODE) && npm ci --no-audit --no-fund
+	@touch $@
+
+.PHONY: test-interop
+test-interop: $(INTEROP_NODE)/node_modules/.package-lock.json ## The end-to-end OAuth test with real MCP clients (npm ci first when needed)
+	$(GO) test -race -count=1 ./test/interop/...
 
 # --- Deployment: envoy/, deploy/, Dockerfile, docker-compose.yaml -----------
 ENVOY_VERSION := $(shell cat envoy/ENVOY_VERSION)

@@ -75,7 +75,7 @@ var OIDCProvider = AuthServer{
 	Name: "oidc-provider",
 	Skip: func(string) string { return "" },
 	Start: func(t *testing.T, env *Env) *Deployment {
-		const shortTTL, longTTL, leeway = 3 * time.Second, 10 * time.Minute, time.Second
+		const shortTTL, longTTL, leeway = 5 * time.Second, 10 * time.Minute, time.Second
 		as := startNode(t, "oidc-provider", "oidc.mjs",
 			"--resource", env.Resource, "--other-resource", env.OtherResource,
 			"--short-ttl", fmt.Sprint(shortTTL.Seconds()), "--long-ttl", fmt.Sprint(longTTL.Seconds()))
@@ -168,7 +168,9 @@ var DevServer = AuthServer{
 		return ""
 	},
 	Start: func(t *testing.T, env *Env) *Deployment {
-		const shortTTL, leeway = 3 * time.Second, time.Minute
+		// The development issuer's leeway must be 1s for the expiry case to
+		// take seconds (see the package documentation).
+		const shortTTL, leeway = 5 * time.Second, time.Second
 		dir := filepath.Join(env.Dir, "dev")
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			t.Fatal(err)
@@ -179,8 +181,8 @@ var DevServer = AuthServer{
 		return &Deployment{
 			Mcpauthz: m,
 			Subject:  "dev-user",
-			// The development server advertises what its policy names; the
-			// row's expectations are filled in from the metadata.
+			// Issuer and ScopesSupported come from the protected resource
+			// metadata (Run fills them in).
 			ShortTTL: shortTTL, LongTTL: shortTTL, Refresh: true, Leeway: leeway,
 		}
 	},

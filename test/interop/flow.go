@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -57,6 +58,7 @@ func Run(t *testing.T, bin string, front Front, as AuthServer) {
 	front.Start(t, dep.Mcpauthz.GRPCAddr, upReady.Addr)
 	dep.Mcpauthz.WaitReady(t)
 	waitHTTP(t, front.BaseURL()+"/.well-known/oauth-protected-resource/mcp", 30*time.Second)
+	fillFromMetadata(t, front.BaseURL()+"/.well-known/oauth-protected-resource/mcp", dep)
 
 	scenarios := []string{"public"}
 	if dep.Refresh {
@@ -93,6 +95,34 @@ func Run(t *testing.T, bin string, front Front, as AuthServer) {
 		})
 	}
 	t.Run("upstream", func(t *testing.T) { x.upstream(t, up.snapshot(), runs) })
+}
+
+// fillFromMetadata takes the issuer and the advertised scopes from the
+// protected resource metadata where the row left them open (a server that
+// chooses them itself, such as the development server).
+func fillFromMetadata(t *testing.T, url string, dep *Deployment) {
+	t.Helper()
+	if dep.Issuer != "" && dep.ScopesSupported != nil {
+		return
+	}
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var prm struct {
+		AuthorizationServers []string `json:"authorization_servers"`
+		ScopesSupported      []string `json:"scopes_supported"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&prm); err != nil || len(prm.AuthorizationServers) == 0 {
+		t.Fatalf("protected resource metadata at %s: %v %+v", url, err, prm)
+	}
+	if dep.Issuer == "" {
+		dep.Issuer = prm.AuthorizationServers[0]
+	}
+	if dep.ScopesSupported == nil {
+		dep.ScopesSupported = prm.ScopesSupported
+	}
 }
 
 // clientRun is the output of one run of client.mjs.

@@ -126,7 +126,13 @@ func (p *process) otherText() string {
 	return p.other.String()
 }
 
-// snapshot returns the stdout lines so far.
+// tail returns the last n lines read.
+func (p *process) tail(n int) string {
+	lines := p.snapshot()
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+// snapshot returns the lines read so far.
 func (p *process) snapshot() []string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -158,9 +164,9 @@ func (p *process) waitLine(ctx context.Context, what string, match func(string) 
 					return l, nil
 				}
 			}
-			return "", fmt.Errorf("%s exited (%v) before %s; output:\n%s", p.name, p.exitErr(), what, p.otherText())
+			return "", fmt.Errorf("%s exited (%v) before %s; output:\n%s\nlast lines:\n%s", p.name, p.exitErr(), what, p.otherText(), p.tail(20))
 		case <-ctx.Done():
-			return "", fmt.Errorf("%s: no %s: %w; output:\n%s", p.name, what, ctx.Err(), p.otherText())
+			return "", fmt.Errorf("%s: no %s: %w; output:\n%s\nlast lines:\n%s", p.name, what, ctx.Err(), p.otherText(), p.tail(20))
 		}
 	}
 }
