@@ -509,6 +509,8 @@ async function step(name, fn) {
         error = `${err?.constructor?.name ?? 'Error'}: ${err?.message ?? String(err)}`;
         failed = true;
     }
+    // A step returns its result, or {result, ...} when it also hands objects
+    // (client, transport) to later steps.
     const line = { step: name, ms: Date.now() - started, result: result?.result ?? result, exchanges };
     if (error) line.error = error;
     exchangesSoFar.push(...exchanges);
