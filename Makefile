@@ -58,9 +58,11 @@ check: vet test ## Everything cheap, then fail if the tree changed
 INTEROP_NODE := test/interop/node
 
 # npm ci whenever node_modules is missing or older than the lock file.
+# Without npm the interop test skips itself (and fails under CI=true).
 $(INTEROP_NODE)/node_modules/.package-lock.json: $(INTEROP_NODE)/package.json $(INTEROP_NODE)/package-lock.json
-	cd $(INTEROP_NODE) && npm ci --no-audit --no-fund
-	@touch $@
+	@if command -v npm >/dev/null; then \
+	  echo "npm ci in $(INTEROP_NODE)" && cd $(INTEROP_NODE) && npm ci --no-audit --no-fund && touch node_modules/.package-lock.json; \
+	else echo "npm not found: test/interop will be skipped"; fi
 
 .PHONY: test-interop
 test-interop: $(INTEROP_NODE)/node_modules/.package-lock.json ## The end-to-end OAuth test with real MCP clients (npm ci first when needed)
