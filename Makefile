@@ -26,7 +26,7 @@ run: ## Run the server on its embedded default (development mode: local issuer, 
 MODULES := . deploy
 
 .PHONY: test
-test: vet ## Run every test (Go and Rego) with the race detector, in both modules
+test: vet test/interop/node/node_modules/.package-lock.json ## Run every test (Go and Rego) with the race detector, in both modules
 	$(GO) test -race -shuffle=on -count=1 ./...
 	cd deploy && $(GO) test -race -shuffle=on -count=1 ./...
 
@@ -68,6 +68,20 @@ test-sdk: ## Run the MCP TypeScript SDK's OAuth client against the dev authoriza
 .PHONY: check
 check: vet test ## Everything cheap, then fail if the tree changed
 	@git diff --exit-code
+
+# --- Interop test: the MCP TypeScript SDK and oidc-provider (test/interop) ---
+INTEROP_NODE := test/interop/node
+
+# npm ci whenever node_modules is missing or older than the lock file.
+# Without npm the interop test skips itself (and fails under CI=true).
+$(INTEROP_NODE)/node_modules/.package-lock.json: $(INTEROP_NODE)/package.json $(INTEROP_NODE)/package-lock.json
+	@if command -v npm >/dev/null; then \
+	  echo "npm ci in $(INTEROP_NODE)" && cd $(INTEROP_NODE) && npm ci --no-audit --no-fund && touch node_modules/.package-lock.json; \
+	else echo "npm not found: test/interop will be skipped"; fi
+
+.PHONY: test-interop
+test-interop: $(INTEROP_NODE)/node_modules/.package-lock.json ## The end-to-end OAuth test with real MCP clients (npm ci first when needed)
+	$(GO) test -race -count=1 ./test/interop/...
 
 # --- Deployment: envoy/, deploy/, Dockerfile, docker-compose.yaml -----------
 ENVOY_VERSION := $(shell cat envoy/ENVOY_VERSION)
