@@ -1,6 +1,7 @@
 package interop
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -65,7 +66,7 @@ func EnvoyConfig(path string, port, admin int, upstream, authz string) ([]byte, 
 		return nil, err
 	}
 	var bs bootstrapv3.Bootstrap
-	if _, err := envoycheck.DecodeAs(raw, &bs); err != nil {
+	if _, err := envoycheck.DecodeAs(context.Background(), raw, &bs); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	set := func(a *corev3.SocketAddress, hostport string) error {

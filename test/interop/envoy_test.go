@@ -32,7 +32,7 @@ func socketAddresses(bs *bootstrapv3.Bootstrap) map[string]*corev3.SocketAddress
 func decodeBootstrap(t *testing.T, raw []byte) *bootstrapv3.Bootstrap {
 	t.Helper()
 	var bs bootstrapv3.Bootstrap
-	if _, err := envoycheck.DecodeAs(raw, &bs); err != nil {
+	if _, err := envoycheck.DecodeAs(t.Context(), raw, &bs); err != nil {
 		t.Fatal(err)
 	}
 	return &bs
@@ -47,7 +47,7 @@ func TestEnvoyConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := envoycheck.Validate(got); err != nil {
+	if _, err := envoycheck.Validate(t.Context(), got); err != nil {
 		t.Fatalf("rendered configuration: %v", err)
 	}
 	rendered := decodeBootstrap(t, got)
