@@ -95,8 +95,11 @@ func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) (err 
 	defer func() {
 		if p := recover(); p != nil {
 			s.log.ErrorContext(ctx, "panic in list filter", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
-			x.recordStream(ctx, ReasonInternal)
 			err = status.Error(codes.Internal, "list filter: internal error")
+			func() {
+				defer func() { _ = recover() }() // the panic may have come from the Recorder
+				x.recordStream(ctx, ReasonInternal)
+			}()
 		}
 	}()
 	for {
