@@ -33,8 +33,27 @@ type exchange struct {
 	received int
 	phase    phase
 	f        filter
-	body     []byte
+	chunks   [][]byte // the JSON body so far, as received (Envoy does not reuse them)
+	size     int
 	sse      sseStream
+}
+
+// reset prepares a pooled exchange for the next stream, keeping buffers of
+// reasonable size and dropping every reference to the last response.
+func (x *exchange) reset() {
+	clear(x.chunks)
+	x.chunks = trim(x.chunks, 64)
+	*x = exchange{srv: x.srv, chunks: x.chunks, f: x.f, sse: x.sse}
+	x.f.reset()
+	x.sse.reset()
+}
+
+// trim empties s, and forgets its array when it grew past max elements.
+func trim[S ~[]E, E any](s S, max int) S {
+	if cap(s) > max {
+		return nil
+	}
+	return s[:0]
 }
 
 func (x *exchange) handle(ctx context.Context, req *extprocv3.ProcessingRequest) error {
@@ -188,11 +207,15 @@ func (x *exchange) responseBody(ctx context.Context, b *extprocv3.HttpBody) erro
 		}
 		return x.sendBody(chunk, eos)
 	case phaseJSON:
-		if len(x.body)+len(chunk) > x.srv.maxBuffered {
-			x.body = nil
+		if x.size+len(chunk) > x.srv.maxBuffered {
+			clear(x.chunks)
+			x.chunks = x.chunks[:0]
 			return x.immediate(ctx, ReasonTooLarge, "JSON list response larger than the buffer limit")
 		}
-		x.body = append(x.body, chunk...)
+		if len(chunk) > 0 {
+			x.chunks = append(x.chunks, chunk)
+			x.size += len(chunk)
+		}
 		if eos {
 			return x.finishJSON(ctx, true)
 		}
@@ -234,11 +257,23 @@ func (x *exchange) responseTrailers(ctx context.Context) error {
 
 func (x *exchange) finishJSON(ctx context.Context, eos bool) error {
 	x.phase = phaseDone
-	out, changed := x.f.rewrite(ctx, x.body, false)
-	if !changed {
-		out = x.body
+	var body []byte
+	switch len(x.chunks) {
+	case 0:
+	case 1:
+		body = x.chunks[0] // no copy for a body that came in one chunk
+	default:
+		body = make([]byte, 0, x.size)
+		for _, c := range x.chunks {
+			body = append(body, c...)
+		}
 	}
-	x.body = nil
+	clear(x.chunks)
+	x.chunks = x.chunks[:0]
+	out, changed := x.f.rewrite(ctx, body, false)
+	if !changed {
+		out = body
+	}
 	return x.sendBody(out, eos)
 }
 

@@ -11,52 +11,9 @@ import (
 // match struct fields that way, so "Tools" or "nAme" is read as "tools" or
 // "name" by some clients and ignored by others.
 
-// foldEqual reports whether a and b are equal under simple case folding.
-func foldEqual(a, b []byte) bool {
-	if isASCII(a) && isASCII(b) {
-		if len(a) != len(b) {
-			return false
-		}
-		for i := range a {
-			x, y := a[i], b[i]
-			if x != y {
-				if 'A' <= x && x <= 'Z' {
-					x += 'a' - 'A'
-				}
-				if 'A' <= y && y <= 'Z' {
-					y += 'a' - 'A'
-				}
-				if x != y {
-					return false
-				}
-			}
-		}
-		return true
-	}
-	return bytes.EqualFold(a, b)
-}
-
-func foldEqualString(a []byte, s string) bool {
-	// Names are short; a stack buffer avoids converting s.
-	var buf [32]byte
-	if len(s) <= len(buf) {
-		return foldEqual(a, append(buf[:0], s...))
-	}
-	return foldEqual(a, []byte(s))
-}
-
-func isASCII(b []byte) bool {
-	for _, c := range b {
-		if c >= utf8.RuneSelf {
-			return false
-		}
-	}
-	return true
-}
-
 // appendFoldKey appends the folding key of name: every rune replaced by the
 // smallest rune of its simple folding orbit, so two names have the same key
-// exactly when foldEqual reports them equal.
+// exactly when strings.EqualFold reports them equal.
 func appendFoldKey(dst, name []byte) []byte {
 	for len(name) > 0 {
 		c := name[0]
@@ -80,53 +37,63 @@ func appendFoldKey(dst, name []byte) []byte {
 }
 
 // nameSet detects member names of one object that are equal under case
-// folding. Small objects are searched linearly; large ones switch to a map
-// of folding keys, so the cost stays linear in the body.
+// folding, by their folding keys. Small objects are searched linearly;
+// large ones switch to a map, so the cost stays linear in the body.
 type nameSet struct {
-	arena []byte
-	refs  [][2]int // offset, length in arena
-	keys  map[string]struct{}
+	arena  []byte
+	refs   [][2]int // offset, length of each key in arena
+	keys   map[string]struct{}
+	mapped bool
 }
 
 const linearNames = 32
 
 func (s *nameSet) reset() {
 	s.arena, s.refs = s.arena[:0], s.refs[:0]
-	if s.keys != nil {
+	if s.mapped {
 		clear(s.keys)
+		s.mapped = false
 	}
 }
 
-// add adds name and reports whether an equal name was already added.
-func (s *nameSet) add(name []byte) bool {
-	if s.keys != nil && len(s.keys) > 0 {
-		return s.addKey(name)
+// trim resets the set and drops buffers that grew large.
+func (s *nameSet) trim() {
+	s.reset()
+	if cap(s.arena) > 4096 {
+		s.arena = nil
+	}
+	if len(s.keys) > 0 || cap(s.refs) > 256 {
+		s.keys, s.refs = nil, nil
+	}
+}
+
+// addKey adds name and returns its folding key and whether an equal name
+// was already added.
+func (s *nameSet) addKey(name []byte) (key []byte, dup bool) {
+	off := len(s.arena)
+	s.arena = appendFoldKey(s.arena, name)
+	key = s.arena[off:len(s.arena):len(s.arena)]
+	if s.mapped {
+		if _, dup := s.keys[string(key)]; dup {
+			return key, true
+		}
+		s.keys[string(key)] = struct{}{}
+		return key, false
 	}
 	for _, r := range s.refs {
-		if foldEqual(s.arena[r[0]:r[0]+r[1]], name) {
-			return true
+		if r[1] == len(key) && bytes.Equal(s.arena[r[0]:r[0]+r[1]], key) {
+			return key, true
 		}
 	}
-	s.refs = append(s.refs, [2]int{len(s.arena), len(name)})
-	s.arena = append(s.arena, name...)
+	s.refs = append(s.refs, [2]int{off, len(key)})
 	if len(s.refs) > linearNames {
 		if s.keys == nil {
 			s.keys = make(map[string]struct{})
 		}
-		var key []byte
 		for _, r := range s.refs {
-			key = appendFoldKey(key[:0], s.arena[r[0]:r[0]+r[1]])
-			s.keys[string(key)] = struct{}{}
+			s.keys[string(s.arena[r[0]:r[0]+r[1]])] = struct{}{}
 		}
+		s.mapped = true
 	}
-	return false
-}
-
-func (s *nameSet) addKey(name []byte) bool {
-	key := appendFoldKey(nil, name)
-	if _, dup := s.keys[string(key)]; dup {
-		return true
-	}
-	s.keys[string(key)] = struct{}{}
-	return false
+	return key, false
 }

@@ -35,6 +35,7 @@ type fakePolicy struct {
 
 func (p *fakePolicy) Visible(ctx context.Context, lc ListContext, list List) (Visibility, error) {
 	p.mu.Lock()
+	list.Items = append([]Item(nil), list.Items...) // the processor reuses the slice
 	p.lists = append(p.lists, list)
 	p.lcs = append(p.lcs, lc)
 	p.mu.Unlock()

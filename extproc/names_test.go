@@ -1,6 +1,7 @@
 package extproc
 
 import (
+	"strings"
 	"testing"
 	"unicode/utf8"
 
@@ -81,4 +82,26 @@ func TestTemplatePrefix(t *testing.T) {
 			t.Errorf("templatePrefix(%q) = %q, want %q", tmpl, got, want)
 		}
 	}
+}
+
+// FuzzFoldKey checks that folding keys are equal exactly when
+// strings.EqualFold says so (the request parser's notion of case variants).
+func FuzzFoldKey(f *testing.F) {
+	for _, p := range [][2]string{{"tools", "TOOLS"}, {"name", "nAme"}, {"params", "paramſ"}, {"k", "\u212a"}, {"ß", "SS"}, {"é", "É"}} {
+		f.Add(p[0], p[1])
+	}
+	f.Fuzz(func(t *testing.T, a, b string) {
+		if !utf8.ValidString(a) || !utf8.ValidString(b) {
+			return
+		}
+		same := string(appendFoldKey(nil, []byte(a))) == string(appendFoldKey(nil, []byte(b)))
+		if same != strings.EqualFold(a, b) {
+			t.Fatalf("%q %q: keys equal=%v, EqualFold=%v", a, b, same, strings.EqualFold(a, b))
+		}
+		var s nameSet
+		s.addKey([]byte(a))
+		if _, dup := s.addKey([]byte(b)); dup != strings.EqualFold(a, b) {
+			t.Fatalf("nameSet %q %q: dup=%v", a, b, dup)
+		}
+	})
 }

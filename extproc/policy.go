@@ -105,7 +105,8 @@ type Visibility struct {
 //     prefix (a read of a URI starting with URIPrefix).
 //
 // Visible must honour ctx (the processor bounds it with
-// Options.PolicyTimeout) and be safe for concurrent use. An error, a
+// Options.PolicyTimeout), be safe for concurrent use, and not keep list
+// after it returns (the processor reuses its Items). An error, a
 // timeout or a Keep of the wrong length answers the list with a JSON-RPC
 // error: never the unfiltered list.
 type Policy interface {

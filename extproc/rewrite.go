@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"time"
 
@@ -29,7 +30,18 @@ type message struct {
 	jsonrpc, id    span
 	method, result span
 	hasError       bool
-	lists          [4]span // the exact list members of an object result, by kindIndex
+	lists          [4]list // the exact list members of an object result, by kindIndex
+}
+
+// list is one list member of a result, read during the scan: its value,
+// its elements (f.elems[elems[0]:elems[1]]) and the items the policy is
+// asked about (f.items[items[0]:items[1]], at element f.usable[...]).
+type list struct {
+	val          span
+	elems, items [2]int
+	closing      int  // offset of the array's ']'
+	bad          bool // an element that is not an item of the kind
+	read         time.Duration
 }
 
 var listKinds = [4]Kind{KindTools, KindPrompts, KindResources, KindResourceTemplates}
@@ -39,8 +51,8 @@ var listKinds = [4]Kind{KindTools, KindPrompts, KindResources, KindResourceTempl
 // rejected even without the exact name: a case-insensitive client would
 // read it as that member.
 var (
-	messageMembers = []string{"jsonrpc", "id", "method", "params", "result", "error"}
-	resultMembers  = []string{"tools", "prompts", "resources", "resourceTemplates", "nextCursor"}
+	messageMembers = memberNames("jsonrpc", "id", "method", "params", "result", "error")
+	resultMembers  = memberNames("tools", "prompts", "resources", "resourceTemplates", "nextCursor")
 )
 
 // badText is a text that is not strict JSON-RPC.
@@ -60,26 +72,34 @@ type filter struct {
 	answered []bool // by request index; duplicates of an id share the first index
 	primary  []bool // false for a request whose id an earlier request has
 
+	dec                           jsontext.Decoder
+	buf                           bytes.Buffer
 	msgNames, resNames, itemNames nameSet
 	msgs                          []message
 	elems                         []element
-	usable                        []int
+	usable                        []int // element index (within its list) of each item
 	items                         []Item
+	keep                          []bool
 	unq                           []byte
-	out                           []byte
 }
 
 // element is one array element of a list: text[lead:end] is the element
 // with the white space after the preceding '[' or ','.
-type element struct {
-	lead, start, end int
-}
+type element struct{ lead, end int }
+
+// afterComma returns the offset after the ',' that follows end (the
+// decoder has validated the array).
+func afterComma(b []byte, end int) int { return skipSpace(b, end) + 1 }
 
 func (f *filter) init(srv *Server, lc ListContext, fail Reason) {
 	f.srv, f.lc, f.fail = srv, lc, fail
-	f.ids = make(map[string]int, len(lc.Requests))
-	f.answered = make([]bool, len(lc.Requests))
-	f.primary = make([]bool, len(lc.Requests))
+	if f.ids == nil {
+		f.ids = make(map[string]int, len(lc.Requests))
+	}
+	n := len(lc.Requests)
+	f.answered, f.primary = slices.Grow(f.answered[:0], n)[:n], slices.Grow(f.primary[:0], n)[:n]
+	clear(f.answered)
+	clear(f.primary)
 	for i, r := range lc.Requests {
 		key, _ := idKey(r.ID) // validated by ParseMetadata
 		j, dup := f.ids[key]
@@ -93,11 +113,30 @@ func (f *filter) init(srv *Server, lc ListContext, fail Reason) {
 	}
 }
 
+// reset prepares the filter for another stream (see exchange.reset).
+func (f *filter) reset() {
+	f.lc, f.fail = ListContext{}, ""
+	if len(f.ids) > 64 {
+		f.ids = nil
+	} else {
+		clear(f.ids)
+	}
+	f.answered, f.primary = trim(f.answered, 64), trim(f.primary, 64)
+	f.msgs, f.keep, f.usable = trim(f.msgs, 1024), trim(f.keep, 4096), trim(f.usable, 4096)
+	f.elems = trim(f.elems, 4096)
+	clear(f.items[:cap(f.items)])
+	f.items = trim(f.items, 4096)
+	f.unq = trim(f.unq, 4096)
+	f.msgNames.trim()
+	f.resNames.trim()
+	f.itemNames.trim()
+}
+
 // rewrite returns the text with every list result filtered, or with the
 // messages that cannot be filtered replaced by JSON-RPC errors. It returns
 // changed false (and out nil) when the text stays as it is. In an SSE event
 // (sse), data that does not look like JSON at all passes unchanged; in a
-// JSON body it is an error.
+// JSON body it is an error. out is a new buffer, never modified later.
 func (f *filter) rewrite(ctx context.Context, text []byte, sse bool) (out []byte, changed bool) {
 	i := skipSpace(text, 0)
 	if i == len(text) || text[i] != '{' && text[i] != '[' {
@@ -109,65 +148,108 @@ func (f *filter) rewrite(ctx context.Context, text []byte, sse bool) (out []byte
 	if b := f.scan(text); b != nil {
 		return f.failText(ctx, text, ReasonBadBody, b.detail), true
 	}
-	out = f.out[:0]
 	last := 0
 	for mi := range f.msgs {
 		m := &f.msgs[mi]
 		if !m.result.present() {
 			continue
 		}
-		rep, from, to := f.respond(ctx, text, m)
-		if rep == nil {
+		l, keep, refused := f.respond(ctx, text, m)
+		if l == nil && !refused {
 			continue
 		}
-		out = append(out, text[last:from]...)
-		out = append(out, rep...)
-		last = to
-		changed = true
+		if out == nil {
+			out = make([]byte, 0, len(text))
+		}
+		if refused {
+			out = append(out, text[last:m.start]...)
+			out = appendError(out, text[m.id.start:m.id.end])
+			last = m.end
+			continue
+		}
+		out = append(out, text[last:l.val.start]...)
+		out = f.appendKept(out, text, l, keep)
+		last = l.val.end
 	}
-	if !changed {
-		f.out = out
+	if out == nil {
 		return nil, false
 	}
-	out = append(out, text[last:]...)
-	f.out = out
-	return out, true
+	return append(out, text[last:]...), true
 }
 
-// respond decides one result response. It returns the replacement for
-// text[from:to], or nil to keep the message.
-func (f *filter) respond(ctx context.Context, text []byte, m *message) (rep []byte, from, to int) {
-	id := text[m.id.start:m.id.end]
+// respond decides one result response: keep it (nil, false), refuse it
+// (refused), or cut the items not kept out of list l.
+func (f *filter) respond(ctx context.Context, text []byte, m *message) (l *list, keep []bool, refused bool) {
 	if f.fail != "" {
 		f.record(ctx, Outcome{Reason: f.fail}, "metadata unusable: list response refused")
-		return appendError(nil, id), m.start, m.end
+		return nil, nil, true
 	}
 	kind, method, reason := f.kindOf(text, m)
 	switch {
 	case reason != "":
 		f.record(ctx, Outcome{Method: method, Reason: reason}, "list response refused")
-		return appendError(nil, id), m.start, m.end
+		return nil, nil, true
 	case kind == "":
-		return nil, 0, 0
+		return nil, nil, false
+	}
+	l = &m.lists[kindIndex(kind)]
+	if l.val.kind != '[' || l.bad {
+		f.record(ctx, Outcome{Method: method, Reason: ReasonBadBody}, "list result is not an array of "+string(kind)+" items")
+		return nil, nil, true
 	}
 	start := time.Now()
-	arr := m.lists[kindIndex(kind)]
-	if !arr.present() || arr.kind != '[' {
-		f.record(ctx, Outcome{Method: method, Reason: ReasonBadBody}, "list result lacks its array")
-		return appendError(nil, id), m.start, m.end
+	o := Outcome{Method: method, Items: l.elems[1] - l.elems[0]}
+	keep = f.keep[:0]
+	for range o.Items {
+		keep = append(keep, false)
 	}
-	newArr, o := f.filterList(ctx, text, arr, kind, id)
-	o.Method = method
-	o.Duration = time.Since(start)
-	if o.Reason != "" {
-		f.record(ctx, o, "list response refused")
-		return appendError(nil, id), m.start, m.end
+	f.keep = keep
+	if items := f.items[l.items[0]:l.items[1]]; len(items) > 0 {
+		vis, reason := f.visible(ctx, List{Kind: kind, ID: jsontext.Value(text[m.id.start:m.id.end]), Items: items})
+		if reason != "" {
+			o.Reason = reason
+			o.Duration = l.read + time.Since(start)
+			f.record(ctx, o, "list response refused")
+			return nil, nil, true
+		}
+		for i, k := range vis.Keep {
+			keep[f.usable[l.items[0]+i]] = k
+		}
 	}
+	for _, k := range keep {
+		if !k {
+			o.Removed++
+		}
+	}
+	o.Duration = l.read + time.Since(start)
 	f.record(ctx, o, "")
-	if newArr == nil {
-		return nil, 0, 0
+	if o.Removed == 0 {
+		return nil, nil, false
 	}
-	return newArr, arr.start, arr.end
+	return l, keep, false
+}
+
+// appendKept appends list l with only the kept elements. Each kept element
+// keeps its bytes and the white space before it; the white space before
+// the closing bracket stays too, so pretty-printed lists stay so.
+func (f *filter) appendKept(out, text []byte, l *list, keep []bool) []byte {
+	elems := f.elems[l.elems[0]:l.elems[1]]
+	out = append(out, '[')
+	n := 0
+	for i, e := range elems {
+		if !keep[i] {
+			continue
+		}
+		if n > 0 {
+			out = append(out, ',')
+		}
+		out = append(out, text[e.lead:e.end]...)
+		n++
+	}
+	if n > 0 {
+		out = append(out, text[elems[len(elems)-1].end:l.closing]...)
+	}
+	return append(out, ']')
 }
 
 // kindOf tells whether a result response is a list response and of which
@@ -186,7 +268,7 @@ func (f *filter) kindOf(text []byte, m *message) (kind Kind, method string, reas
 		}
 	}
 	for i, l := range m.lists {
-		if !l.present() {
+		if !l.val.present() {
 			continue
 		}
 		if kind != "" {
@@ -292,9 +374,14 @@ func skipSpace(b []byte, i int) int {
 // objects the processor or a client interprets (message, result), and the
 // JSON-RPC shape of every message.
 func (f *filter) scan(text []byte) *badText {
-	f.msgs = f.msgs[:0]
-	var d jsontext.Decoder
-	d.Reset(bytes.NewBuffer(text))
+	f.msgs, f.elems, f.usable, f.items = f.msgs[:0], f.elems[:0], f.usable[:0], f.items[:0]
+	d := &f.dec
+	f.buf = *bytes.NewBuffer(text)
+	d.Reset(&f.buf)
+	defer func() {
+		f.buf = bytes.Buffer{} // drop the reference to text
+		d.Reset(&f.buf)
+	}()
 	if d.PeekKind() == '[' {
 		if _, err := d.ReadToken(); err != nil {
 			return syntaxError(err)
@@ -306,7 +393,7 @@ func (f *filter) scan(text []byte) *badText {
 				}
 				return &badText{"batch element is not an object"}
 			}
-			if b := f.scanMessage(&d, text); b != nil {
+			if b := f.scanMessage(d, text); b != nil {
 				return b
 			}
 		}
@@ -316,7 +403,7 @@ func (f *filter) scan(text []byte) *badText {
 		if len(f.msgs) == 0 {
 			return &badText{"empty batch"}
 		}
-	} else if b := f.scanMessage(&d, text); b != nil {
+	} else if b := f.scanMessage(d, text); b != nil {
 		return b
 	}
 	if _, err := d.ReadToken(); err != io.EOF {
@@ -377,7 +464,8 @@ func (f *filter) scanMessage(d *jsontext.Decoder, text []byte) *badText {
 		if b != nil {
 			return b
 		}
-		if f.msgNames.add(name) {
+		fold, dup := f.msgNames.addKey(name)
+		if dup {
 			return &badText{"message member names equal under case folding"}
 		}
 		switch string(name) {
@@ -392,12 +480,12 @@ func (f *filter) scanMessage(d *jsontext.Decoder, text []byte) *badText {
 			_, b = valueSpan(d)
 		case "result":
 			if d.PeekKind() == '{' {
-				b = f.scanResult(d, &m)
+				b = f.scanResult(d, text, &m)
 			} else {
 				m.result, b = valueSpan(d)
 			}
 		default:
-			if isCaseVariant(name, messageMembers) {
+			if isCaseVariant(name, fold, messageMembers) {
 				return &badText{"message member is a case variant of a JSON-RPC member"}
 			}
 			_, b = valueSpan(d)
@@ -414,7 +502,7 @@ func (f *filter) scanMessage(d *jsontext.Decoder, text []byte) *badText {
 	return nil
 }
 
-func (f *filter) scanResult(d *jsontext.Decoder, m *message) *badText {
+func (f *filter) scanResult(d *jsontext.Decoder, text []byte, m *message) *badText {
 	if _, err := d.ReadToken(); err != nil {
 		return syntaxError(err)
 	}
@@ -425,7 +513,8 @@ func (f *filter) scanResult(d *jsontext.Decoder, m *message) *badText {
 		if b != nil {
 			return b
 		}
-		if f.resNames.add(name) {
+		fold, dup := f.resNames.addKey(name)
+		if dup {
 			return &badText{"result member names equal under case folding"}
 		}
 		k := -1
@@ -434,15 +523,21 @@ func (f *filter) scanResult(d *jsontext.Decoder, m *message) *badText {
 				k = i
 			}
 		}
-		if k < 0 && string(name) != "nextCursor" && isCaseVariant(name, resultMembers) {
+		if k < 0 && string(name) != "nextCursor" && isCaseVariant(name, fold, resultMembers) {
 			return &badText{"result member is a case variant of a list member"}
+		}
+		if k >= 0 && d.PeekKind() == '[' {
+			if b := f.scanList(d, text, &m.lists[k], listKinds[k]); b != nil {
+				return b
+			}
+			continue
 		}
 		s, b := valueSpan(d)
 		if b != nil {
 			return b
 		}
 		if k >= 0 {
-			m.lists[k] = s
+			m.lists[k].val = s
 		}
 	}
 	if _, err := d.ReadToken(); err != nil {
@@ -452,15 +547,26 @@ func (f *filter) scanResult(d *jsontext.Decoder, m *message) *badText {
 	return nil
 }
 
-// isCaseVariant reports whether name equals one of known under case folding
-// without being exactly it.
-func isCaseVariant(name []byte, known []string) bool {
+// isCaseVariant reports whether name (with folding key fold) equals one of
+// known under case folding without being exactly it.
+func isCaseVariant(name, fold []byte, known []memberName) bool {
 	for _, k := range known {
-		if string(name) != k && foldEqualString(name, k) {
+		if string(fold) == k.fold && string(name) != k.exact {
 			return true
 		}
 	}
 	return false
+}
+
+// memberName is a member name and its folding key.
+type memberName struct{ exact, fold string }
+
+func memberNames(names ...string) []memberName {
+	out := make([]memberName, len(names))
+	for i, n := range names {
+		out[i] = memberName{n, string(appendFoldKey(nil, []byte(n)))}
+	}
+	return out
 }
 
 // checkShape accepts a request (method and id), a notification (method, no
@@ -494,153 +600,129 @@ func stringEquals(raw []byte, s string) bool {
 	return err == nil && string(u) == s
 }
 
-// filterList filters the array text[arr.start:arr.end] of one list. It
-// returns the new array, or nil when every item is kept; o.Reason is set
-// when the list cannot be filtered.
-func (f *filter) filterList(ctx context.Context, text []byte, arr span, kind Kind, id []byte) (newArr []byte, o Outcome) {
-	body := text[arr.start:arr.end]
-	var d jsontext.Decoder
-	d.Reset(bytes.NewBuffer(body))
+// scanList reads the array of a list member: every element must be an
+// object with the kind's string key member and no member names equal under
+// case folding; otherwise the list is bad (and refused if it is the list
+// the response answers with). Items the call path would refuse are not
+// offered to the policy.
+func (f *filter) scanList(d *jsontext.Decoder, text []byte, l *list, kind Kind) *badText {
+	start := time.Now()
 	if _, err := d.ReadToken(); err != nil {
-		return nil, Outcome{Reason: ReasonBadBody}
+		return syntaxError(err)
 	}
-	f.elems, f.usable, f.items = f.elems[:0], f.usable[:0], f.items[:0]
+	l.val = span{start: int(d.InputOffset()) - 1, kind: '['}
+	l.elems[0], l.items[0] = len(f.elems), len(f.items)
 	lead := int(d.InputOffset())
-	for d.PeekKind() != ']' {
-		if d.PeekKind() != '{' {
-			return nil, Outcome{Reason: ReasonBadBody}
+	for {
+		k := d.PeekKind()
+		if k == ']' {
+			break
 		}
-		if len(f.elems) > 0 {
-			lead = afterComma(body, f.elems[len(f.elems)-1].end)
+		if n := len(f.elems); n > l.elems[0] {
+			lead = afterComma(text, f.elems[n-1].end)
 		}
-		item, usable, ok := f.scanItem(&d, kind)
-		if !ok {
-			return nil, Outcome{Reason: ReasonBadBody}
-		}
-		end := int(d.InputOffset())
-		f.elems = append(f.elems, element{lead: lead, start: lastOpen(body, lead), end: end})
-		if usable {
-			f.usable = append(f.usable, len(f.elems)-1)
-			f.items = append(f.items, item)
-		}
-	}
-	if _, err := d.ReadToken(); err != nil {
-		return nil, Outcome{Reason: ReasonBadBody}
-	}
-	closing := int(d.InputOffset()) - 1 // the ']'
-	o.Items = len(f.elems)
-	keep := make([]bool, len(f.elems))
-	if len(f.items) > 0 {
-		vis, reason := f.visible(ctx, List{Kind: kind, ID: jsontext.Value(id), Items: f.items})
-		if reason != "" {
-			return nil, Outcome{Items: o.Items, Reason: reason}
-		}
-		for i, k := range vis.Keep {
-			keep[f.usable[i]] = k
-		}
-	}
-	for _, k := range keep {
-		if !k {
-			o.Removed++
-		}
-	}
-	if o.Removed == 0 {
-		return nil, o
-	}
-	out := make([]byte, 0, len(body))
-	out = append(out, '[')
-	n := 0
-	for i, e := range f.elems {
-		if !keep[i] {
+		if k != '{' {
+			v, b := valueSpan(d)
+			if b != nil {
+				return b
+			}
+			l.bad = true
+			f.elems = append(f.elems, element{lead: lead, end: v.end})
 			continue
 		}
-		if n > 0 {
-			out = append(out, ',')
+		item, usable, ok, b := f.scanItem(d, kind)
+		if b != nil {
+			return b
 		}
-		out = append(out, body[e.lead:e.end]...)
-		n++
+		if !ok {
+			l.bad = true
+		}
+		if usable && ok {
+			f.usable = append(f.usable, len(f.elems)-l.elems[0])
+			f.items = append(f.items, item)
+		}
+		f.elems = append(f.elems, element{lead: lead, end: int(d.InputOffset())})
 	}
-	if n > 0 {
-		out = append(out, body[f.elems[len(f.elems)-1].end:closing]...)
-	}
-	return append(out, ']'), o
-}
-
-// afterComma returns the offset after the ',' that follows end.
-func afterComma(b []byte, end int) int {
-	i := skipSpace(b, end)
-	return i + 1 // b[i] is ',': the decoder has validated the array
-}
-
-// lastOpen returns the offset of the '{' that starts the element whose
-// leading white space begins at lead.
-func lastOpen(b []byte, lead int) int { return skipSpace(b, lead) }
-
-// scanItem reads one list item object: names equal under case folding and
-// case variants of the item's key member are rejected (ok false), as is a
-// key member that is missing or not a string. usable is false for an item
-// the call path would refuse anyway.
-func (f *filter) scanItem(d *jsontext.Decoder, kind Kind) (item Item, usable, ok bool) {
 	if _, err := d.ReadToken(); err != nil {
-		return Item{}, false, false
+		return syntaxError(err)
+	}
+	l.val.end = int(d.InputOffset())
+	l.closing = l.val.end - 1
+	l.elems[1], l.items[1] = len(f.elems), len(f.items)
+	l.read = time.Since(start)
+	return nil
+}
+
+// scanItem reads one list item object. ok is false for an item that is not
+// one of the kind: names equal under case folding, a case variant of the
+// key member or of "name" (a case-insensitive client would read it), or a
+// key member that is missing or not a string. usable is false for an item
+// the call path would refuse anyway. Only a syntax error stops the scan.
+func (f *filter) scanItem(d *jsontext.Decoder, kind Kind) (item Item, usable, ok bool, bad *badText) {
+	if _, err := d.ReadToken(); err != nil {
+		return Item{}, false, false, syntaxError(err)
 	}
 	f.itemNames.reset()
-	key := "name"
+	key, keyFold := "name", "NAME"
 	switch kind {
 	case KindResources:
-		key = "uri"
+		key, keyFold = "uri", "URI"
 	case KindResourceTemplates:
-		key = "uriTemplate"
+		key, keyFold = "uriTemplate", "URITEMPLATE"
 	}
 	var keyVal, nameVal jsontext.Value
-	var hasKey bool
+	ok = true
 	for d.PeekKind() != '}' {
 		name, b := f.name(d)
 		if b != nil {
-			return Item{}, false, false
+			return Item{}, false, false, b
 		}
-		if f.itemNames.add(name) {
-			return Item{}, false, false
+		fold, dup := f.itemNames.addKey(name)
+		if dup {
+			ok = false
 		}
 		isKey, isName := string(name) == key, string(name) == "name"
-		if !isKey && foldEqualString(name, key) || !isName && foldEqualString(name, "name") {
-			return Item{}, false, false
+		if !isKey && string(fold) == keyFold || !isName && string(fold) == "NAME" {
+			ok = false
 		}
 		v, err := d.ReadValue()
 		if err != nil {
-			return Item{}, false, false
+			return Item{}, false, false, syntaxError(err)
 		}
 		switch {
 		case isKey:
 			if v.Kind() != '"' {
-				return Item{}, false, false
+				ok = false
 			}
-			keyVal, hasKey = v, true
+			keyVal = v
 		case isName && v.Kind() == '"':
 			nameVal = v
 		}
 	}
-	if _, err := d.ReadToken(); err != nil || !hasKey {
-		return Item{}, false, false
+	if _, err := d.ReadToken(); err != nil {
+		return Item{}, false, false, syntaxError(err)
+	}
+	if !ok || keyVal == nil {
+		return Item{}, false, false, nil
 	}
 	s := unquoteString(keyVal)
 	switch kind {
 	case KindTools:
-		return Item{Name: s}, usableToolName(s), true
+		return Item{Name: s}, usableToolName(s), true, nil
 	case KindPrompts:
-		return Item{Name: s}, usablePromptName(s), true
+		return Item{Name: s}, usablePromptName(s), true, nil
 	case KindResources:
 		it := Item{URI: normalizeURI(s)}
 		if nameVal != nil {
 			it.Name = unquoteString(nameVal)
 		}
-		return it, usableURI(s), true
+		return it, usableURI(s), true, nil
 	default:
 		it := Item{URITemplate: s, URIPrefix: normalizeURI(templatePrefix(s))}
 		if nameVal != nil {
 			it.Name = unquoteString(nameVal)
 		}
-		return it, usableURI(s), true
+		return it, usableURI(s), true, nil
 	}
 }
 

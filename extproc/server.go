@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"runtime/debug"
+	"sync"
 	"time"
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
@@ -53,6 +54,9 @@ type Server struct {
 	maxBuffered   int
 	maxChunk      int
 	policyTimeout time.Duration
+
+	// exchanges reuses the per-stream buffers of finished streams.
+	exchanges sync.Pool
 }
 
 // New returns a Server.
@@ -91,7 +95,11 @@ func New(opts Options) (*Server, error) {
 // itself: Envoy would forward the rest of the response unprocessed.
 func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) (err error) {
 	ctx := stream.Context()
-	x := &exchange{srv: s, send: stream.Send}
+	x, _ := s.exchanges.Get().(*exchange)
+	if x == nil {
+		x = &exchange{srv: s}
+	}
+	x.send = stream.Send
 	defer func() {
 		if p := recover(); p != nil {
 			s.log.ErrorContext(ctx, "panic in list filter", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
@@ -100,7 +108,10 @@ func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) (err 
 				defer func() { _ = recover() }() // the panic may have come from the Recorder
 				x.recordStream(ctx, ReasonInternal)
 			}()
+			return // a panicking exchange is not reused
 		}
+		x.reset()
+		s.exchanges.Put(x)
 	}()
 	for {
 		req, rerr := stream.Recv()

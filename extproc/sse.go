@@ -50,9 +50,28 @@ func (s *sseScanner) scan(data []byte, from int) int {
 			s.lineStart = true
 		default:
 			s.lineStart = false
+			// Skip to the line end: events are mostly one long data line.
+			j := lineEnd(data[i+1:])
+			if j < 0 {
+				return -1
+			}
+			i += j
 		}
 	}
 	return -1
+}
+
+// lineEnd returns the index of the first CR or LF in b, or -1.
+func lineEnd(b []byte) int {
+	n := bytes.IndexByte(b, '\n')
+	seg := b
+	if n >= 0 {
+		seg = b[:n]
+	}
+	if r := bytes.IndexByte(seg, '\r'); r >= 0 {
+		return r
+	}
+	return n
 }
 
 // sseLine is one line of an event: content ev[start:end], line end
@@ -75,6 +94,11 @@ type sseStream struct {
 
 	lines []sseLine
 	data  []byte
+}
+
+// reset prepares the stream state for another stream (see exchange.reset).
+func (s *sseStream) reset() {
+	*s = sseStream{pend: trim(s.pend, 64<<10), lines: trim(s.lines, 256), data: trim(s.data, 64<<10)}
 }
 
 func (s *sseStream) init(f *filter, max int) {
@@ -158,7 +182,7 @@ func (s *sseStream) finish(ctx context.Context) []byte {
 		return nil
 	}
 	ev := s.pend
-	s.pend, s.scanned = s.pend[:0], 0
+	s.pend, s.scanned = nil, 0 // ev may be sent as it is: never reuse its array
 	if len(ev) > s.max {
 		return s.tooLarge(ctx)
 	}
@@ -192,8 +216,10 @@ func (s *sseStream) event(ctx context.Context, ev []byte) ([]byte, bool) {
 	first, ndata := -1, 0
 	for i := bom; i < len(ev); {
 		l := sseLine{start: i}
-		for i < len(ev) && ev[i] != '\r' && ev[i] != '\n' {
-			i++
+		if j := lineEnd(ev[i:]); j >= 0 {
+			i += j
+		} else {
+			i = len(ev)
 		}
 		l.end = i
 		if i < len(ev) {
