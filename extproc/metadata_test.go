@@ -44,7 +44,9 @@ func TestMetadataRoundTrip(t *testing.T) {
 
 func TestParseMetadataErrors(t *testing.T) {
 	good := func() *structpb.Struct { return listMetadata(req("tools/list", "1")).FilterMetadata[MetadataNamespace] }
-	list := func(st *structpb.Struct) map[string]*structpb.Value { return st.Fields[KeyList].GetStructValue().Fields }
+	list := func(st *structpb.Struct) map[string]*structpb.Value {
+		return st.Fields[KeyList].GetStructValue().Fields
+	}
 	secret := "eyJhbGciOiJSUzI1NiJ9.secret-token-value"
 	tests := []struct {
 		name   string
