@@ -43,7 +43,7 @@ type exchange struct {
 func (x *exchange) reset() {
 	clear(x.chunks)
 	x.chunks = trim(x.chunks, 64)
-	*x = exchange{srv: x.srv, chunks: x.chunks, f: x.f, sse: x.sse}
+	x.send, x.received, x.phase, x.size = nil, 0, phaseHeaders, 0
 	x.f.reset()
 	x.sse.reset()
 }
@@ -133,7 +133,9 @@ func (x *exchange) responseHeaders(ctx context.Context, req *extprocv3.Processin
 	}
 	var statusCode, contentTypes, encodings []string
 	for _, hv := range h.GetHeaders().GetHeaders() {
-		switch hv.GetKey() {
+		// Envoy sends lower-case keys; a sender that does not must not
+		// hide the content type and so skip the filter.
+		switch strings.ToLower(hv.GetKey()) {
 		case ":status":
 			statusCode = append(statusCode, headerValue(hv))
 		case "content-type":

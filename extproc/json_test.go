@@ -1,6 +1,7 @@
 package extproc
 
 import (
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -332,6 +333,18 @@ func TestJSONFiltering(t *testing.T) {
 			body: toolsBody("1", "get_weather", "search"),
 		},
 		{
+			name: "large_item_kept",
+			meta: listMetadata(tools1...),
+			up:   upstream{headers: jsonHeaders(), chunks: []string{`{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"delete_repo"},{"name":"search",` + manyMembers(40) + `}]}}`}},
+			body: `{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"search",` + manyMembers(40) + `}]}}`,
+		},
+		{
+			name: "header_keys_not_lower_case",
+			meta: listMetadata(tools1...),
+			up:   upstream{headers: [][2]string{{":status", "200"}, {"Content-Type", "application/json"}}, chunks: []string{tools3}},
+			body: toolsBody("1", "get_weather", "search"),
+		},
+		{
 			name: "many_chunks",
 			meta: listMetadata(tools1...),
 			opts: func(o *Options) { o.MaxChunkBytes = 7 },
@@ -435,6 +448,7 @@ func TestFailClosed(t *testing.T) {
 		bad("case_variant_item_name_alone", `{"jsonrpc":"2.0","id":1,"result":{"tools":[{"NAME":"delete_repo"}]}}`),
 		bad("kelvin_sign_fold_duplicate", `{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"search","\u212aey":1,"key":2}]}}`),
 		bad("case_variant_message_member", `{"jsonrpc":"2.0","id":1,"Result":{"tools":[]},"result":{"tools":[]}}`),
+		bad("fold_duplicate_in_large_item", `{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"search",`+manyMembers(40)+`,"M39":1}]}}`),
 		bad("tools_not_array", `{"jsonrpc":"2.0","id":1,"result":{"tools":{"name":"delete_repo"}}}`),
 		bad("tools_missing", `{"jsonrpc":"2.0","id":1,"result":{"items":[{"name":"delete_repo"}]}}`),
 		bad("result_not_object", `{"jsonrpc":"2.0","id":1,"result":[{"name":"delete_repo"}]}`),
@@ -607,4 +621,16 @@ func TestClientHeadersAreNotMetadata(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, tc.check)
 	}
+}
+
+// manyMembers returns n members "m0":0,... (enough for nameSet's map mode).
+func manyMembers(n int) string {
+	var b strings.Builder
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(`"m` + strconv.Itoa(i) + `":0`)
+	}
+	return b.String()
 }
