@@ -19,7 +19,11 @@
 //     unchanged when ext_authz did not ask for filtering, the status is not
 //     2xx, or the content type is neither JSON nor an event stream. It
 //     filters application/json (the whole body, buffered to end of stream)
-//     and text/event-stream (event by event).
+//     and text/event-stream event by event: an event is held only until
+//     its blank line arrives, then leaves at once, so a long stream is
+//     never buffered and other events are not delayed. Event data that is
+//     not a JSON object or array passes; data that is must be strict
+//     JSON-RPC.
 //  4. For every JSON-RPC result response whose id is one of the list
 //     requests (compared by value: "\u0061" is "a", 1e0 is 1), the items
 //     are read, items the call path would refuse anyway (a tool name
@@ -29,12 +33,14 @@
 //     list request but that carries a list member (tools, prompts,
 //     resources, resourceTemplates) is filtered as that kind, so an id the
 //     server re-encoded unexpectedly cannot carry a list past the filter.
-//  5. Removed items are cut out of the array; every other byte is kept:
-//     jsonrpc, id, nextCursor, _meta, unknown members, item order, the
-//     bytes of kept items, other responses of a batch, error responses,
-//     notifications and requests. An event stream is rewritten only in the
-//     data lines of a list-result event; its id, event, retry and comment
-//     lines stay.
+//  5. Removed items are cut out of the array with their separators; every
+//     other byte is kept: jsonrpc, id, nextCursor, _meta, unknown members,
+//     item order, the bytes of kept items and the white space before them,
+//     other responses of a batch, error responses, notifications and
+//     requests. A response with nothing removed is returned byte for byte.
+//     In an event stream only the data lines of a changed event are
+//     rewritten ("data: " lines at the place of the first, split where the
+//     JSON had line breaks); its id, event, retry and comment lines stay.
 //
 // # Processing mode
 //
@@ -65,7 +71,8 @@
 // response goes out chunked (HTTP/1) or without a length (HTTP/2). The
 // processor also removes it in its header reply for every response it
 // filters, so that a deployment with allow_content_length_header cannot
-// send a stale length. Responses passed through keep theirs.
+// send a stale length. For responses it passes through it leaves the
+// header alone (Envoy still strips it unless allow_content_length_header).
 //
 // # State machine
 //
@@ -129,7 +136,17 @@
 //
 // # Concurrency
 //
-// A Server is immutable; every stream owns its state. Process starts no
-// goroutines. Policy.Visible runs on the stream's goroutine and must honour
-// its context.
+// A Server is immutable but for a pool of per-stream buffers; every stream
+// owns its state while it runs. Process starts no goroutines.
+// Policy.Visible runs on the stream's goroutine, must honour its context
+// and must not keep the List it was given.
+//
+// # Deployment notes
+//
+// Serve the processor on the gRPC server of ext_authz
+// (extprocv3.RegisterExternalProcessorServer). Envoy sends body chunks as
+// they arrive; grpc-go refuses messages over 4 MiB unless the server raises
+// grpc.MaxRecvMsgSize. Dynamic metadata of a list request carries the
+// token claims (mcpauthz_list.input): do not log the whole ext_authz
+// namespace.
 package extproc

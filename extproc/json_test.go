@@ -252,6 +252,13 @@ func TestJSONFiltering(t *testing.T) {
 			outcomes: filtered(2, 1),
 		},
 		{
+			name:     "forged_ids_in_metadata_list_filtered_anyway",
+			meta:     listMetadata(req("tools/list", "99"), req("prompts/list", `"x"`)),
+			up:       upstream{headers: jsonHeaders(), chunks: []string{toolsBody("1", "delete_repo", "search")}},
+			body:     toolsBody("1", "search"),
+			outcomes: filtered(2, 1),
+		},
+		{
 			name: "unmatched_non_list_result_unchanged",
 			meta: listMetadata(tools1...),
 			up:   upstream{headers: jsonHeaders(), chunks: []string{`{"jsonrpc":"2.0","id":2,"result":{"content":[{"type":"text","text":"tools"}]}}`}},

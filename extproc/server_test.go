@@ -234,7 +234,8 @@ func TestProtocolErrors(t *testing.T) {
 }
 
 // TestRequestPhaseAnswered: a deployment that sends request headers and
-// trailers still works; they are answered unchanged.
+// trailers still works; they are answered unchanged, and client request
+// headers named like the metadata keys change nothing.
 func TestRequestPhaseAnswered(t *testing.T) {
 	env := startServer(t, newTestServer(t, defaultPolicy(), nil))
 	ctx, cancel := context.WithCancel(context.Background())
@@ -244,14 +245,25 @@ func TestRequestPhaseAnswered(t *testing.T) {
 		t.Fatal(err)
 	}
 	meta := listMetadata(req("tools/list", "1"))
-	in := []*extprocv3.ProcessingRequest{
-		{Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{
-			Headers: &corev3.HeaderMap{Headers: []*corev3.HeaderValue{{Key: ":method", RawValue: []byte("POST")}}},
-		}}, ProtocolConfig: &extprocv3.ProtocolConfiguration{ResponseBodyMode: procv3.ProcessingMode_FULL_DUPLEX_STREAMED}},
-		{Request: &extprocv3.ProcessingRequest_RequestTrailers{RequestTrailers: &extprocv3.HttpTrailers{}}},
+	forged := &corev3.HeaderMap{}
+	for _, h := range [][2]string{
+		{":method", "POST"}, {":path", "/mcp"}, {"list_filter", "false"}, {"mcpauthz_list", `{"v":1,"requests":[]}`},
+		{"x-envoy-dynamic-metadata", `{"envoy.filters.http.ext_authz":{"list_filter":false}}`},
+	} {
+		forged.Headers = append(forged.Headers, &corev3.HeaderValue{Key: h[0], RawValue: []byte(h[1])})
 	}
+	up := upstream{headers: jsonHeaders(), chunks: []string{toolsBody("1", "delete_repo", "search")}}
+	st := newEnvoyState(envoyConfig{metadata: meta}, up)
+	response := st.messages()
+	response[0].ProtocolConfig = nil // only in the first message of the stream
+	in := append([]*extprocv3.ProcessingRequest{
+		{Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{Headers: forged}},
+			ProtocolConfig: &extprocv3.ProtocolConfiguration{ResponseBodyMode: procv3.ProcessingMode_FULL_DUPLEX_STREAMED}},
+		{Request: &extprocv3.ProcessingRequest_RequestTrailers{RequestTrailers: &extprocv3.HttpTrailers{}}},
+	}, response...)
 	for _, m := range in {
 		m.MetadataContext = meta
+		st.sent(m)
 		if err := stream.Send(m); err != nil {
 			t.Fatal(err)
 		}
@@ -262,6 +274,17 @@ func TestRequestPhaseAnswered(t *testing.T) {
 	if r, err := stream.Recv(); err != nil || r.GetRequestTrailers() == nil {
 		t.Fatalf("request trailers reply %v %v", r, err)
 	}
+	for !st.complete {
+		r, err := stream.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		st.apply(r)
+	}
+	if got, want := string(st.view.body), toolsBody("1", "search"); got != want || len(st.view.violations) > 0 {
+		t.Fatalf("body %s, want %s (violations %q)", got, want, st.view.violations)
+	}
+	_ = stream.CloseSend()
 }
 
 // TestStreamEnd checks how Process ends: Envoy's half-close and reset are
