@@ -20,7 +20,6 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
 )
 
 // This file is a test double of Envoy's ext_proc filter on the response
@@ -506,13 +505,4 @@ func runMem(t testing.TB, srv *Server, cfg envoyConfig, up upstream) *clientView
 		st.endStream(err)
 	}
 	return st.view
-}
-
-// clone returns a deep copy of msgs (goldens must not alias test state).
-func clone[M proto.Message](msgs []M) []M {
-	out := make([]M, len(msgs))
-	for i, m := range msgs {
-		out[i] = proto.Clone(m).(M)
-	}
-	return out
 }

@@ -302,7 +302,7 @@ func (x *exchange) sendBody(b []byte, eos bool) error {
 // gets this reply instead of the upstream's.
 func (x *exchange) immediate(ctx context.Context, reason Reason, detail string) error {
 	x.phase = phaseDone
-	body := x.f.failPending(ctx, reason, detail, false)
+	body := x.f.failPending(ctx, reason, detail)
 	return x.send(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ImmediateResponse{
 		ImmediateResponse: &extprocv3.ImmediateResponse{
 			Status: &typev3.HttpStatus{Code: typev3.StatusCode_OK},

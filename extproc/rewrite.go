@@ -325,13 +325,9 @@ func (f *filter) failText(ctx context.Context, text []byte, reason Reason, detai
 }
 
 // failPending is failText for a response that cannot be read at all
-// (too large, encoded).
-func (f *filter) failPending(ctx context.Context, reason Reason, detail string, batch bool) []byte {
-	text := []byte(nil)
-	if batch {
-		text = []byte{'['}
-	}
-	return f.failText(ctx, text, reason, detail)
+// (too large, encoded, of an ambiguous type).
+func (f *filter) failPending(ctx context.Context, reason Reason, detail string) []byte {
+	return f.failText(ctx, nil, reason, detail)
 }
 
 // appendError appends the JSON-RPC error response the client gets instead

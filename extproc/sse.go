@@ -197,7 +197,7 @@ func (s *sseStream) finish(ctx context.Context) []byte {
 // tooLarge is the event that replaces one larger than max.
 func (s *sseStream) tooLarge(ctx context.Context) []byte {
 	s.started = true
-	body := s.f.failPending(ctx, ReasonTooLarge, "SSE event larger than the buffer limit", false)
+	body := s.f.failPending(ctx, ReasonTooLarge, "SSE event larger than the buffer limit")
 	out := []byte("data: ")
 	out = append(out, body...)
 	return append(out, "\n\n"...)
