@@ -168,49 +168,55 @@ const maxDescription = 200
 
 // sanitizeDescription keeps what of an authorization server's
 // error_description may go into an error message and a log line. The text
-// comes from a remote party and might echo what it was sent, so: only the
-// characters RFC 6749 §5.2 allows are kept, at most maxDescription bytes;
-// every secret of the request (subject token, client secret, assertion)
-// is cut out wherever it appears; and every run of 24 or more characters
-// from the token alphabets (base64url, base64, token68) is replaced, so
-// that a token, a secret or a fragment of one cannot pass even when it
-// was not among the secrets given.
+// comes from a remote party and might echo what it was sent, so: every
+// secret of the request (subject token, client secret, assertion) is cut
+// out wherever it appears; every run of characters from the token
+// alphabets (base64url, base64, token68) that is 24 or more long, or that
+// is a piece (8 or more characters) of one of the secrets, is replaced, so
+// that neither a token nor a fragment of one passes; then only the
+// characters RFC 6749 §5.2 allows are kept, at most maxDescription bytes.
 func sanitizeDescription(desc string, secrets ...string) string {
+	all := make([]string, 0, 2*len(secrets))
 	for _, s := range secrets {
 		if s != "" {
-			desc = strings.ReplaceAll(desc, s, "[redacted]")
+			all = append(all, s, keepAllowed(s))
 		}
 	}
+	cut := func(d string) string {
+		for _, s := range all {
+			if s != "" {
+				d = strings.ReplaceAll(d, s, "[redacted]")
+			}
+		}
+		return d
+	}
+	// Cut before and after filtering: dropping a character may join the
+	// pieces of a secret.
+	desc = cut(keepAllowed(cut(desc)))
 	var b strings.Builder
-	run := 0
-	start := 0
+	start := -1
 	flush := func(end int) {
-		seg := desc[start:end]
-		if run >= 24 {
+		run := desc[start:end]
+		if len(run) >= 24 || len(run) >= 8 && pieceOf(run, all) {
 			b.WriteString("[redacted]")
 		} else {
-			b.WriteString(seg)
+			b.WriteString(run)
 		}
+		start = -1
 	}
 	for i := 0; i < len(desc); i++ {
-		c := desc[i]
-		if isTokenChar(c) {
-			if run == 0 {
+		if isTokenChar(desc[i]) {
+			if start < 0 {
 				start = i
 			}
-			run++
 			continue
 		}
-		if run > 0 {
+		if start >= 0 {
 			flush(i)
-			run = 0
 		}
-		// RFC 6749 §5.2: %x20-21 / %x23-5B / %x5D-7E.
-		if c >= 0x20 && c <= 0x7e && c != '"' && c != '\\' {
-			b.WriteByte(c)
-		}
+		b.WriteByte(desc[i])
 	}
-	if run > 0 {
+	if start >= 0 {
 		flush(len(desc))
 	}
 	out := b.String()
@@ -218,6 +224,27 @@ func sanitizeDescription(desc string, secrets ...string) string {
 		out = out[:maxDescription] + "..."
 	}
 	return out
+}
+
+// keepAllowed drops the characters RFC 6749 §5.2 does not allow in an
+// error_description (%x20-21 / %x23-5B / %x5D-7E).
+func keepAllowed(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c >= 0x20 && c <= 0x7e && c != '"' && c != '\\' {
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
+}
+
+func pieceOf(s string, secrets []string) bool {
+	for _, sec := range secrets {
+		if strings.Contains(sec, s) {
+			return true
+		}
+	}
+	return false
 }
 
 // isTokenChar reports whether c belongs to the base64url, base64 or

@@ -384,7 +384,10 @@ func TestTokenExchangeFailures(t *testing.T) {
 			defer close(release)
 			rec := newRecorder()
 			cfg := baseExchangeConfig(t, as)
-			cfg.Timeout = 50 * time.Millisecond
+			cfg.Timeout = 5 * time.Second
+			if tt.slow {
+				cfg.Timeout = 50 * time.Millisecond
+			}
 			s := mustExchange(t, cfg, Options{clock: newFakeClock(), Observer: rec})
 			for i := range 2 {
 				_, err := s.Credential(t.Context(), testSubject(testSubjectToken))

@@ -220,6 +220,10 @@ type fakeAS struct {
 	gate chan struct{}
 	// metadata, when set, is served at both well-known URLs.
 	metadata string
+	// echo, when set, answers every token request with an invalid_grant
+	// error whose description quotes every secret of the request, whole
+	// and in pieces, as a careless or hostile server might.
+	echo bool
 
 	calls      atomic.Int64
 	mu         sync.Mutex
@@ -308,6 +312,20 @@ func (as *fakeAS) token(w http.ResponseWriter, r *http.Request) {
 		as.problem("query string %q: parameters must be in the body", r.URL.RawQuery)
 	}
 	as.checkClientAuth(r, form)
+	if as.echo {
+		_, basicSecret, _ := r.BasicAuth()
+		var quoted []string
+		for _, v := range []string{form.Get("subject_token"), form.Get("assertion"), form.Get("client_secret"), form.Get("client_assertion"), basicSecret, r.Header.Get("Authorization")} {
+			if v != "" {
+				quoted = append(quoted, v, v[:min(10, len(v))], v[len(v)-min(12, len(v)):])
+			}
+		}
+		desc, _ := json.Marshal("you sent " + strings.Join(quoted, " and "))
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusBadRequest)
+		fmt.Fprintf(w, `{"error":"invalid_grant","error_description":%s}`, desc)
+		return
+	}
 	for _, k := range []string{"client_id", "client_secret", "client_assertion", "client_assertion_type"} {
 		form.Del(k)
 	}
