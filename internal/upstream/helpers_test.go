@@ -201,7 +201,7 @@ type asExpect struct {
 	assertKey  crypto.PublicKey // private_key_jwt
 	assertAlg  jwa.SignatureAlgorithm
 	assertKID  string
-	assertX5T  string // expected x5t#S256, "" for none
+	assertX5T  string            // expected x5t#S256, "" for none
 	clientCert *x509.Certificate // tls_client_auth
 	now        func() time.Time
 }
