@@ -34,11 +34,11 @@ type ClientCredentialsConfig struct {
 	// TokenEndpoint, or Issuer for discovery, as in TokenExchangeConfig.
 	TokenEndpoint string
 	Issuer        string
-	// Scopes, Audience and Resource are sent as scope, audience (a
+	// Scopes, Audiences and Resources are sent as scope, audience (a
 	// parameter of some servers, e.g. Auth0) and resource (RFC 8707).
-	Scopes   []string
-	Audience []string
-	Resource []string
+	Scopes    []string
+	Audiences []string
+	Resources []string
 	// Client is mcpauthz's client authentication.
 	Client ClientAuth
 	// CAFile, Header and Scheme as in TokenExchangeConfig.
@@ -128,13 +128,13 @@ func newClientCredentials(cfg ClientCredentialsConfig, opts Options) (*ClientCre
 	if len(cfg.Scopes) > 0 {
 		s.form.Set("scope", strings.Join(cfg.Scopes, " "))
 	}
-	for _, a := range cfg.Audience {
+	for _, a := range cfg.Audiences {
 		if a == "" {
 			return nil, errors.New("audience must not contain empty values")
 		}
 		s.form.Add("audience", a)
 	}
-	for _, r := range cfg.Resource {
+	for _, r := range cfg.Resources {
 		if u, err := url.Parse(r); err != nil || !u.IsAbs() || u.Fragment != "" || strings.Contains(r, "#") {
 			return nil, fmt.Errorf("resource %q is not an absolute URI without a fragment", r)
 		}

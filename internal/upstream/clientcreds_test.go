@@ -15,8 +15,8 @@ func ccConfig(t testing.TB, as *fakeAS) ClientCredentialsConfig {
 		Name:          "internal-api",
 		TokenEndpoint: as.tokenURL(),
 		Scopes:        []string{"inventory.read", "inventory.write"},
-		Audience:      []string{"https://inventory.example.com"},
-		Resource:      []string{"https://inventory.example.com/api"},
+		Audiences:     []string{"https://inventory.example.com"},
+		Resources:     []string{"https://inventory.example.com/api"},
 		Client:        ClientAuth{ID: testClientID, Method: AuthClientSecretBasic, SecretFile: secretFile(t)},
 	}
 }

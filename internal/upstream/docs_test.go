@@ -80,7 +80,7 @@ func (d docSource) build(t *testing.T, name string, opts Options) (interface{ Cl
 	case "token_exchange":
 		return NewTokenExchange(TokenExchangeConfig{
 			Name: name, Profile: d.Profile, TokenEndpoint: d.TokenEndpoint, Issuer: d.Issuer,
-			Audience: d.Audiences, Resource: d.Resources, Scopes: d.Scopes,
+			Audiences: d.Audiences, Resources: d.Resources, Scopes: d.Scopes,
 			SubjectTokenType: d.SubjectTokenType, RequestedTokenType: d.RequestedTokenType,
 			AllowMissingIssuedTokenType: d.AllowMissingIssuedTokenType,
 			Client:                      d.Client.auth(), CAFile: d.CAFile, Header: d.Header, Scheme: d.Scheme,
@@ -89,7 +89,7 @@ func (d docSource) build(t *testing.T, name string, opts Options) (interface{ Cl
 	case "client_credentials":
 		return NewClientCredentials(ClientCredentialsConfig{
 			Name: name, TokenEndpoint: d.TokenEndpoint, Issuer: d.Issuer,
-			Audience: d.Audiences, Resource: d.Resources, Scopes: d.Scopes,
+			Audiences: d.Audiences, Resources: d.Resources, Scopes: d.Scopes,
 			Client: d.Client.auth(), CAFile: d.CAFile, Header: d.Header, Scheme: d.Scheme, Timeout: duration(t, d.Timeout),
 		}, opts)
 	case "static":

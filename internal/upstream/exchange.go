@@ -72,11 +72,11 @@ type TokenExchangeConfig struct {
 	// Issuer is the authorization server's issuer identifier, used for
 	// discovery only.
 	Issuer string
-	// Audience and Resource name the upstream (RFC 8693 §2.1 audience,
+	// Audiences and Resources name the upstream (RFC 8693 §2.1 audience,
 	// RFC 8707 resource); each value is sent as its own parameter. Not
 	// used by ProfileEntraOBO.
-	Audience []string
-	Resource []string
+	Audiences []string
+	Resources []string
 	// Scopes are requested as the space-separated scope parameter. A
 	// policy may narrow them per request (SubjectToken.Scopes). At most 64.
 	Scopes []string
@@ -236,13 +236,13 @@ func newTokenExchange(cfg TokenExchangeConfig, opts Options) (*TokenExchange, er
 		s.form.Set("grant_type", grantTokenExchange)
 		s.form.Set("subject_token_type", stt)
 		s.form.Set("requested_token_type", rtt)
-		for _, a := range cfg.Audience {
+		for _, a := range cfg.Audiences {
 			if a == "" {
 				return nil, errors.New("audience must not contain empty values")
 			}
 			s.form.Add("audience", a)
 		}
-		for _, r := range cfg.Resource {
+		for _, r := range cfg.Resources {
 			// RFC 8707 §2: an absolute URI without a fragment.
 			if u, err := url.Parse(r); err != nil || !u.IsAbs() || u.Fragment != "" || strings.Contains(r, "#") {
 				return nil, fmt.Errorf("resource %q is not an absolute URI without a fragment", r)
@@ -259,7 +259,7 @@ func newTokenExchange(cfg TokenExchangeConfig, opts Options) (*TokenExchange, er
 		}
 	case ProfileEntraOBO:
 		switch {
-		case len(cfg.Audience) > 0 || len(cfg.Resource) > 0:
+		case len(cfg.Audiences) > 0 || len(cfg.Resources) > 0:
 			return nil, errors.New("profile entra_obo takes no audience or resource: name the upstream API in scope (api://<app-id>/.default)")
 		case cfg.SubjectTokenType != "" || cfg.RequestedTokenType != "" || cfg.AllowMissingIssuedTokenType:
 			return nil, errors.New("profile entra_obo takes no subject_token_type, requested_token_type or allow_missing_issued_token_type")

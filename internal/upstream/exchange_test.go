@@ -622,10 +622,10 @@ func TestNewTokenExchangeErrors(t *testing.T) {
 		{"user info in endpoint", func(c *TokenExchangeConfig) { c.TokenEndpoint = "https://u:p@idp.example.com/token" }, "user information"},
 		{"unknown profile", func(c *TokenExchangeConfig) { c.Profile = "magic" }, `unknown profile "magic"`},
 		{"entra with audience", func(c *TokenExchangeConfig) {
-			c.Profile, c.Audience, c.Scopes = ProfileEntraOBO, []string{"a"}, []string{"api://x/.default"}
+			c.Profile, c.Audiences, c.Scopes = ProfileEntraOBO, []string{"a"}, []string{"api://x/.default"}
 		}, "takes no audience"},
 		{"entra without scope", func(c *TokenExchangeConfig) { c.Profile = ProfileEntraOBO }, "requires scope"},
-		{"relative resource", func(c *TokenExchangeConfig) { c.Resource = []string{"/api"} }, "not an absolute URI"},
+		{"relative resource", func(c *TokenExchangeConfig) { c.Resources = []string{"/api"} }, "not an absolute URI"},
 		{"bad scope", func(c *TokenExchangeConfig) { c.Scopes = []string{"a b"} }, "not an RFC 6749 scope token"},
 		{"duplicate scope", func(c *TokenExchangeConfig) { c.Scopes = []string{"a", "a"} }, "listed twice"},
 		{"bad header", func(c *TokenExchangeConfig) { c.Header = "Host" }, "not a lowercase HTTP header name"},

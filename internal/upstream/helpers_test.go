@@ -568,8 +568,8 @@ func baseExchangeConfig(t testing.TB, as *fakeAS) TokenExchangeConfig {
 	return TokenExchangeConfig{
 		Name:          "github",
 		TokenEndpoint: as.tokenURL(),
-		Audience:      []string{"github-proxy", "second-audience"},
-		Resource:      []string{"https://api.example.com/"},
+		Audiences:     []string{"github-proxy", "second-audience"},
+		Resources:     []string{"https://api.example.com/"},
 		Scopes:        []string{"repo:read", "repo:write"},
 		Client:        ClientAuth{ID: testClientID, Method: AuthClientSecretBasic, SecretFile: secretFile(t)},
 	}

@@ -27,7 +27,7 @@ func TestNoSecretInErrorsOrLogs(t *testing.T) {
 				cfg := baseExchangeConfig(t, as)
 				cfg.Profile = profile
 				if profile == ProfileEntraOBO {
-					cfg.Audience, cfg.Resource, cfg.Scopes = nil, nil, []string{"api://x/.default"}
+					cfg.Audiences, cfg.Resources, cfg.Scopes = nil, nil, []string{"api://x/.default"}
 				}
 				cfg.Client.Method = auth
 				if auth == AuthPrivateKeyJWT {
