@@ -177,7 +177,7 @@ func (s *ClientCredentials) Credential(ctx context.Context, sub SubjectToken) (C
 		select {
 		case <-s.first:
 		case <-ctx.Done():
-			return Credential{}, ctxError(s.name, ctx, "the first client_credentials token was obtained")
+			return Credential{}, ctxError(ctx, s.name, "the first client_credentials token was obtained")
 		}
 		if st = s.state.Load(); st == nil {
 			return Credential{}, newError(s.name, ReasonClosed, "source closed before its first token")

@@ -187,7 +187,7 @@ func (t *tokenEndpoint) resolve(ctx context.Context) (string, *Error) {
 		select {
 		case <-t.discDone:
 		case <-ctx.Done():
-			return "", ctxError(t.source, ctx, "the token endpoint was discovered")
+			return "", ctxError(ctx, t.source, "the token endpoint was discovered")
 		}
 	}
 }

@@ -132,7 +132,7 @@ func newError(source string, r Reason, format string, args ...any) *Error {
 }
 
 // ctxError maps the end of a waiting request's context to an error.
-func ctxError(source string, ctx context.Context, what string) *Error {
+func ctxError(ctx context.Context, source, what string) *Error {
 	r := ReasonTimeout
 	if errors.Is(ctx.Err(), context.Canceled) {
 		r = ReasonCanceled

@@ -354,7 +354,7 @@ func (s *TokenExchange) Credential(ctx context.Context, sub SubjectToken) (Crede
 	select {
 	case <-f.done:
 	case <-ctx.Done():
-		return Credential{}, ctxError(s.name, ctx, "the token exchange answered")
+		return Credential{}, ctxError(ctx, s.name, "the token exchange answered")
 	}
 	if f.err != nil {
 		return Credential{}, f.err
