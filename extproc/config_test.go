@@ -34,7 +34,7 @@ func TestEnvoyConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := envoycheck.Validate(data)
+	r, err := envoycheck.Validate(t.Context(), data)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,7 +44,7 @@ func TestEnvoyConfig(t *testing.T) {
 		}
 	}
 	var bs bootstrapv3.Bootstrap
-	if _, err := envoycheck.DecodeAs(data, &bs); err != nil {
+	if _, err := envoycheck.DecodeAs(t.Context(), data, &bs); err != nil {
 		t.Fatal(err)
 	}
 	hcm := &hcmv3.HttpConnectionManager{}

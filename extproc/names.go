@@ -84,7 +84,20 @@ func templatePrefix(tmpl string) string {
 	return tmpl
 }
 
-func normalizeURI(uri string) string { return mcprpc.NormalizeURI(uri) }
+// normalizeURI is the call path's normal form of uri; ok is false for a URI
+// the call path refuses (it cannot be normalised unambiguously), which no
+// caller could read.
+func normalizeURI(uri string) (string, bool) {
+	n, err := mcprpc.NormalizeURI(uri)
+	return n, err == nil
+}
+
+// normalizeTemplatePrefix normalises the literal part of a URI template the
+// way the call path normalises a template reference.
+func normalizeTemplatePrefix(tmpl string) (string, bool) {
+	n, err := mcprpc.NormalizeURITemplate(templatePrefix(tmpl))
+	return n, err == nil
+}
 
 // idKey returns the value of a JSON-RPC id as a comparable key, so that a
 // response matches its request however the server re-encoded the id:

@@ -40,11 +40,12 @@ func checkNameRules(t *testing.T, s string) {
 		t.Errorf("prompt %q: call path accepts=%v, list filter usable=%v", s, ok, usablePromptName(s))
 	}
 	ok, uri := callAccepts(t, "resources/read", "uri", s)
-	if ok != usableURI(s) {
-		t.Errorf("uri %q: call path accepts=%v, list filter usable=%v", s, ok, usableURI(s))
+	norm, normal := normalizeURI(s)
+	if usable := normal && usableURI(s); ok != usable {
+		t.Errorf("uri %q: call path accepts=%v, list filter usable=%v", s, ok, usable)
 	}
-	if ok && uri != normalizeURI(s) {
-		t.Errorf("uri %q: call path reads %q, list filter %q", s, uri, normalizeURI(s))
+	if ok && uri != norm {
+		t.Errorf("uri %q: call path reads %q, list filter %q", s, uri, norm)
 	}
 }
 

@@ -708,17 +708,19 @@ func (f *filter) scanItem(d *jsontext.Decoder, kind Kind) (item Item, usable, ok
 	case KindPrompts:
 		return Item{Name: s}, usablePromptName(s), true, nil
 	case KindResources:
-		it := Item{URI: normalizeURI(s)}
+		uri, normal := normalizeURI(s)
+		it := Item{URI: uri}
 		if nameVal != nil {
 			it.Name = unquoteString(nameVal)
 		}
-		return it, usableURI(s), true, nil
+		return it, normal && usableURI(s), true, nil
 	default:
-		it := Item{URITemplate: s, URIPrefix: normalizeURI(templatePrefix(s))}
+		prefix, normal := normalizeTemplatePrefix(s)
+		it := Item{URITemplate: s, URIPrefix: prefix}
 		if nameVal != nil {
 			it.Name = unquoteString(nameVal)
 		}
-		return it, usableURI(s), true, nil
+		return it, normal && usableURI(s), true, nil
 	}
 }
 
