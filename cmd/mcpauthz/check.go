@@ -50,7 +50,7 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fmt.Fprintln(stderr, "mcpauthz check: use either --config or --dev")
 		return &exitError{code: 2}
 	case *dev:
-		_, cfg, err = devSetup(*devDir, "", false, true)
+		_, cfg, err = devSetup(*devDir, "", "", false, true)
 	case *cfgPath != "":
 		if cfg, err = config.Load(*cfgPath); err != nil {
 			err = fmt.Errorf("invalid configuration:\n%w", indent(err))

@@ -154,7 +154,7 @@ func TestTokenAndCheckDev(t *testing.T) {
 // CheckRequest, and that health, metadata and metrics are served.
 func TestServeAndCheckAgree(t *testing.T) {
 	dev := t.TempDir()
-	_, cfg, err := devSetup(dev, "", true, true)
+	_, cfg, err := devSetup(dev, "", "", true, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -236,7 +236,7 @@ func write(t *testing.T, path, content string) {
 // cleanly.
 func TestShutdownWithChecksInFlight(t *testing.T) {
 	dev := t.TempDir()
-	iss, cfg, err := devSetup(dev, "", true, true)
+	iss, cfg, err := devSetup(dev, "", "", true, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -268,7 +268,7 @@ func TestShutdownWithChecksInFlight(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	otherKey := filepath.Join(t.TempDir(), "other")
-	otherIss, _, err := devSetup(otherKey, iss.URL, true, true)
+	otherIss, _, err := devSetup(otherKey, iss.URL, "", true, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -335,7 +335,7 @@ func TestPolicyBundleConfig(t *testing.T) {
 	defer bundleSrv.Close()
 
 	dev := t.TempDir()
-	iss, _, err := devSetup(dev, "", true, true)
+	iss, _, err := devSetup(dev, "", "", true, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -367,7 +367,7 @@ func TestPolicyBundleConfig(t *testing.T) {
 // of decisions and compares the exported series exactly.
 func TestMetricsAfterScriptedDecisions(t *testing.T) {
 	dev := t.TempDir()
-	iss, cfg, err := devSetup(dev, "", true, true)
+	iss, cfg, err := devSetup(dev, "", "", true, true)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,9 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
-	"strings"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -18,14 +15,8 @@ import (
 
 	"github.com/mcpauthz/mcpauthz/internal/app"
 	"github.com/mcpauthz/mcpauthz/internal/config"
+	"github.com/mcpauthz/mcpauthz/internal/devauth"
 	"github.com/mcpauthz/mcpauthz/internal/devissuer"
-)
-
-// Development defaults: the issuer listens next to the server, and the
-// resource is the Envoy listener of envoy/envoy.yaml.
-const (
-	devIssuerAddr = "127.0.0.1:9193"
-	devResource   = "http://localhost:10000/mcp"
 )
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -38,11 +29,12 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	grace := fs.Duration("shutdown-timeout", 0, "override shutdown.timeout: how long in-flight checks may take to finish on shutdown")
 	grpcAddr := fs.String("grpc-addr", "", "override grpc_addr")
 	httpAddr := fs.String("http-addr", "", "override http_addr")
-	devIssuer := fs.String("dev-issuer-addr", devIssuerAddr, "where --dev serves its issuer (JWKS and metadata)")
+	addrFile := fs.String("addr-file", "", "once listening, write the bound addresses to this file as JSON (grpc_addr, http_addr, dev_issuer): for scripts and tests that listen on port 0")
+	df := devFlagSet(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	o := serveOptions{devDir: *devDir, stdout: stdout}
+	o := serveOptions{devDir: *devDir, stdout: stdout, addrFile: *addrFile}
 	var (
 		cfg *config.Config
 		err error
@@ -52,12 +44,11 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fmt.Fprintln(stderr, "mcpauthz serve: use either --config or --dev")
 		return &exitError{code: 2}
 	case *dev:
-		var lc net.ListenConfig
-		if o.devListener, err = lc.Listen(ctx, "tcp", *devIssuer); err != nil {
-			return fmt.Errorf("dev issuer: %w", err)
+		if o.devListener, err = df.listen(ctx); err != nil {
+			return err
 		}
 		defer o.devListener.Close()
-		o.dev, cfg, err = devSetup(*devDir, "http://"+o.devListener.Addr().String(), true, false)
+		o.dev, cfg, err = devSetup(*devDir, df.issuerURL(o.devListener), df.resource, true, false)
 	case *cfgPath != "":
 		cfg, err = config.Load(*cfgPath)
 		if err != nil {
@@ -85,14 +76,22 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *grace > 0 {
 		cfg.Shutdown.Timeout = config.Duration(*grace)
 	}
-	return serve(ctx, cfg, newLogger(cfg, stderr), o)
+	log := newLogger(cfg, stderr)
+	if *dev {
+		if o.devAuth, err = df.authorizationServer(o.dev, cfg, log); err != nil {
+			return err
+		}
+	}
+	return serve(ctx, cfg, log, o)
 }
 
 type serveOptions struct {
 	dev         *devissuer.Issuer
+	devAuth     *devauth.Server // the development authorization server, with dev
 	devListener net.Listener
 	devDir      string
 	stdout      io.Writer
+	addrFile    string
 	// ready, if set, receives the bound addresses once listening (tests).
 	ready chan<- [2]string
 }
@@ -112,10 +111,10 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, o serveOpt
 	defer rt.Close()
 
 	var lc net.ListenConfig
-	if o.dev != nil {
-		issSrv := &http.Server{Handler: o.dev.Handler(), ReadHeaderTimeout: 5 * time.Second}
-		go func() { _ = issSrv.Serve(o.devListener) }()
-		defer issSrv.Close()
+	if o.devAuth != nil {
+		asSrv := &http.Server{Handler: o.devAuth.Handler(), ReadHeaderTimeout: 5 * time.Second, IdleTimeout: time.Minute}
+		go func() { _ = asSrv.Serve(o.devListener) }()
+		defer asSrv.Close()
 	}
 	grpcLn, err := lc.Listen(ctx, "tcp", rt.GRPCAddr)
 	if err != nil {
@@ -133,7 +132,14 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, o serveOpt
 	log.Info("mcpauthz serving", "grpc_addr", grpcLn.Addr().String(), "http_addr", httpLn.Addr().String(),
 		"resource", rt.Resource, "policy_revision", rt.Engine.Revision(), "shadow", rt.Shadow)
 	if o.dev != nil {
-		printDevBanner(o.stdout, o.dev, cfg, grpcLn.Addr().String(), httpLn.Addr().String(), o.devDir)
+		printDevBanner(o.stdout, o.dev, o.devAuth, cfg, grpcLn.Addr().String(), httpLn.Addr().String(), o.devDir)
+	}
+	if o.addrFile != "" {
+		if err := writeAddrFile(o.addrFile, grpcLn.Addr().String(), httpLn.Addr().String(), o.dev); err != nil {
+			grpcLn.Close()
+			httpLn.Close()
+			return err
+		}
 	}
 	if o.ready != nil {
 		o.ready <- [2]string{grpcLn.Addr().String(), httpLn.Addr().String()}
@@ -172,78 +178,4 @@ func ignoreClosed(err error) error {
 		return nil
 	}
 	return err
-}
-
-// devSetup prepares development mode: a signing key in dir (a fresh one when
-// rotate), its public key set, and a configuration that trusts it. The
-// issuer URL is recorded in dir so that `token` and `check --dev` mint and
-// verify for the issuer a running `serve --dev` uses; an empty issuerURL
-// reads it from there. With offline the issuer's keys are read from the key
-// set file instead of the issuer's HTTP endpoint.
-func devSetup(dir, issuerURL string, rotate, offline bool) (*devissuer.Issuer, *config.Config, error) {
-	key, err := devissuer.LoadOrCreateKey(dir, rotate)
-	if err != nil {
-		return nil, nil, fmt.Errorf("dev issuer key: %w", err)
-	}
-	jwksFile := filepath.Join(dir, "jwks.json")
-	if err := devissuer.WriteJWKS(jwksFile, key); err != nil {
-		return nil, nil, fmt.Errorf("dev issuer key set: %w", err)
-	}
-	urlFile := filepath.Join(dir, "issuer")
-	if issuerURL == "" {
-		if b, err := os.ReadFile(urlFile); err == nil {
-			issuerURL = strings.TrimSpace(string(b))
-		} else {
-			issuerURL = "http://" + devIssuerAddr
-		}
-	} else if err := os.WriteFile(urlFile, []byte(issuerURL+"\n"), 0o600); err != nil {
-		return nil, nil, fmt.Errorf("dev issuer: %w", err)
-	}
-	iss := &devissuer.Issuer{URL: issuerURL, Key: key}
-	issuer := config.Issuer{Issuer: iss.URL, JWKSURI: iss.URL + "/jwks"}
-	if offline {
-		issuer = config.Issuer{Issuer: iss.URL, JWKSFile: jwksFile}
-	}
-	cfg := &config.Config{
-		Resource:             devResource,
-		ResourceName:         "mcpauthz development server",
-		AuthorizationServers: []string{iss.URL},
-		Issuers:              []config.Issuer{issuer},
-		Log:                  config.Log{Format: "text"},
-	}
-	return iss, cfg, nil
-}
-
-func printDevBanner(w io.Writer, iss *devissuer.Issuer, cfg *config.Config, grpcAddr, httpAddr, dir string) {
-	tok, err := iss.Mint(devissuer.MintOptions{
-		Subject:  "dev-user",
-		ClientID: "mcpauthz-dev",
-		Audience: []string{cfg.Resource},
-		Scopes:   []string{"tools:*"},
-		TTL:      time.Hour,
-		Now:      time.Now(),
-	})
-	if err != nil {
-		fmt.Fprintln(w, "cannot mint a sample token:", err)
-		return
-	}
-	fmt.Fprintf(w, `
-mcpauthz is running in development mode.
-  ext_authz gRPC:   %s
-  metadata/health:  http://%s%s
-  dev issuer:       %s (key in %s)
-  resource:         %s
-
-A sample token (scope "tools:*", valid 1h):
-
-  %s
-
-Try a tool call through exactly the server's decision path:
-
-  mcpauthz check --dev --token %s \
-    --body '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get_weather","arguments":{"city":"Paris"}}}'
-
-Mint tokens with other scopes:  mcpauthz token --scope tools:get_weather
-
-`, grpcAddr, httpAddr, "/.well-known/oauth-protected-resource/mcp", iss.URL, dir, cfg.Resource, tok, tok)
 }

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mcpauthz/mcpauthz/internal/devauth"
 	"github.com/mcpauthz/mcpauthz/internal/devissuer"
 )
 
@@ -15,9 +16,9 @@ func runToken(_ context.Context, args []string, stdout, stderr io.Writer) error 
 	devDir := fs.String("dev-dir", defaultDevDir(), "where the development issuer keeps its key (created if missing)")
 	var scopes headerFlags
 	fs.Var(&scopes, "scope", "granted scope; repeatable, or several separated by spaces")
-	sub := fs.String("sub", "dev-user", "subject")
-	clientID := fs.String("client-id", "mcpauthz-dev", "client_id claim")
-	aud := fs.String("aud", devResource, "audience (the resource the token is for)")
+	sub := fs.String("sub", devauth.DefaultSubject, "subject")
+	clientID := fs.String("client-id", devauth.DevClientID, "client_id claim")
+	aud := fs.String("aud", "", "audience (default: the resource of the last `serve --dev`, else "+devResource+")")
 	ttl := fs.Duration("ttl", time.Hour, "lifetime")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -26,9 +27,12 @@ func runToken(_ context.Context, args []string, stdout, stderr io.Writer) error 
 		fmt.Fprintln(stderr, "mcpauthz token: --ttl must be positive")
 		return &exitError{code: 2}
 	}
-	iss, _, err := devSetup(*devDir, "", false, true)
+	iss, cfg, err := devSetup(*devDir, "", "", false, true)
 	if err != nil {
 		return err
+	}
+	if *aud == "" {
+		*aud = cfg.Resource
 	}
 	var granted []string
 	for _, s := range scopes {

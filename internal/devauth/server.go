@@ -164,6 +164,9 @@ func (s *Server) Issuer() string { return s.cfg.issuerStr }
 // JWKSURI is the URL of the public key set.
 func (s *Server) JWKSURI() string { return s.cfg.issuerStr + "/jwks" }
 
+// ApproveMode is the approval mode in effect (defaults applied).
+func (s *Server) ApproveMode() ApproveMode { return s.cfg.approve }
+
 // Metadata is the authorization server metadata document (RFC 8414 §2).
 type Metadata struct {
 	Issuer                                     string   `json:"issuer"`
