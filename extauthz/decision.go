@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/go-json-experiment/json/jsontext"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/mcpauthz/mcpauthz/internal/mcprpc"
 )
@@ -47,6 +48,7 @@ type Decision struct {
 	PolicyDuration time.Duration
 
 	messages []mcprpc.Message // the parsed JSON-RPC messages
+	listMeta *structpb.Struct // for the list filter (see recordLists)
 
 	// Response parts.
 	isDirect  bool        // a response mcpauthz answers itself (metadata)

@@ -35,6 +35,11 @@ type Options struct {
 	// Shadow allows every request that policy denies and records the
 	// would-be denial instead. Token and protocol checks stay enforced.
 	Shadow bool
+	// ListFilter records, in the dynamic metadata of every allowed request
+	// that holds list requests (tools/list, prompts/list, resources/list,
+	// resources/templates/list), what the ext_proc list filter (package
+	// extproc) needs to filter the response for this caller.
+	ListFilter bool
 
 	// Authenticator verifies bearer tokens. Required.
 	Authenticator Authenticator

@@ -221,6 +221,15 @@ func (s *Server) dynamicMetadata(d *Decision) *structpb.Struct {
 			f["client_id"] = p.clientID
 		}
 	}
+	if d.TokenResult != "" && d.TokenResult != "valid" {
+		// The precise cause of a 401, for Envoy's access log (a closed set).
+		f["token_result"] = closedValue(d.TokenResult)
+	}
+	if d.listMeta != nil {
+		for k, v := range d.listMeta.Fields {
+			f[k] = v
+		}
+	}
 	return &structpb.Struct{Fields: f}
 }
 

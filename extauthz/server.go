@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/mcpauthz/mcpauthz/extproc"
 	"github.com/mcpauthz/mcpauthz/internal/mcprpc"
 	"github.com/mcpauthz/mcpauthz/internal/oauth"
 	"github.com/mcpauthz/mcpauthz/internal/prm"
@@ -41,6 +42,7 @@ type Server struct {
 	allowedOrigins map[string]bool
 	identity       IdentityHeaders
 	forwardToken   bool
+	listFilter     bool
 	parseOpts      mcprpc.Options
 
 	// state is everything that changes with the policy; a Check loads it
@@ -94,6 +96,7 @@ func New(opts Options) (*Server, error) {
 		allowedOrigins: map[string]bool{},
 		identity:       opts.Upstream.IdentityHeaders,
 		forwardToken:   opts.Upstream.ForwardToken,
+		listFilter:     opts.ListFilter,
 		parseOpts:      mcprpc.Options{MaxDepth: opts.MCP.MaxDepth, MaxBatch: opts.MCP.MaxBatch},
 		idCache:        map[string]*identity{},
 	}
@@ -278,7 +281,8 @@ func (s *Server) decide(ctx context.Context, st *state, r *httpRequest, d *Decis
 		return
 	}
 	pstart := time.Now()
-	decisions, err := st.policy.Decide(ctx, s.policyRequest(r), policyToken(id), policyMessages(msgs, version, r.header("mcp-session-id")))
+	preq, ptok := s.policyRequest(r), policyToken(id)
+	decisions, err := st.policy.Decide(ctx, preq, ptok, policyMessages(msgs, version, r.header("mcp-session-id")))
 	d.PolicyDuration = time.Since(pstart)
 	switch {
 	case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled):
@@ -290,6 +294,39 @@ func (s *Server) decide(ctx context.Context, st *state, r *httpRequest, d *Decis
 		return
 	}
 	s.applyPolicy(st, d, decisions, id)
+	if d.Allowed && s.listFilter {
+		s.recordLists(d, preq, ptok, version)
+	}
+}
+
+// recordLists puts what the ext_proc list filter needs into the answer's
+// dynamic metadata when the allowed request holds list requests: the list
+// requests, and the policy input they were allowed with, so that the
+// response is filtered for the same caller without a second token check.
+// Envoy runs the filter only for requests that carry it.
+func (s *Server) recordLists(d *Decision, preq *policy.Request, ptok *policy.Token, version string) {
+	var lists []extproc.ListRequest
+	for _, m := range d.messages {
+		if m.Kind == mcprpc.KindRequest && extproc.KindOf(m.Method) != "" {
+			lists = append(lists, extproc.ListRequest{Method: m.Method, ID: m.ID})
+		}
+	}
+	if len(lists) == 0 {
+		return
+	}
+	in, err := policy.InputJSON(preq, ptok)
+	if err != nil {
+		// The policy just decided with this input: this cannot happen; if
+		// it does, the list must not pass unfiltered.
+		d.unavailable("internal_error", "list filter input: "+err.Error())
+		return
+	}
+	d.listMeta = extproc.EncodeListMetadata(extproc.ListContext{
+		ProtocolVersion: version,
+		PolicyRevision:  d.PolicyRevision,
+		Requests:        lists,
+		Input:           in,
+	})
 }
 
 // anonymous is the token a 401's scopes are decided for: no scope at all,

@@ -28,8 +28,10 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/mcpauthz/mcpauthz/extauthz"
+	"github.com/mcpauthz/mcpauthz/extproc"
 	"github.com/mcpauthz/mcpauthz/internal/app"
 	"github.com/mcpauthz/mcpauthz/internal/config"
 	"github.com/mcpauthz/mcpauthz/internal/devissuer"
@@ -393,6 +395,28 @@ func TestCheckLadder(t *testing.T) {
 	}
 }
 
+// stableList replaces the policy input recorded for the list filter (it
+// holds the token's claims, which differ per minted token) and the policy
+// revision by markers, after
+// checking that it is what the filter will parse. TestListMetadata checks
+// its content.
+func stableList(t *testing.T, resp *authv3.CheckResponse) *authv3.CheckResponse {
+	t.Helper()
+	list := resp.GetDynamicMetadata().GetFields()[extproc.KeyList].GetStructValue()
+	if list == nil {
+		return resp
+	}
+	md := &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{extproc.MetadataNamespace: resp.GetDynamicMetadata()}}
+	if _, err := extproc.ParseMetadata(md); err != nil {
+		t.Errorf("the list filter cannot parse the recorded metadata: %v", err)
+	}
+	resp = proto.Clone(resp).(*authv3.CheckResponse)
+	f := resp.GetDynamicMetadata().GetFields()[extproc.KeyList].GetStructValue().Fields
+	f["input"] = structpb.NewStringValue("<policy input>")
+	f["policy_revision"] = structpb.NewStringValue("<revision>") // changes with every edit of ../rego
+	return resp
+}
+
 // stableJSON is protojson with fixed formatting: protojson varies its
 // white space on purpose, which would make every -update rewrite every file.
 func stableJSON(m proto.Message) ([]byte, error) {
@@ -412,6 +436,7 @@ func stableJSON(m proto.Message) ([]byte, error) {
 // -update).
 func golden(t *testing.T, path string, resp *authv3.CheckResponse) {
 	t.Helper()
+	resp = stableList(t, resp)
 	if *update {
 		b, err := stableJSON(resp)
 		if err != nil {

@@ -101,6 +101,11 @@ func planCache(modules map[string]*ast.Module) cachePlan {
 				return false
 			}
 			top, ok := ref[1].Value.(ast.String)
+			if ok && top == "list" {
+				// input.list exists only when list visibility is decided,
+				// which is never cached: in a call decision it is absent.
+				return false
+			}
 			sub, known := inputFields[string(top)]
 			if !ok || !known {
 				fail("reads input with a dynamic or unknown key: " + ref.String())

@@ -101,6 +101,8 @@ type Generation struct {
 	now     func() time.Time
 
 	query           rego.PreparedEvalQuery
+	visible         rego.PreparedEvalQuery // see visible.go
+	visibleErr      error                  // why visible could not be prepared
 	sum             [32]byte
 	revision        string
 	scopesSupported []string
@@ -349,6 +351,19 @@ func newGeneration(ctx context.Context, modules map[string]*ast.Module, docs map
 	).PrepareForEval(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("policy: prepare %s: %w", decisionQuery, errors.Join(flatten(err)...))
+	}
+	g.visible, err = prepareVisible(ctx, modules,
+		rego.Store(store),
+		rego.StoreReadAST(true),
+		rego.GenerateJSON(rawValue),
+		rego.EnablePrintStatements(true),
+		rego.PrintHook(hook),
+	)
+	if err != nil {
+		// Calls can still be decided (or fail on their own): only list
+		// filtering is impossible, and it fails closed (see Visible).
+		g.visibleErr = fmt.Errorf("policy: list visibility cannot be decided with this policy: %w", errors.Join(flatten(err)...))
+		logger.LogAttrs(ctx, slog.LevelWarn, "policy loaded without list visibility", slog.String("revision", revision), slog.Any("error", g.visibleErr))
 	}
 	if g.scopesSupported, err = readStrings(ctx, compiler, store, scopesSupportedQuery); err != nil {
 		return nil, err

@@ -29,12 +29,14 @@ import (
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/mcpauthz/mcpauthz/extauthz"
+	"github.com/mcpauthz/mcpauthz/extproc"
 	"github.com/mcpauthz/mcpauthz/internal/config"
 	"github.com/mcpauthz/mcpauthz/internal/grpcopts"
 	"github.com/mcpauthz/mcpauthz/internal/jwtauth"
@@ -66,9 +68,12 @@ type Options struct {
 // Runtime is a compiled configuration: the request path and its
 // background work.
 type Runtime struct {
-	Server   *extauthz.Server
-	Engine   *policy.Engine
-	Verifier *jwtauth.Verifier
+	Server *extauthz.Server
+	// ListFilter is the ext_proc service that filters list responses; nil
+	// when list_filtering.enabled is false.
+	ListFilter *extproc.Server
+	Engine     *policy.Engine
+	Verifier   *jwtauth.Verifier
 	// Metrics and Registry are nil unless Options.Observe.
 	Metrics  *metrics.Metrics
 	Registry *prometheus.Registry
@@ -227,11 +232,19 @@ func Compile(cfg *config.Config, opts Options) (_ *Runtime, err error) {
 			},
 		},
 		Shadow:        cfg.Shadow,
+		ListFilter:    listFiltering(cfg),
 		Authenticator: authn,
 		Logger:        log,
 		Recorders:     recorders,
 	})
 	errs.Merge("", err)
+	lf := cfg.ListFiltering
+	if lf.PolicyTimeout < 0 {
+		errs.Add("list_filtering.policy_timeout", "must be positive")
+	}
+	if lf.MaxBufferedBytes < 0 || lf.MaxBufferedBytes > 1<<30 {
+		errs.Add("list_filtering.max_buffered_bytes", "must be between 1 and 1073741824 (0: the default, 8 MiB)")
+	}
 	if err := errs.Err(); err != nil {
 		return nil, err
 	}
@@ -246,6 +259,20 @@ func Compile(cfg *config.Config, opts Options) (_ *Runtime, err error) {
 		popts.OnReload = rt.Metrics.PolicyReload
 	}
 	rt.Engine = policy.New(popts)
+	if listFiltering(cfg) {
+		lopts := extproc.Options{
+			Policy:           listPolicy{rt.Engine},
+			Logger:           log,
+			PolicyTimeout:    lf.PolicyTimeout.D(),
+			MaxBufferedBytes: lf.MaxBufferedBytes,
+		}
+		if opts.Observe {
+			lopts.Recorder = listRecorders{rt.Metrics.ListFilter(), listLog{log}}
+		}
+		if rt.ListFilter, err = extproc.New(lopts); err != nil {
+			return nil, err
+		}
+	}
 	if rt.bundle == nil {
 		if err := rt.Engine.Load(rt.ctx, rt.policySrc); err != nil {
 			return nil, &problem.Error{Path: "policy", Msg: err.Error(), Err: err}
@@ -360,6 +387,9 @@ func (rt *Runtime) setServing(serving bool) {
 	}
 	rt.health.SetServingStatus("", st)
 	rt.health.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, st)
+	if rt.ListFilter != nil {
+		rt.health.SetServingStatus(extprocv3.ExternalProcessor_ServiceDesc.ServiceName, st)
+	}
 	rt.ready.Store(serving)
 }
 
@@ -373,6 +403,9 @@ func (rt *Runtime) GRPCServer() *grpc.Server {
 	}
 	gs := grpc.NewServer(opts...)
 	authv3.RegisterAuthorizationServer(gs, rt.Server)
+	if rt.ListFilter != nil {
+		extprocv3.RegisterExternalProcessorServer(gs, rt.ListFilter)
+	}
 	healthpb.RegisterHealthServer(gs, rt.health)
 	if rt.Metrics != nil {
 		rt.Metrics.InitGRPC(gs)
@@ -406,6 +439,53 @@ func (a verifierAuthenticator) Authenticate(ctx context.Context, token string) (
 		Claims:   id.Claims,
 		Expiry:   id.Expiry,
 	}, nil
+}
+
+// listFiltering reports whether list_filtering.enabled (default true).
+func listFiltering(cfg *config.Config) bool {
+	return cfg.ListFiltering.Enabled == nil || *cfg.ListFiltering.Enabled
+}
+
+// listPolicy decides list visibility with the current policy generation:
+// the same policy, in one evaluation per list.
+type listPolicy struct{ e *policy.Engine }
+
+func (p listPolicy) Visible(ctx context.Context, lc extproc.ListContext, l extproc.List) (extproc.Visibility, error) {
+	items := make([]string, len(l.Items))
+	for i, it := range l.Items {
+		switch l.Kind {
+		case extproc.KindResources:
+			items[i] = it.URI
+		case extproc.KindResourceTemplates:
+			items[i] = it.URIPrefix
+		default:
+			items[i] = it.Name
+		}
+	}
+	keep, err := p.e.Current().Visible(ctx, policy.ListQuery{Input: lc.Input, ProtocolVersion: lc.ProtocolVersion, Kind: string(l.Kind), Items: items})
+	return extproc.Visibility{Keep: keep}, err
+}
+
+// listRecorders observe every list-filter outcome, in order.
+type listRecorders []extproc.Recorder
+
+func (rs listRecorders) Record(ctx context.Context, o extproc.Outcome) {
+	for _, r := range rs {
+		r.Record(ctx, o)
+	}
+}
+
+// listLog writes one decision-log line per list-filter outcome: counts,
+// never names or the caller's claims.
+type listLog struct{ log *slog.Logger }
+
+func (l listLog) Record(ctx context.Context, o extproc.Outcome) {
+	attrs := []slog.Attr{slog.String("mcp_method", o.Method), slog.Int("items", o.Items), slog.Int("removed", o.Removed), slog.Duration("latency", o.Duration)}
+	if o.Reason != "" {
+		l.log.LogAttrs(ctx, slog.LevelWarn, "list filter failed closed", append(attrs, slog.String("reason", string(o.Reason)))...)
+		return
+	}
+	l.log.LogAttrs(ctx, slog.LevelInfo, "list filtered", attrs...)
 }
 
 // unavailable stands in for a verifier that could not be built, so that the

@@ -35,7 +35,9 @@ type Config struct {
 	Policy         Policy   `yaml:"policy"`
 	MCP            MCP      `yaml:"mcp"`
 	Upstream       Upstream `yaml:"upstream"`
-	Log            Log      `yaml:"log"`
+	// ListFiltering filters list responses per caller (ext_proc).
+	ListFiltering ListFiltering `yaml:"list_filtering"`
+	Log           Log           `yaml:"log"`
 	// Shadow allows every request that policy denies and records the
 	// would-be denial (decision "shadow_deny") instead. Token and protocol
 	// checks are still enforced.
@@ -209,6 +211,21 @@ type MCP struct {
 	MaxBatch int `yaml:"max_batch"`
 	// MaxDepth caps JSON nesting (default 64).
 	MaxDepth int `yaml:"max_depth"`
+}
+
+// ListFiltering configures the ext_proc service that removes from
+// tools/list, prompts/list, resources/list and resources/templates/list
+// results what the caller may not use, by the same policy.
+type ListFiltering struct {
+	// Enabled serves the ext_proc service on grpc_addr and records, for
+	// allowed list requests, what it needs (default true).
+	Enabled *bool `yaml:"enabled"`
+	// PolicyTimeout bounds the policy's visibility decision for one list
+	// (default 1s).
+	PolicyTimeout Duration `yaml:"policy_timeout"`
+	// MaxBufferedBytes bounds the list response (JSON) or the one SSE event
+	// being filtered (default 8 MiB).
+	MaxBufferedBytes int `yaml:"max_buffered_bytes"`
 }
 
 // Upstream controls what the MCP server receives on allow.

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/mcpauthz/mcpauthz/extauthz"
+	"github.com/mcpauthz/mcpauthz/extproc"
 	"github.com/mcpauthz/mcpauthz/internal/mcprpc"
 )
 
@@ -31,6 +32,10 @@ type Metrics struct {
 	reloads      *prometheus.CounterVec
 	policyInfo   *prometheus.GaugeVec
 	reloadTime   prometheus.Gauge
+	lists        *prometheus.CounterVec
+	listRemoved  *prometheus.CounterVec
+	listErrors   *prometheus.CounterVec
+	listDuration prometheus.Histogram
 	grpc         *grpcprom.ServerMetrics
 	issuers      map[string]bool
 	lastRevision atomic.Pointer[string]
@@ -96,13 +101,40 @@ func New(reg prometheus.Registerer, issuers []string) *Metrics {
 			Help:    "Time to decide one ext_authz Check.",
 			Buckets: latencyBuckets,
 		}),
+		lists: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mcpauthz_list_filter_total",
+			Help: "List responses handled by the list filter (ext_proc), by list method and result (filtered, or error).",
+		}, []string{"mcp_method", "result"}),
+		listRemoved: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mcpauthz_list_items_removed_total",
+			Help: "Items the list filter removed from list responses, by list method.",
+		}, []string{"mcp_method"}),
+		listErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mcpauthz_list_filter_errors_total",
+			Help: "List responses the list filter answered with a JSON-RPC error (it fails closed), by reason.",
+		}, []string{"reason"}),
+		listDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "mcpauthz_list_filter_duration_seconds",
+			Help:    "Time to filter one list response: reading it, the policy, writing the result.",
+			Buckets: latencyBuckets,
+		}),
 		grpc: grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(grpcprom.WithHistogramBuckets(latencyBuckets))),
 	}
 	for _, is := range issuers {
 		m.issuers[is] = true
 	}
+	// Every list-filter series exists from the start, at 0.
+	for _, method := range []string{"tools/list", "prompts/list", "resources/list", "resources/templates/list"} {
+		m.lists.WithLabelValues(method, "filtered")
+		m.lists.WithLabelValues(method, "error")
+		m.listRemoved.WithLabelValues(method)
+	}
+	for _, r := range extproc.Reasons() {
+		m.listErrors.WithLabelValues(string(r))
+	}
 	reg.MustRegister(m.decisions, m.duration, m.policyEval, m.tokens, m.inFlight,
 		m.jwksRefresh, m.jwksKeys, m.jwksSuccess, m.reloads, m.policyInfo, m.reloadTime, m.grpc,
+		m.lists, m.listRemoved, m.listErrors, m.listDuration,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -188,6 +220,29 @@ func (m *Metrics) toolLabel(tool string) string {
 		return tool
 	}
 	return "other"
+}
+
+// ListFilter returns the recorder of the list filter's outcomes.
+func (m *Metrics) ListFilter() extproc.Recorder { return listRecorder{m} }
+
+type listRecorder struct{ m *Metrics }
+
+// Record implements extproc.Recorder.
+func (r listRecorder) Record(_ context.Context, o extproc.Outcome) {
+	method := o.Method
+	if extproc.KindOf(method) == "" {
+		method = "" // not tied to a list (a body that could not be read at all)
+	}
+	if o.Reason != "" {
+		r.m.listErrors.WithLabelValues(string(o.Reason)).Inc()
+		if method != "" {
+			r.m.lists.WithLabelValues(method, "error").Inc()
+		}
+		return
+	}
+	r.m.lists.WithLabelValues(method, "filtered").Inc()
+	r.m.listRemoved.WithLabelValues(method).Add(float64(o.Removed))
+	r.m.listDuration.Observe(o.Duration.Seconds())
 }
 
 // MethodLabel folds an MCP method into the closed label set.

@@ -34,6 +34,27 @@ decision := _deny("revoked") if {
 # resource metadata, step-up challenges).
 scopes_supported := sort(_supported_scopes)
 
+# visible decides, for a whole list result at once, which items this caller
+# may see: the subset of input.list.items (a set of call targets: tool or
+# prompt names, resource URIs, resource template prefixes) whose call
+# (tools/call, prompts/get, resources/read) decision would allow. The engine
+# evaluates it once per list; a policy without a visible rule gets one
+# derived from its decision, evaluated per item.
+visible := set() if {
+	not _list_caller_valid
+} else := input.list.items if {
+	# An open method is allowed whatever its target, even none.
+	_list_methods[input.list.kind] in data.mcp.config.open_methods
+} else := input.list.items - {""} if {
+	_list_all_visible
+} else := (input.list.items & _list_names) | _list_glob_visible if {
+	input.list.kind in {"tools", "prompts"}
+} else := {u |
+	some u in input.list.items
+	_nonempty(u)
+	_resource_granted(u)
+}
+
 # baseline_scopes are the scopes every client of this server needs
 # (data.mcp.config.baseline_scopes), sorted. The engine reads them once per
 # load: every 401 challenge asks for them, besides what the request needs.
@@ -285,6 +306,75 @@ _resource_required(uri) := [m[0]] if {
 	})
 	count(m) > 0
 } else := ["resources:*"]
+
+# ---------------------------------------------------------------------------
+# List visibility: the rules of the call decision, applied to every item of
+# a list without a decision per item. The caller is judged once; each item
+# costs one lookup (or a glob or prefix match when the data maps some).
+
+_list_methods := {
+	"tools": "tools/call",
+	"prompts": "prompts/get",
+	"resources": "resources/read",
+	"resource_templates": "resources/read",
+}
+
+_list_caller_valid if {
+	not _revoked
+	is_string(input.token.subject)
+}
+
+# Every item with a target is allowed: a wildcard scope covers the kind.
+_list_all_visible if {
+	input.list.kind == "tools"
+	"tools:*" in _granted
+}
+
+_list_all_visible if {
+	input.list.kind == "prompts"
+	"prompts:*" in _granted
+}
+
+_list_all_visible if {
+	input.list.kind in {"resources", "resource_templates"}
+	"resources:*" in _granted
+}
+
+# _list_names are the tool or prompt names the granted scopes name exactly
+# (tools:<name>, prompts:<name>, or a plain mapping entry), and _list_globs
+# the mapping entries of granted scopes that are globs: built once per list
+# from the token, then intersected with the items in one set operation.
+_list_prefix := {"tools": "tools:", "prompts": "prompts:"}[input.list.kind]
+
+_list_mapping := data.mcp.config.scopes[input.list.kind]
+
+_list_names contains n if {
+	some s in _granted
+	startswith(s, _list_prefix)
+	n := substring(s, count(_list_prefix), -1)
+	n != ""
+}
+
+_list_names contains n if {
+	some s in _granted
+	some n in _list_mapping[s]
+	not regex.match(_glob_meta, n)
+}
+
+_list_globs contains p if {
+	some s in _granted
+	some p in _list_mapping[s]
+	regex.match(_glob_meta, p)
+}
+
+# Items named by a granted glob entry: one match per item, and only when a
+# granted scope maps globs at all.
+_list_glob_visible := {t |
+	count(_list_globs) > 0
+	some t in input.list.items
+	some p in _list_globs
+	glob.match(p, null, t)
+}
 
 # ---------------------------------------------------------------------------
 # Metadata.

@@ -465,3 +465,79 @@ test_known_tools_lists_literal_names_only if {
 test_known_tools_empty_without_mappings if {
 	authz.known_tools == [] with data.mcp.config.scopes as {}
 }
+
+# ---------------------------------------------------------------------------
+# List visibility: visible agrees with the call decision for every item.
+
+_list_input(scopes, kind, items) := {
+	"request": _request,
+	"token": object.union(_token, {"scopes": scopes}),
+	"mcp": _mcp({"method": "tools/list"}),
+	"list": {"kind": kind, "protocol_version": "2025-11-25", "items": {t | some t in items}},
+}
+
+_call_of(kind, t) := _mcp({"method": "tools/call", "tool": t}) if kind == "tools"
+
+_call_of(kind, t) := _mcp({"method": "prompts/get", "prompt": t}) if kind == "prompts"
+
+_call_of(kind, t) := _mcp({"method": "resources/read", "resource_uri": t}) if kind in {"resources", "resource_templates"}
+
+# _agrees holds when visible is exactly the set of items whose call the
+# decision allows, with the same token and data.
+_agrees(cfg, scopes, kind, items) if {
+	got := authz.visible with input as _list_input(scopes, kind, items) with data.mcp.config as cfg
+	want := {t |
+		some t in items
+		d := authz.decision with input as object.union(_list_input(scopes, kind, items), {"mcp": _call_of(kind, t)})
+			with data.mcp.config as cfg
+		d.allow
+	}
+	got == want
+}
+
+_tools := ["get_weather", "get_forecast", "write_file", "read", "readx", "report_1", "start_job", "delete_repo", ""]
+
+_prompts := ["code_review", "explain_diff", "summarise", ""]
+
+_resources := ["file:///srv/data/a.csv", "file:///srv/database", "s3://archive/x", "https://docs.example/p", "file:///etc/passwd", ""]
+
+test_visible_agrees_with_decision if {
+	every scopes in [
+		[],
+		["weather:read"],
+		["files:write", "misc:glob"],
+		["tools:read", "tools:delete_repo"],
+		["tools:*"],
+		["Tools:*", "tools:readx"],
+		["prompts:code", "prompts:summarise"],
+		["prompts:code"],
+		["prompts:explain_diff"],
+		["files:read"],
+		["tools:get_weather"],
+		["tools:"],
+		["prompts:*"],
+		["files:read", "docs:read"],
+		["archive:read"],
+		["resources:*"],
+	] {
+		_agrees(_cfg, scopes, "tools", _tools)
+		_agrees(_cfg, scopes, "prompts", _prompts)
+		_agrees(_cfg, scopes, "resources", _resources)
+		_agrees(_cfg, scopes, "resource_templates", _resources)
+	}
+}
+
+test_visible_hides_everything_from_a_revoked_token if {
+	input_ := object.union(_list_input(["tools:*"], "tools", _tools), {"token": {"subject": "mallory"}})
+	authz.visible == set() with input as input_ with data.mcp.config as _cfg
+}
+
+test_visible_shows_everything_of_an_open_method if {
+	cfg := object.union(_cfg, {"open_methods": ["tools/call"]})
+	authz.visible == {t | some t in _tools} with input as _list_input([], "tools", _tools) with data.mcp.config as cfg
+	_agrees(cfg, [], "tools", _tools)
+}
+
+test_visible_empty_list if {
+	authz.visible == set() with input as _list_input(["tools:*"], "tools", []) with data.mcp.config as _cfg
+}

@@ -1,0 +1,236 @@
+package policy
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/rego"
+)
+
+// The list-visibility entry point. A policy may define
+// data.mcp.authz.visible itself (see rego/README.md); for one that does
+// not, the engine's own module derives it from data.mcp.authz.decision, so
+// that every policy filters lists by the rules it calls with.
+const (
+	visibleQuery  = "data.mcpauthz.internal.visibility.visible"
+	visibleModule = "mcpauthz/internal/visibility.rego"
+	visibleSource = `# Compiled by the mcpauthz policy engine with every policy.
+package mcpauthz.internal.visibility
+
+# visible is the policy's own data.mcp.authz.visible when it defines one,
+# else every item whose call decision allows it.
+visible := v if {
+	v := data.mcp.authz.visible
+} else := {t |
+	some t in input.list.items
+	_allowed(t)
+}
+
+_allowed(t) if {
+	d := data.mcp.authz.decision with input.mcp as object.union(_call, _target(t))
+	d.allow == true
+}
+
+# _call is input.mcp of the call each item stands for.
+_call := {
+	"protocol_version": input.list.protocol_version,
+	"session_id": "",
+	"kind": "request",
+	"id": null,
+	"method": _methods[input.list.kind],
+	"tool": "",
+	"prompt": "",
+	"arguments": null,
+	"resource_uri": "",
+	"resource_uris": [],
+	"task_id": "",
+}
+
+_methods := {
+	"tools": "tools/call",
+	"prompts": "prompts/get",
+	"resources": "resources/read",
+	"resource_templates": "resources/read",
+}
+
+_target(t) := {"tool": t} if input.list.kind == "tools"
+
+_target(t) := {"prompt": t} if input.list.kind == "prompts"
+
+_target(t) := {"resource_uri": t} if input.list.kind in {"resources", "resource_templates"}
+`
+)
+
+// The kinds of list items (input.list.kind).
+const (
+	ListTools             = "tools"
+	ListPrompts           = "prompts"
+	ListResources         = "resources"
+	ListResourceTemplates = "resource_templates"
+)
+
+// ListQuery is one list to decide visibility for: input.request and
+// input.token as the call policy saw them for the list request, and the
+// items of the list result.
+type ListQuery struct {
+	// Input is the JSON object {"request": …, "token": …} of the list
+	// request, exactly as the call decision saw them.
+	Input []byte
+	// ProtocolVersion and SessionID of the list request.
+	ProtocolVersion string
+	// Kind is ListTools, ListPrompts, ListResources or
+	// ListResourceTemplates.
+	Kind string
+	// Items are the call targets of the list's items: tool or prompt names,
+	// normalised resource URIs, or the normalised literal prefixes of
+	// resource templates. Duplicates decide alike.
+	Items []string
+}
+
+// ErrInvalidVisibility is wrapped by the error of Visible when the policy's
+// answer is not a set (or array) of strings.
+var ErrInvalidVisibility = errors.New("invalid visibility")
+
+// Visible decides, in one evaluation, which items of a list the caller may
+// see: for each item, whether the call it stands for (tools/call,
+// prompts/get, resources/read) would be allowed. It evaluates
+// data.mcp.authz.visible when the policy defines it, else the policy's
+// decision for each item. The result is parallel to q.Items. Any error
+// means the list must not be shown.
+func (g *Generation) Visible(ctx context.Context, q ListQuery) ([]bool, error) {
+	if g == nil {
+		return nil, ErrNotReady
+	}
+	if g.visibleErr != nil {
+		return nil, g.visibleErr
+	}
+	in, err := jsonValue(q.Input)
+	if err != nil {
+		return nil, fmt.Errorf("policy: list input: %w", err)
+	}
+	obj, ok := in.(ast.Object)
+	if !ok {
+		return nil, errors.New("policy: list input is not an object")
+	}
+	items := ast.NewSet()
+	for _, it := range q.Items {
+		items.Add(ast.StringTerm(it))
+	}
+	method := map[string]string{ListTools: "tools/list", ListPrompts: "prompts/list", ListResources: "resources/list", ListResourceTemplates: "resources/templates/list"}[q.Kind]
+	if method == "" {
+		return nil, fmt.Errorf("policy: unknown list kind %q", q.Kind)
+	}
+	list := ast.NewObject(
+		[2]*ast.Term{keyKind, ast.StringTerm(q.Kind)},
+		[2]*ast.Term{keyProtocolVersion, stringTerm(q.ProtocolVersion)},
+		[2]*ast.Term{keyItems, ast.NewTerm(items)},
+	)
+	// input.mcp is the list request itself, for policies that look at it.
+	mcp, err := mcpValue(&MCP{ProtocolVersion: q.ProtocolVersion, Kind: "request", Method: method})
+	if err != nil {
+		return nil, err
+	}
+	req, tok := obj.Get(keyRequest), obj.Get(keyToken)
+	if req == nil || tok == nil {
+		return nil, errors.New("policy: list input lacks request or token")
+	}
+	input := ast.NewObject(
+		[2]*ast.Term{keyRequest, req},
+		[2]*ast.Term{keyToken, tok},
+		[2]*ast.Term{keyMCP, ast.NewTerm(mcp)},
+		[2]*ast.Term{keyList, ast.NewTerm(list)},
+	)
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("policy: evaluate visibility: %w", err)
+	}
+	if g.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, g.timeout)
+		defer cancel()
+	}
+	rs, err := safeEval(func() (rego.ResultSet, error) {
+		return g.visible.Eval(ctx, rego.EvalParsedInput(input))
+	})
+	if err != nil {
+		if cerr := ctx.Err(); cerr != nil {
+			return nil, fmt.Errorf("policy: evaluate visibility: %w: %w", cerr, err)
+		}
+		return nil, fmt.Errorf("policy: evaluate visibility: %w", err)
+	}
+	if len(rs) == 0 || len(rs[0].Expressions) == 0 {
+		return nil, fmt.Errorf("policy: %w: visible is undefined", ErrInvalidVisibility)
+	}
+	var visible func(func(*ast.Term) bool) bool
+	val, _ := rs[0].Expressions[0].Value.(ast.Value)
+	switch v := val.(type) {
+	case ast.Set:
+		visible = func(f func(*ast.Term) bool) bool { return v.Until(f) }
+	case *ast.Array:
+		visible = func(f func(*ast.Term) bool) bool { return v.Until(f) }
+	default:
+		return nil, fmt.Errorf("policy: %w: visible is not a set, want a set of strings", ErrInvalidVisibility)
+	}
+	shown := make(map[string]bool, len(q.Items))
+	var bad *ast.Term
+	visible(func(t *ast.Term) bool {
+		s, ok := t.Value.(ast.String)
+		if !ok {
+			bad = t
+			return true
+		}
+		shown[string(s)] = true
+		return false
+	})
+	if bad != nil {
+		return nil, fmt.Errorf("policy: %w: %s is not a string", ErrInvalidVisibility, ast.ValueName(bad.Value))
+	}
+	out := make([]bool, len(q.Items))
+	for i, it := range q.Items {
+		out[i] = shown[it]
+	}
+	return out, nil
+}
+
+var (
+	keyList  = ast.StringTerm("list")
+	keyItems = ast.StringTerm("items")
+)
+
+// prepareVisible compiles the visibility module with the policy's modules
+// and prepares its query. The decision query's cache plan is made from the
+// policy's own modules, so the module's with-overrides of input.mcp never
+// turn the decision cache off.
+func prepareVisible(ctx context.Context, modules map[string]*ast.Module, opts ...func(*rego.Rego)) (rego.PreparedEvalQuery, error) {
+	mod, err := ast.ParseModuleWithOpts(visibleModule, visibleSource, ast.ParserOptions{RegoVersion: ast.RegoV1})
+	if err != nil {
+		return rego.PreparedEvalQuery{}, fmt.Errorf("policy: visibility module: %w", err)
+	}
+	opts = append(opts, rego.ParsedModule(mod), rego.ParsedQuery(ast.MustParseBody(visibleQuery)))
+	for _, m := range modules {
+		opts = append(opts, rego.ParsedModule(m))
+	}
+	return rego.New(opts...).PrepareForEval(ctx)
+}
+
+// InputJSON is the JSON object {"request": …, "token": …}: input.request
+// and input.token exactly as Decide builds them for req and tok (credential
+// headers dropped). It is what a list request's visibility is later decided
+// with (ListQuery.Input). It holds token claims: never log it.
+func InputJSON(req *Request, tok *Token) ([]byte, error) {
+	tv, err := tokenValue(tok)
+	if err != nil {
+		return nil, fmt.Errorf("policy: input.token: %w", err)
+	}
+	in := ast.NewObject(
+		[2]*ast.Term{keyRequest, ast.NewTerm(requestValue(req))},
+		[2]*ast.Term{keyToken, ast.NewTerm(tv)},
+	)
+	v, err := ast.JSON(in)
+	if err != nil {
+		return nil, fmt.Errorf("policy: input: %w", err)
+	}
+	return json.Marshal(v)
+}
