@@ -74,6 +74,7 @@ type ClientCredentials struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	bg     background
 }
 
 // ccState is the current token or the last failure; immutable once
@@ -84,9 +85,9 @@ type ccState struct {
 	err   *Error    // the last refresh failure, nil after a success
 }
 
-// NewClientCredentials validates cfg, reads the client's secret or key,
-// and starts the owner goroutine, which fetches the first token in the
-// background (readiness does not wait for it).
+// NewClientCredentials validates cfg and reads the client's secret or key;
+// it contacts no server. Start starts the owner goroutine, which fetches
+// the first token in the background (readiness does not wait for it).
 func NewClientCredentials(cfg ClientCredentialsConfig, opts Options) (*ClientCredentials, error) {
 	s, err := newClientCredentials(cfg, opts)
 	if err != nil {
@@ -150,16 +151,15 @@ func newClientCredentials(cfg ClientCredentialsConfig, opts Options) (*ClientCre
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	if s.endpoint.needsDiscovery() {
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			s.endpoint.run(s.ctx)
-		}()
+		s.bg.add(func() { s.endpoint.run(s.ctx) })
 	}
-	s.wg.Add(1)
-	go s.run()
+	s.bg.add(s.run)
 	return s, nil
 }
+
+// Start starts the owner goroutine (and discovery), which fetches the first
+// token in the background. Nothing is fetched before Start.
+func (s *ClientCredentials) Start() { s.bg.start(s.ctx, &s.wg) }
 
 // Name returns the source's name.
 func (s *ClientCredentials) Name() string { return s.name }
@@ -208,7 +208,6 @@ func (s *ClientCredentials) sameScopes(chosen []string) bool {
 // run is the owner goroutine: fetch, publish, sleep until the next
 // refresh or retry, until Close.
 func (s *ClientCredentials) run() {
-	defer s.wg.Done()
 	retry := retryMin
 	for {
 		next, ok := s.refresh()

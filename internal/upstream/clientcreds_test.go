@@ -27,6 +27,7 @@ func mustCC(t testing.TB, cfg ClientCredentialsConfig, opts Options) *ClientCred
 	if err != nil {
 		t.Fatalf("NewClientCredentials: %v", err)
 	}
+	s.Start()
 	t.Cleanup(func() { s.Close() })
 	return s
 }
@@ -256,5 +257,33 @@ func TestClientCredentialsDiscovery(t *testing.T) {
 	s := mustCC(t, cfg, Options{clock: newFakeClock()})
 	if got, err := ccValue(t, s); err != nil || got != "Bearer cc-token-1" {
 		t.Fatalf("Credential = %q, %v", got, err)
+	}
+}
+
+// TestNothingContactedBeforeStart: building the sources (as validating a
+// configuration does) contacts no server; Start does.
+func TestNothingContactedBeforeStart(t *testing.T) {
+	as := newFakeAS(t, false, func(as *fakeAS) { as.reply = ccReply(3600) })
+	cc, err := NewClientCredentials(ccConfig(t, as), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	te, err := NewTokenExchange(baseExchangeConfig(t, as), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer te.Close()
+	time.Sleep(50 * time.Millisecond)
+	if n := as.calls.Load(); n != 0 {
+		t.Fatalf("%d token endpoint requests before Start, want 0", n)
+	}
+	cc.Start()
+	deadline := time.Now().Add(5 * time.Second)
+	for as.calls.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("Start fetched no token")
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

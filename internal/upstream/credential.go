@@ -1,10 +1,12 @@
 package upstream
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -247,4 +249,32 @@ func newValueBuilder(header, scheme string) (valueBuilder, error) {
 		}
 	}
 	return valueBuilder{scheme: scheme}, nil
+}
+
+// background holds the goroutines a source runs once started: constructors
+// start nothing (validating a configuration contacts no server), Start
+// starts them, Close stops them. Start and Close are not called
+// concurrently.
+type background struct {
+	once sync.Once
+	fns  []func()
+}
+
+func (b *background) add(f func()) { b.fns = append(b.fns, f) }
+
+// start runs every function on its own goroutine counted by wg, unless ctx
+// (the source's lifetime, nil for none) has ended.
+func (b *background) start(ctx context.Context, wg *sync.WaitGroup) {
+	b.once.Do(func() {
+		if ctx != nil && ctx.Err() != nil {
+			return
+		}
+		for _, f := range b.fns {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				f()
+			}()
+		}
+	})
 }

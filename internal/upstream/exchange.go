@@ -137,6 +137,7 @@ type TokenExchange struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	bg     background
 
 	mu      sync.Mutex
 	closed  bool
@@ -160,9 +161,9 @@ type flight struct {
 	err   *Error
 }
 
-// NewTokenExchange validates cfg, reads the client's secret or key, and
-// starts discovering the token endpoint in the background when it is not
-// configured. It does not contact the token endpoint.
+// NewTokenExchange validates cfg and reads the client's secret or key. It
+// contacts no server: Start begins the discovery of the token endpoint,
+// when it is not configured, and exchanges happen on demand.
 func NewTokenExchange(cfg TokenExchangeConfig, opts Options) (*TokenExchange, error) {
 	s, err := newTokenExchange(cfg, opts)
 	if err != nil {
@@ -287,14 +288,14 @@ func newTokenExchange(cfg TokenExchangeConfig, opts Options) (*TokenExchange, er
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	if s.endpoint.needsDiscovery() {
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			s.endpoint.run(s.ctx)
-		}()
+		s.bg.add(func() { s.endpoint.run(s.ctx) })
 	}
 	return s, nil
 }
+
+// Start starts discovering the token endpoint, when it is not configured.
+// Nothing is contacted before Start.
+func (s *TokenExchange) Start() { s.bg.start(s.ctx, &s.wg) }
 
 // Name returns the source's name.
 func (s *TokenExchange) Name() string { return s.name }

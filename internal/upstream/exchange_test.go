@@ -576,6 +576,7 @@ func TestTokenExchangeClose(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	s.Start()
 	done := make(chan error, 1)
 	go func() {
 		_, err := s.Credential(context.Background(), testSubject("tok"))

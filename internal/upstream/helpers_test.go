@@ -586,6 +586,7 @@ func mustExchange(t testing.TB, cfg TokenExchangeConfig, opts Options) *TokenExc
 	if err != nil {
 		t.Fatalf("NewTokenExchange: %v", err)
 	}
+	s.Start()
 	t.Cleanup(func() { s.Close() })
 	return s
 }

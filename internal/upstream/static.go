@@ -64,6 +64,7 @@ type Static struct {
 	done chan struct{}
 	once sync.Once
 	wg   sync.WaitGroup
+	bg   background
 }
 
 // staticState is the current value or failure; immutable once published.
@@ -118,10 +119,12 @@ func newStatic(cfg StaticConfig, opts Options) (*Static, error) {
 		return nil, fmt.Errorf("file: %s", st.err.detail)
 	}
 	s.state.Store(st)
-	s.wg.Add(1)
-	go s.poll()
+	s.bg.add(s.poll)
 	return s, nil
 }
+
+// Start starts watching the file for changes.
+func (s *Static) Start() { s.bg.start(nil, &s.wg) }
 
 // Name returns the source's name.
 func (s *Static) Name() string { return s.name }
@@ -141,7 +144,6 @@ func (s *Static) Credential(_ context.Context, sub SubjectToken) (Credential, er
 }
 
 func (s *Static) poll() {
-	defer s.wg.Done()
 	for sleep(s.clk, s.interval, s.done) {
 		old := s.state.Load()
 		start := time.Now()

@@ -14,6 +14,7 @@ func mustStatic(t testing.TB, cfg StaticConfig, opts Options) *Static {
 	if err != nil {
 		t.Fatalf("NewStatic: %v", err)
 	}
+	s.Start()
 	t.Cleanup(func() { s.Close() })
 	return s
 }
