@@ -119,8 +119,8 @@ func TestDecisionCache(t *testing.T) {
 	if second := decide(weather, call("get_weather", "2")); cache.len() != 1 || !cmp.Equal(first, second) {
 		t.Errorf("repeat: cache len %d, decision %+v; want the cached %+v", cache.len(), second, first)
 	}
-	// a denial for tool A never answers tool B, and scopes are part of
-	// the key.
+	// No cache poisoning across tools: a denial for tool A never answers
+	// tool B, and scopes are part of the key.
 	if d := decide(weather, call("delete_file", "3")); d.Allow {
 		t.Errorf("delete_file with tools:get_weather allowed: %+v", d)
 	}

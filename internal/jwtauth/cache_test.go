@@ -240,7 +240,7 @@ func TestCacheHitRechecksTimeClaims(t *testing.T) {
 }
 
 func TestCacheOnlyValidTokens(t *testing.T) {
-	// R-17: a flood of distinct invalid tokens neither grows the cache nor
+	// A flood of distinct invalid tokens neither grows the cache nor
 	// evicts a warm entry, even in a tiny cache.
 	clock := newFakeClock(testNow)
 	v := cacheVerifier(t, clock, 16)
@@ -326,8 +326,8 @@ func TestCacheBounded(t *testing.T) {
 }
 
 func TestCacheHighSSpellings(t *testing.T) {
-	// J-41: both ECDSA spellings of one token verify; each is its own
-	// entry, which the bound on the cache makes harmless.
+	// ECDSA malleability: both spellings of one token (s and n-s) verify;
+	// each is its own entry, which the bound on the cache makes harmless.
 	clock := newFakeClock(testNow)
 	v := cacheVerifier(t, clock, 0)
 	tok := mint(t, `{"alg":"ES256","kid":"e1","typ":"at+jwt"}`, claimsJSON(), "ES256", keys(t).ec)
@@ -343,8 +343,8 @@ func TestCacheHighSSpellings(t *testing.T) {
 }
 
 func TestCachePurgedOnKeyRemoval(t *testing.T) {
-	// R-12: when a refresh removes k1, tokens verified with k1 leave the
-	// cache; tokens of kept keys stay.
+	// Revocation: when a refresh removes k1, tokens verified with k1 leave
+	// the cache; tokens of kept keys stay.
 	k := keys(t)
 	srv := newJWKSServer(t, jwksJSON(jwkOf(k.rsa, "k1", "RS256"), jwkOf(k.ec, "e1", "ES256")))
 	clock := newFakeClock(testNow)

@@ -15,12 +15,13 @@ import (
 
 // FuzzVerify runs Verify on arbitrary tokens against the static-key table
 // verifier at the fixed clock testNow (no network, deterministic), seeded
-// with every row of tables J and the IdP shapes. Invariant: an accepted
-// token has no crit header, an alg allowed for its issuer, the typ its
-// issuer requires, a configured iss, an accepted aud, and an unexpired exp.
+// with every token of TestVerifyTable (the attack rows and the IdP shapes).
+// Invariant: an accepted token has no crit header, an alg allowed for its
+// issuer, the typ its issuer requires, a configured iss, an accepted aud,
+// and an unexpired exp.
 func FuzzVerify(f *testing.F) {
 	v := tableVerifier(f)
-	for _, tc := range append(jRows(), idpRows()...) {
+	for _, tc := range append(tokenRows(), idpRows()...) {
 		if s := tc.token(f); len(s) <= 20000 {
 			f.Add(s)
 		}
@@ -119,16 +120,16 @@ func BenchmarkVerify(b *testing.B) {
 	})
 }
 
-// FuzzIntrospectionResponse (F-10) checks introspection answers against
-// an issuer with audiences [testAud], max_lifetime 24h and claim_scopes,
-// at the fixed clock testNow, seeded with the rows of table I.
+// FuzzIntrospectionResponse checks introspection answers against an issuer
+// with audiences [testAud], max_lifetime 24h and claim_scopes, at the fixed
+// clock testNow, seeded with the answers of introRows.
 // Invariants: no panic; a rejection has a precise reason and no identity;
 // an accepted answer is a strict JSON object in which a lenient,
 // last-wins parser (encoding/json v1) also sees exactly one active: true,
 // the expected iss and aud (when present), an access token_type (when
 // present), an unexpired exp within max_lifetime (when present), no cnf.
 func FuzzIntrospectionResponse(f *testing.F) {
-	for _, tc := range iRows() {
+	for _, tc := range introRows() {
 		if len(tc.answer.body) < 4096 {
 			f.Add([]byte(tc.answer.body))
 		}

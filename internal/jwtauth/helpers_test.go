@@ -77,7 +77,8 @@ func keys(tb testing.TB) *testKeys {
 			rsa: genRSA(2048), rsa2: genRSA(2048), rsaB: genRSA(2048), attacker: genRSA(2048),
 			ec: genEC(elliptic.P256()), ec384: genEC(elliptic.P384()), ed: ed,
 		}
-		// Go refuses to generate keys under 1024 bits; 1024 is enough for K-02.
+		// Go refuses to generate keys under 1024 bits; 1024 is enough to test
+		// that weak RSA keys are refused.
 		tk.rsa1024 = genRSA(1024)
 	})
 	return tk

@@ -183,9 +183,9 @@ type introCase struct {
 	check  func(t *testing.T, id *Identity)
 }
 
-// iRows are the rows of table I of security-cases.md (I-01..I-06) plus
-// the accepted shapes.
-func iRows() []introCase {
+// introRows are hostile, malformed and failed introspection answers, each
+// named by what is wrong with it, plus the accepted shapes.
+func introRows() []introCase {
 	now := testNow.Unix()
 	big := `{"active":true,"pad":"` + strings.Repeat("x", 2<<20) + `"}`
 	return []introCase{
@@ -208,55 +208,55 @@ func iRows() []introCase {
 		{name: "control/exp-within-leeway", answer: introAnswer{body: activeJSON("exp", now-30)}},
 		{name: "control/whitespace-around", answer: introAnswer{body: " \n" + activeJSON() + "\n"}},
 
-		{name: "I-01/inactive", answer: introAnswer{body: `{"active":false}`}, want: ErrInactive},
-		{name: "I-01/inactive-with-claims", answer: introAnswer{body: activeJSON("active", false)}, want: ErrInactive},
-		{name: "I-02/active-missing", answer: introAnswer{body: activeJSON("active", del)}, want: ErrIntrospectionResponse},
-		{name: "I-02/active-string", answer: introAnswer{body: activeJSON("active", "true")}, want: ErrIntrospectionResponse},
-		{name: "I-02/active-number", answer: introAnswer{body: activeJSON("active", 1)}, want: ErrIntrospectionResponse},
-		{name: "I-02/active-null", answer: introAnswer{body: `{"active":null}`}, want: ErrIntrospectionResponse},
-		{name: "I-02/active-array", answer: introAnswer{body: `{"active":[true]}`}, want: ErrIntrospectionResponse},
-		{name: "I-03/duplicate-active", answer: introAnswer{body: `{"active":false,"active":true}`}, want: ErrIntrospectionResponse},
-		{name: "I-03/duplicate-active-true-first", answer: introAnswer{body: `{"active":true,"active":false}`}, want: ErrIntrospectionResponse},
-		{name: "I-03/duplicate-scope", answer: introAnswer{body: `{"active":true,"scope":"tools:read","scope":"tools:admin"}`}, want: ErrIntrospectionResponse},
-		{name: "I-03/invalid-utf8", answer: introAnswer{body: "{\"active\":true,\"sub\":\"\xff\"}"}, want: ErrIntrospectionResponse},
-		{name: "I-03/deep-nesting", answer: introAnswer{body: `{"active":true,"x":` + nested(40) + `}`}, want: ErrIntrospectionResponse},
-		{name: "I-04/wrong-audience", answer: introAnswer{body: activeJSON("aud", "https://other-mcp.example.com/mcp")}, want: ErrAudience},
-		{name: "I-04/audience-trailing-slash", answer: introAnswer{body: activeJSON("aud", testAud+"/")}, want: ErrAudience},
-		{name: "I-04/audience-empty-array", answer: introAnswer{body: activeJSON("aud", []string{})}, want: ErrAudience},
-		{name: "I-04/audience-number", answer: introAnswer{body: activeJSON("aud", 5)}, want: ErrIntrospectionResponse},
-		{name: "I-04/refresh-token", answer: introAnswer{body: activeJSON("token_type", "refresh_token")}, want: ErrType},
-		{name: "I-04/dpop-token-type", answer: introAnswer{body: activeJSON("token_type", "DPoP")}, want: ErrType},
-		{name: "I-04/token-use-refresh", answer: introAnswer{body: activeJSON("token_use", "refresh_token")}, want: ErrType},
-		{name: "I-04/token-type-not-string", answer: introAnswer{body: activeJSON("token_type", 1)}, want: ErrIntrospectionResponse},
-		{name: "I-04/exp-past", answer: introAnswer{body: activeJSON("exp", now-3600)}, want: ErrExpired},
-		{name: "I-04/exp-string", answer: introAnswer{body: activeJSON("exp", fmt.Sprint(now+300))}, want: ErrIntrospectionResponse},
-		{name: "I-04/exp-huge", answer: introAnswer{body: `{"active":true,"exp":1e400}`}, want: ErrIntrospectionResponse},
-		{name: "I-04/nbf-future", answer: introAnswer{body: activeJSON("nbf", now+3600)}, want: ErrNotYetValid},
-		{name: "I-04/iat-future", answer: introAnswer{body: activeJSON("iat", now+3600)}, want: ErrIssuedInFuture},
-		{name: "I-04/unexpected-iss", answer: introAnswer{body: activeJSON("iss", "https://evil.example.com")}, want: ErrIssuer},
-		{name: "I-04/iss-trailing-slash", answer: introAnswer{body: activeJSON("iss", testIss+"/")}, want: ErrIssuer},
-		{name: "I-04/sender-constrained", answer: introAnswer{body: activeJSON("cnf", map[string]string{"jkt": "x"})}, want: ErrType},
-		{name: "I-04/sub-not-string", answer: introAnswer{body: activeJSON("sub", 7)}, want: ErrIntrospectionResponse},
-		{name: "I-04/scope-not-string", answer: introAnswer{body: activeJSON("scope", map[string]int{})}, want: ErrIntrospectionResponse},
-		{name: "I-05/500", answer: introAnswer{status: 500, body: `{"active":true}`}, want: ErrUnavailable},
-		{name: "I-05/503", answer: introAnswer{status: 503}, want: ErrUnavailable},
-		{name: "I-05/400", answer: introAnswer{status: 400, body: `{"error":"invalid_request"}`}, want: ErrUnavailable},
-		{name: "I-05/401-bad-client-credentials", answer: introAnswer{status: 401, body: `{"error":"invalid_client"}`}, want: ErrUnavailable},
-		{name: "I-05/redirect", answer: introAnswer{status: 302}, want: ErrUnavailable},
-		{name: "I-05/timeout", answer: introAnswer{block: true, body: activeJSON()}, want: ErrUnavailable},
-		{name: "I-06/html", answer: introAnswer{body: "<html><body>maintenance</body></html>"}, want: ErrUnavailable},
-		{name: "I-06/empty-body", answer: introAnswer{body: ""}, want: ErrUnavailable},
-		{name: "I-06/truncated", answer: introAnswer{body: activeJSON()[:20]}, want: ErrUnavailable},
-		{name: "I-06/array", answer: introAnswer{body: `[{"active":true}]`}, want: ErrUnavailable},
-		{name: "I-06/string", answer: introAnswer{body: `"active"`}, want: ErrUnavailable},
-		{name: "I-06/trailing-data", answer: introAnswer{body: `{"active":true}{"active":true}`}, want: ErrUnavailable},
-		{name: "I-06/over-1MiB", answer: introAnswer{body: big}, want: ErrUnavailable},
-		{name: "I-06/slow-loris", answer: introAnswer{body: `{"active":`, slowBody: true}, want: ErrUnavailable},
+		{name: "inactive/plain", answer: introAnswer{body: `{"active":false}`}, want: ErrInactive},
+		{name: "inactive/with-claims", answer: introAnswer{body: activeJSON("active", false)}, want: ErrInactive},
+		{name: "active-not-boolean/missing", answer: introAnswer{body: activeJSON("active", del)}, want: ErrIntrospectionResponse},
+		{name: "active-not-boolean/string", answer: introAnswer{body: activeJSON("active", "true")}, want: ErrIntrospectionResponse},
+		{name: "active-not-boolean/number", answer: introAnswer{body: activeJSON("active", 1)}, want: ErrIntrospectionResponse},
+		{name: "active-not-boolean/null", answer: introAnswer{body: `{"active":null}`}, want: ErrIntrospectionResponse},
+		{name: "active-not-boolean/array", answer: introAnswer{body: `{"active":[true]}`}, want: ErrIntrospectionResponse},
+		{name: "duplicate-member/active-false-then-true", answer: introAnswer{body: `{"active":false,"active":true}`}, want: ErrIntrospectionResponse},
+		{name: "duplicate-member/active-true-then-false", answer: introAnswer{body: `{"active":true,"active":false}`}, want: ErrIntrospectionResponse},
+		{name: "duplicate-member/scope", answer: introAnswer{body: `{"active":true,"scope":"tools:read","scope":"tools:admin"}`}, want: ErrIntrospectionResponse},
+		{name: "strict-json/invalid-utf8", answer: introAnswer{body: "{\"active\":true,\"sub\":\"\xff\"}"}, want: ErrIntrospectionResponse},
+		{name: "strict-json/deep-nesting", answer: introAnswer{body: `{"active":true,"x":` + nested(40) + `}`}, want: ErrIntrospectionResponse},
+		{name: "audience/other-resource", answer: introAnswer{body: activeJSON("aud", "https://other-mcp.example.com/mcp")}, want: ErrAudience},
+		{name: "audience/trailing-slash", answer: introAnswer{body: activeJSON("aud", testAud+"/")}, want: ErrAudience},
+		{name: "audience/empty-array", answer: introAnswer{body: activeJSON("aud", []string{})}, want: ErrAudience},
+		{name: "audience/number", answer: introAnswer{body: activeJSON("aud", 5)}, want: ErrIntrospectionResponse},
+		{name: "token-type/refresh-token", answer: introAnswer{body: activeJSON("token_type", "refresh_token")}, want: ErrType},
+		{name: "token-type/dpop", answer: introAnswer{body: activeJSON("token_type", "DPoP")}, want: ErrType},
+		{name: "token-type/token-use-refresh", answer: introAnswer{body: activeJSON("token_use", "refresh_token")}, want: ErrType},
+		{name: "token-type/not-string", answer: introAnswer{body: activeJSON("token_type", 1)}, want: ErrIntrospectionResponse},
+		{name: "time-claim/exp-past", answer: introAnswer{body: activeJSON("exp", now-3600)}, want: ErrExpired},
+		{name: "time-claim/exp-string", answer: introAnswer{body: activeJSON("exp", fmt.Sprint(now+300))}, want: ErrIntrospectionResponse},
+		{name: "time-claim/exp-huge", answer: introAnswer{body: `{"active":true,"exp":1e400}`}, want: ErrIntrospectionResponse},
+		{name: "time-claim/nbf-future", answer: introAnswer{body: activeJSON("nbf", now+3600)}, want: ErrNotYetValid},
+		{name: "time-claim/iat-future", answer: introAnswer{body: activeJSON("iat", now+3600)}, want: ErrIssuedInFuture},
+		{name: "issuer/unexpected", answer: introAnswer{body: activeJSON("iss", "https://evil.example.com")}, want: ErrIssuer},
+		{name: "issuer/trailing-slash", answer: introAnswer{body: activeJSON("iss", testIss+"/")}, want: ErrIssuer},
+		{name: "token-type/sender-constrained", answer: introAnswer{body: activeJSON("cnf", map[string]string{"jkt": "x"})}, want: ErrType},
+		{name: "claim-type/sub-not-string", answer: introAnswer{body: activeJSON("sub", 7)}, want: ErrIntrospectionResponse},
+		{name: "claim-type/scope-not-string", answer: introAnswer{body: activeJSON("scope", map[string]int{})}, want: ErrIntrospectionResponse},
+		{name: "endpoint-failure/500", answer: introAnswer{status: 500, body: `{"active":true}`}, want: ErrUnavailable},
+		{name: "endpoint-failure/503", answer: introAnswer{status: 503}, want: ErrUnavailable},
+		{name: "endpoint-failure/400", answer: introAnswer{status: 400, body: `{"error":"invalid_request"}`}, want: ErrUnavailable},
+		{name: "endpoint-failure/401-bad-client-credentials", answer: introAnswer{status: 401, body: `{"error":"invalid_client"}`}, want: ErrUnavailable},
+		{name: "endpoint-failure/redirect", answer: introAnswer{status: 302}, want: ErrUnavailable},
+		{name: "endpoint-failure/timeout", answer: introAnswer{block: true, body: activeJSON()}, want: ErrUnavailable},
+		{name: "unreadable-answer/html", answer: introAnswer{body: "<html><body>maintenance</body></html>"}, want: ErrUnavailable},
+		{name: "unreadable-answer/empty-body", answer: introAnswer{body: ""}, want: ErrUnavailable},
+		{name: "unreadable-answer/truncated", answer: introAnswer{body: activeJSON()[:20]}, want: ErrUnavailable},
+		{name: "unreadable-answer/array", answer: introAnswer{body: `[{"active":true}]`}, want: ErrUnavailable},
+		{name: "unreadable-answer/string", answer: introAnswer{body: `"active"`}, want: ErrUnavailable},
+		{name: "unreadable-answer/trailing-data", answer: introAnswer{body: `{"active":true}{"active":true}`}, want: ErrUnavailable},
+		{name: "unreadable-answer/over-1MiB", answer: introAnswer{body: big}, want: ErrUnavailable},
+		{name: "unreadable-answer/slow-loris", answer: introAnswer{body: `{"active":`, slowBody: true}, want: ErrUnavailable},
 	}
 }
 
 func TestIntrospectionRows(t *testing.T) {
-	for _, tc := range iRows() {
+	for _, tc := range introRows() {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := newIntroServer(t, always(tc.answer))
 			v := introVerifier(t, srv, newFakeClock(testNow))
@@ -281,15 +281,29 @@ func TestIntrospectionRows(t *testing.T) {
 	}
 }
 
-func TestIntrospectionRowsCovered(t *testing.T) {
+// TestIntrospectionRowsCoverEveryAttackClass keeps at least one row of each
+// class of bad answer in introRows, so that no class is lost by editing
+// the table. Caching, floods of random tokens and the absence of a JWT
+// fallback have their own tests below.
+func TestIntrospectionRowsCoverEveryAttackClass(t *testing.T) {
 	names := []string{}
-	for _, tc := range iRows() {
+	for _, tc := range introRows() {
 		names = append(names, tc.name)
 	}
-	// I-07 (caching), I-08 (flood) and I-09 (no fallback) have their
-	// own tests below.
-	for i := 1; i <= 6; i++ {
-		p := fmt.Sprintf("I-%02d/", i)
+	for _, p := range []string{
+		"control/",            // accepted shapes
+		"inactive/",           // active: false
+		"active-not-boolean/", // active missing or not a JSON boolean
+		"duplicate-member/",   // a lenient last-wins parser would see another answer
+		"strict-json/",        // invalid UTF-8, excessive nesting
+		"audience/",           // a token for another resource server
+		"token-type/",         // refresh tokens, sender-constrained tokens
+		"time-claim/",         // expired, not yet valid, issued in the future
+		"issuer/",             // an unexpected issuer
+		"claim-type/",         // claims of the wrong JSON type
+		"endpoint-failure/",   // error statuses, redirects, timeouts: cannot decide
+		"unreadable-answer/",  // not one JSON object, oversized, slow
+	} {
 		if !slices.ContainsFunc(names, func(n string) bool { return strings.HasPrefix(n, p) }) {
 			t.Errorf("no row for %s", p)
 		}
@@ -297,7 +311,7 @@ func TestIntrospectionRowsCovered(t *testing.T) {
 }
 
 func TestIntrospectionTLSFailure(t *testing.T) {
-	// I-05: the endpoint's certificate is not trusted: cannot decide.
+	// The endpoint's certificate is not trusted: cannot decide.
 	var hits atomic.Int64
 	tlsSrv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hits.Add(1)
@@ -364,7 +378,7 @@ func TestIntrospectionClientAuthentication(t *testing.T) {
 }
 
 func TestIntrospectionCaching(t *testing.T) {
-	// I-07: an active answer is reused until min(exp, now + cache_ttl),
+	// An active answer is reused until min(exp, now + cache_ttl),
 	// then asked again (a revocation is seen after at most cache_ttl);
 	// an inactive one for negative_cache_ttl; failures are not cached.
 	now := testNow.Unix()
@@ -504,7 +518,7 @@ func TestIntrospectionConcurrencyBound(t *testing.T) {
 }
 
 func TestIntrospectionFlood(t *testing.T) {
-	// I-08, R-17: 1000 random opaque tokens at once: the endpoint sees at
+	// A flood of 1000 random opaque tokens at once: the endpoint sees at
 	// most rate_limit calls (the clock does not move), the others are
 	// answered 503 at once; the negative cache holds only what was asked;
 	// the verified-token cache keeps its warm entries.
@@ -564,7 +578,8 @@ func TestIntrospectionFlood(t *testing.T) {
 }
 
 func TestIntrospectionNoFallback(t *testing.T) {
-	// I-09: a token takes one path only.
+	// No fallback between JWT validation and introspection: a token takes
+	// one path only.
 	srv := newIntroServer(t, ok200(activeJSON()))
 	v := introVerifier(t, srv, newFakeClock(testNow))
 	k := keys(t)
@@ -644,7 +659,7 @@ func TestIntrospectionScopesAndClaims(t *testing.T) {
 }
 
 func TestIntrospectionMaxLifetime(t *testing.T) {
-	// J-23 applies to introspection answers that carry exp; an answer
+	// max_lifetime applies to introspection answers that carry exp; an answer
 	// without exp has no lifetime to check.
 	now := testNow.Unix()
 	srv := newIntroServer(t, ok200(activeJSON("iat", now, "exp", now+25*3600)))

@@ -47,11 +47,15 @@ func verifyTok(v *Verifier, tok string) error {
 	return err
 }
 
-// TestKeyRows covers table K of security-cases.md with fetched key sets.
-func TestKeyRows(t *testing.T) {
+// TestFetchedKeySetHygiene: a fetched key set is filtered before use. HMAC
+// (oct) keys, weak RSA keys, off-curve EC keys, encryption keys and
+// ambiguous duplicate kids never verify a token; alg-less keys verify only
+// the algorithms of their key type; an oversized set is refused; the JWKS
+// URL never comes from the token.
+func TestFetchedKeySetHygiene(t *testing.T) {
 	k := keys(t)
 	oct := map[string]any{"kty": "oct", "kid": "k1", "alg": "HS256", "k": "c2VjcmV0"}
-	t.Run("K-01/oct-key-in-fetched-jwks", func(t *testing.T) {
+	t.Run("oct-key/dropped-from-fetched-jwks", func(t *testing.T) {
 		srv := newJWKSServer(t, jwksJSON(oct, jwkOf(k.rsa, "r1", "RS256")))
 		v := remoteVerifier(t, srv, newFakeClock(testNow), true)
 		if n := len(v.issuers[0].keys.Load().keys); n != 1 {
@@ -60,7 +64,7 @@ func TestKeyRows(t *testing.T) {
 		hs := mint(t, `{"alg":"HS256","kid":"k1","typ":"at+jwt"}`, claimsJSON(), "HS256", []byte("secret"))
 		checkErr(t, "Verify(HS256 keyed with the JWKS oct key)", verifyTok(v, hs), ErrAlgorithm)
 	})
-	t.Run("K-01/oct-key-ignored-on-hmac-issuer", func(t *testing.T) {
+	t.Run("oct-key/ignored-on-hmac-issuer", func(t *testing.T) {
 		srv := newJWKSServer(t, jwksJSON(oct, jwkOf(k.rsa, "r1", "RS256")))
 		secret := writeFile(t, "secret", hmacSecret)
 		v := remoteVerifier(t, srv, newFakeClock(testNow), true, func(c *Issuer) { c.HMACSecretFile = secret })
@@ -69,7 +73,7 @@ func TestKeyRows(t *testing.T) {
 		good := mint(t, `{"alg":"HS256","typ":"at+jwt"}`, claimsJSON(), "HS256", hmacSecret)
 		checkErr(t, "Verify(HS256 keyed with the configured secret)", verifyTok(v, good), nil)
 	})
-	t.Run("K-02/rsa-1024-and-e-1", func(t *testing.T) {
+	t.Run("weak-key/rsa-1024-and-e-1", func(t *testing.T) {
 		e1 := jwkOf(k.rsa2, "e-one", "RS256")
 		e1["e"] = "AQ"
 		srv := newJWKSServer(t, jwksJSON(jwkOf(k.rsa1024, "weak", "RS256"), e1, jwkOf(k.rsa, "k1", "RS256")))
@@ -83,7 +87,7 @@ func TestKeyRows(t *testing.T) {
 		checkErr(t, "Verify(e=1 forgery)", verifyTok(v, tokE1), ErrUnknownKey)
 		checkErr(t, "Verify(control)", verifyTok(v, validToken(t)), nil)
 	})
-	t.Run("K-03/ec-point-not-on-curve", func(t *testing.T) {
+	t.Run("weak-key/ec-point-not-on-curve", func(t *testing.T) {
 		bad := map[string]any{"kty": "EC", "crv": "P-256", "kid": "bad-ec", "alg": "ES256",
 			"x": enc.EncodeToString(big.NewInt(1).FillBytes(make([]byte, 32))), "y": enc.EncodeToString(big.NewInt(1).FillBytes(make([]byte, 32)))}
 		srv := newJWKSServer(t, jwksJSON(bad, jwkOf(k.rsa, "k1", "RS256")))
@@ -95,7 +99,7 @@ func TestKeyRows(t *testing.T) {
 		checkErr(t, "Verify(off-curve key)", verifyTok(v, tok), ErrUnknownKey)
 		checkErr(t, "Verify(control)", verifyTok(v, validToken(t)), nil)
 	})
-	t.Run("K-04/use-enc", func(t *testing.T) {
+	t.Run("encryption-key/use-enc-or-key-ops-encrypt", func(t *testing.T) {
 		encKey := jwkOf(k.rsa2, "enc1", "")
 		encKey["use"] = "enc"
 		opsKey := jwkOf(k.rsa2, "ops1", "")
@@ -109,7 +113,7 @@ func TestKeyRows(t *testing.T) {
 		checkErr(t, "Verify(key_ops=encrypt key)", verifyTok(v, tokenFor(t, "ops1", k.rsa2)), ErrUnknownKey)
 		checkErr(t, "Verify(use=sig key)", verifyTok(v, validToken(t)), nil)
 	})
-	t.Run("K-05/keys-without-alg", func(t *testing.T) {
+	t.Run("alg-less-key/verifies-its-key-type", func(t *testing.T) {
 		srv := newJWKSServer(t, jwksJSON(jwkOf(k.rsa, "k1", ""), jwkOf(k.ec, "e1", "")))
 		v := remoteVerifier(t, srv, newFakeClock(testNow), true)
 		checkErr(t, "Verify(RS256)", verifyTok(v, validToken(t)), nil)
@@ -120,7 +124,7 @@ func TestKeyRows(t *testing.T) {
 		esOnRSA := mint(t, `{"alg":"ES256","kid":"k1","typ":"at+jwt"}`, claimsJSON(), "ES256", k.ec)
 		checkErr(t, "Verify(ES256 naming the RSA key)", verifyTok(v, esOnRSA), ErrAlgorithm)
 	})
-	t.Run("K-05/alg-less-key-outside-allow-list", func(t *testing.T) {
+	t.Run("alg-less-key/outside-allow-list", func(t *testing.T) {
 		srv := newJWKSServer(t, jwksJSON(jwkOf(k.rsa, "k1", ""), jwkOf(k.ec, "e1", "")))
 		v := remoteVerifier(t, srv, newFakeClock(testNow), true, func(c *Issuer) { c.Algorithms = []string{"ES256"} })
 		if n := len(v.issuers[0].keys.Load().keys); n != 1 {
@@ -128,14 +132,14 @@ func TestKeyRows(t *testing.T) {
 		}
 		checkErr(t, "Verify(RS256)", verifyTok(v, validToken(t)), ErrAlgorithm)
 	})
-	t.Run("K-06/duplicate-kid-different-keys", func(t *testing.T) {
+	t.Run("duplicate-kid/different-keys", func(t *testing.T) {
 		srv := newJWKSServer(t, jwksJSON(jwkOf(k.attacker, "dup", "RS256"), jwkOf(k.rsa, "dup", "RS256"), jwkOf(k.rsa2, "k2", "RS256")))
 		v := remoteVerifier(t, srv, newFakeClock(testNow), true)
 		checkErr(t, "Verify(real key of a duplicated kid)", verifyTok(v, tokenFor(t, "dup", k.rsa)), ErrUnknownKey)
 		checkErr(t, "Verify(attacker key of a duplicated kid)", verifyTok(v, tokenFor(t, "dup", k.attacker)), ErrUnknownKey)
 		checkErr(t, "Verify(other kid)", verifyTok(v, tokenFor(t, "k2", k.rsa2)), nil)
 	})
-	t.Run("K-06/duplicate-kid-same-key-different-alg", func(t *testing.T) {
+	t.Run("duplicate-kid/same-key-different-alg", func(t *testing.T) {
 		srv := newJWKSServer(t, jwksJSON(jwkOf(k.rsa, "k1", "RS256"), jwkOf(k.rsa, "k1", "PS256")))
 		v := remoteVerifier(t, srv, newFakeClock(testNow), true)
 		checkErr(t, "Verify(RS256)", verifyTok(v, validToken(t)), nil)
@@ -144,7 +148,7 @@ func TestKeyRows(t *testing.T) {
 		rs384 := mint(t, `{"alg":"RS384","kid":"k1","typ":"at+jwt"}`, claimsJSON(), "RS384", k.rsa)
 		checkErr(t, "Verify(RS384)", verifyTok(v, rs384), ErrAlgorithm)
 	})
-	t.Run("K-07/1500-keys", func(t *testing.T) {
+	t.Run("too-many-keys/1500", func(t *testing.T) {
 		many := make([]map[string]any, 1500)
 		for i := range many {
 			many[i] = jwkOf(k.ec, fmt.Sprintf("k%d", i), "ES256")
@@ -163,7 +167,7 @@ func TestKeyRows(t *testing.T) {
 		checkErr(t, "Verify(unknown kid triggers a refetch)", verifyTok(v, tokenFor(t, "k2", k.rsa2)), ErrUnknownKey)
 		checkErr(t, "Verify(last good set)", verifyTok(v, validToken(t)), nil)
 	})
-	t.Run("K-08/jwks-url-never-from-token", func(t *testing.T) {
+	t.Run("jwks-url-never-from-token", func(t *testing.T) {
 		srv := newJWKSServer(t, mainJWKS(t))
 		v := remoteVerifier(t, srv, newFakeClock(testNow), true)
 		attacker := countingServer(t)
@@ -203,8 +207,8 @@ func TestJWKSRotation(t *testing.T) {
 	v := remoteVerifier(t, srv, clock, true)
 	base := srv.hits.Load()
 
-	// R-11: the IdP publishes k2 and a token signed with it arrives before
-	// the scheduled refresh: one refetch, then accepted.
+	// Key rotation: the IdP publishes k2 and a token signed with it arrives
+	// before the scheduled refresh: one refetch, then accepted.
 	srv.set(http.StatusOK, jwksJSON(jwkOf(k.rsa, "k1", "RS256"), jwkOf(k.rsa2, "k2", "RS256")))
 	checkErr(t, "Verify(k2 after rotation)", verifyTok(v, tokenFor(t, "k2", k.rsa2)), nil)
 	if n := srv.hits.Load() - base; n != 1 {
@@ -228,12 +232,13 @@ func TestJWKSRotation(t *testing.T) {
 	if n := srv.hits.Load() - base; n != 2 {
 		t.Fatalf("%d fetches, want 2", n)
 	}
-	// R-12: k1 was removed by that refresh.
+	// Revocation: k1 was removed by that refresh.
 	checkErr(t, "Verify(k1 after its removal)", verifyTok(v, validToken(t)), ErrUnknownKey)
 }
 
 func TestJWKSUnknownKIDFlood(t *testing.T) {
-	// R-10: 1000 tokens with random kids cause a handful of fetches.
+	// Unknown-kid flood: 1000 tokens with random kids cause a handful of
+	// fetches, not one each.
 	srv := newJWKSServer(t, mainJWKS(t))
 	clock := newFakeClock(testNow)
 	v := remoteVerifier(t, srv, clock, true)
@@ -259,7 +264,8 @@ func TestJWKSUnknownKIDFlood(t *testing.T) {
 }
 
 func TestJWKSLastGoodKept(t *testing.T) {
-	// R-08, R-09: a bad answer never replaces the last good set.
+	// A bad answer (error status, not JSON, empty, truncated, oversized,
+	// only unusable keys) never replaces the last good set.
 	k := keys(t)
 	bad := map[string]struct {
 		status int
@@ -313,7 +319,7 @@ func TestJWKSLastGoodKept(t *testing.T) {
 }
 
 func TestJWKSStartupDown(t *testing.T) {
-	// R-05: JWKS down at startup: not ready, ErrKeysUnavailable (503),
+	// JWKS down at startup: not ready, ErrKeysUnavailable (503),
 	// never an accept; ready as soon as the keys arrive.
 	srv := newJWKSServer(t, nil)
 	srv.set(http.StatusServiceUnavailable, nil)
@@ -602,7 +608,7 @@ func TestCloseStopsBackgroundWork(t *testing.T) {
 }
 
 func TestDemandWaitIsBoundedByRequestContext(t *testing.T) {
-	// R-07: a slow JWKS endpoint never holds a request longer than its
+	// A slow JWKS endpoint never holds a request longer than its
 	// context (or unknownKIDWait).
 	release := make(chan struct{})
 	var hits atomic.Int64
@@ -679,7 +685,8 @@ func TestOnJWKSRefreshHook(t *testing.T) {
 }
 
 func TestConcurrentVerifyDuringRefresh(t *testing.T) {
-	// R-23: requests see the old or the new set, never a partial one.
+	// A key-set swap under load: requests see the old or the new set, never
+	// a partial one.
 	k := keys(t)
 	srv := newJWKSServer(t, mainJWKS(t))
 	clock := newFakeClock(testNow)

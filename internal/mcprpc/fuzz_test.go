@@ -20,8 +20,8 @@ import (
 
 var updateCorpus = flag.Bool("update-corpus", false, "rewrite the seed corpora under testdata/fuzz from the test tables")
 
-// parseSeeds are the FuzzParse seeds: every TestParse row (the P, M and E
-// rows of the security cases) plus a few shapes that exercise the
+// parseSeeds are the FuzzParse seeds: every TestParse row with default
+// options and a body of at most 4 KiB, plus a few shapes that exercise the
 // differential check.
 func parseSeeds() map[string][]byte {
 	seeds := make(map[string][]byte, len(parseCases)+8)
@@ -43,8 +43,9 @@ func parseSeeds() map[string][]byte {
 	return seeds
 }
 
-// FuzzParse is target F-04 (differential) and F-05 (batches) of the security
-// cases. Whenever Parse accepts a body:
+// FuzzParse is a differential fuzz test of Parse against two other JSON
+// readers, for single messages and for every batch element. Whenever Parse
+// accepts a body:
 //   - encoding/json v1 json.Valid accepts it;
 //   - go-json-experiment json.Unmarshal with its strict defaults decodes it,
 //     and sees the same method, params.name, params.uri and params.taskId as

@@ -204,8 +204,9 @@ test_tools_call_scopes_are_case_sensitive if {
 }
 
 test_tools_call_scope_prefix_never_matches if {
-	# J-39: "tools:read" must not grant "readx" and "tools:readx" must not
-	# grant "read"; neither do truncated or extended data-mapped scopes.
+	# A scope prefix is never a match: "tools:read" must not grant "readx"
+	# and "tools:readx" must not grant "read"; neither do truncated or
+	# extended data-mapped scopes.
 	_tool(["tools:read"], "readx") == _need(["tools:readx"])
 	_tool(["tools:readx"], "read") == _need(["tools:read"])
 	_tool(["tools:read"], "read") == _allow("tool_scope")
