@@ -125,8 +125,9 @@ func parseChallenge(s string) (map[string]string, error) {
 	}
 }
 
-// sdkRegex is the parameter regex of the TypeScript and Python MCP SDKs
-// (mcp-authorization.md §3): first match anywhere, no escapes.
+// sdkParam reads a challenge parameter with the regex of the TypeScript and
+// Python MCP SDKs (extractWWWAuthenticateParams, extract_field_from_www_auth):
+// the first match anywhere, no escapes.
 func sdkParam(header, name string) string {
 	m := regexp.MustCompile(name + `=(?:"([^"]+)"|([^\s,]+))`).FindStringSubmatch(header)
 	if m == nil {

@@ -25,7 +25,7 @@ import (
 // This file is a test double of Envoy's ext_proc filter on the response
 // path, in the configuration the package documents (request phase off,
 // response headers SEND, response body FULL_DUPLEX_STREAMED, trailers
-// SEND). It follows envoy-ext-proc.md's checklist:
+// SEND). It follows what Envoy v1.40's ext_proc filter does:
 //
 //   - one stream per HTTP response, opened at the response headers (the
 //     first message), protocol_config only in it, metadata_context on every
