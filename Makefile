@@ -60,11 +60,6 @@ e2e: ## End-to-end test through a real Envoy (needs `envoy` on PATH)
 consent-screenshot: ## Regenerate docs/img/consent.png with headless Chromium (apt-get install -y chromium)
 	$(GO) test -count=1 -run 'TestConsentPageInBrowser/approve' ./internal/devauth/ -args -update-screenshot
 
-.PHONY: test-sdk
-test-sdk: ## Run the MCP TypeScript SDK's OAuth client against the dev authorization server (needs node and npm)
-	npm ci --no-audit --no-fund --prefix internal/devauth/testdata/tssdk
-	$(GO) test -count=1 -run TestTypeScriptSDK -v ./internal/devauth/
-
 .PHONY: check
 check: vet test ## Everything cheap, then fail if the tree changed
 	@git diff --exit-code

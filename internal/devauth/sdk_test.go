@@ -16,19 +16,27 @@ import (
 	"github.com/mcpauthz/mcpauthz/internal/devauth"
 )
 
-const sdkDir = "testdata/tssdk"
+// sdkPackage is the Node package that pins the MCP TypeScript SDK for the
+// whole repository (the interop test's); testdata/sdkflow.mjs loads the SDK
+// from there.
+const sdkPackage = "../../test/interop/node"
 
 // TestTypeScriptSDK runs the OAuth client of the official MCP TypeScript SDK
-// (testdata/tssdk/flow.mjs, the SDK pinned in package.json) against the
-// server, in both approval modes. It needs node and `npm ci` in
-// testdata/tssdk (make test-sdk); without them it skips.
+// (testdata/sdkflow.mjs, the SDK pinned in test/interop/node's
+// package-lock.json) against the server, in both approval modes. It needs
+// node and `npm ci` in test/interop/node (make test does it); without them
+// it skips.
 func TestTypeScriptSDK(t *testing.T) {
 	node, err := exec.LookPath("node")
 	if err != nil {
 		t.Skip("node not installed: skipping the MCP TypeScript SDK test")
 	}
-	if _, err := os.Stat(filepath.Join(sdkDir, "node_modules", "@modelcontextprotocol", "sdk")); err != nil {
-		t.Skip("the MCP TypeScript SDK is not installed: run `make test-sdk` (npm ci in internal/devauth/testdata/tssdk)")
+	pkg, err := filepath.Abs(sdkPackage)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(pkg, "node_modules", "@modelcontextprotocol", "sdk")); err != nil {
+		t.Skip("the MCP TypeScript SDK is not installed: run `make test-interop` (npm ci in test/interop/node)")
 	}
 	for _, mode := range []devauth.ApproveMode{devauth.ApproveAuto, devauth.ApprovePage} {
 		t.Run(string(mode), func(t *testing.T) {
@@ -55,13 +63,12 @@ func TestTypeScriptSDK(t *testing.T) {
 
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
-			cmd := exec.CommandContext(ctx, node, "flow.mjs")
-			cmd.Dir = sdkDir
-			cmd.Env = append(os.Environ(), "MCP_URL="+mcpURL)
+			cmd := exec.CommandContext(ctx, node, filepath.Join("testdata", "sdkflow.mjs"))
+			cmd.Env = append(os.Environ(), "MCP_URL="+mcpURL, "SDK_PACKAGE_DIR="+pkg)
 			cmd.Stderr = os.Stderr
 			out, err := cmd.Output()
 			if err != nil {
-				t.Fatalf("flow.mjs: %v\n%s\nserver log:\n%s", err, out, e.logs.String())
+				t.Fatalf("sdkflow.mjs: %v\n%s\nserver log:\n%s", err, out, e.logs.String())
 			}
 			var got struct {
 				Start, Exchange, Refresh, StepUpStart, StepUpExchange string
@@ -70,7 +77,7 @@ func TestTypeScriptSDK(t *testing.T) {
 				ClientID                                              string
 			}
 			if err := json.Unmarshal(out, &got); err != nil {
-				t.Fatalf("flow.mjs printed %s: %v", out, err)
+				t.Fatalf("sdkflow.mjs printed %s: %v", out, err)
 			}
 			if got.Start != "REDIRECT" || got.Exchange != "AUTHORIZED" || got.Refresh != "AUTHORIZED" || got.StepUpStart != "REDIRECT" || got.StepUpExchange != "AUTHORIZED" {
 				t.Fatalf("auth() results %+v", got)

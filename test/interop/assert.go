@@ -3,6 +3,8 @@ package interop
 import (
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"slices"
 	"strings"
 	"testing"
@@ -17,6 +19,17 @@ type expect struct {
 	env   *Env
 	dep   *Deployment
 	front Front
+	// scope is what the scenario's client asks for by itself
+	// (clientScopes): the scope of its first authorization, since neither
+	// the initialize challenge nor the metadata names one.
+	scope string
+}
+
+// forScenario is x for the client of one scenario.
+func (x *expect) forScenario(name string) *expect {
+	c := *x
+	c.scope = clientScopes[name]
+	return &c
 }
 
 // The steps of each scenario of client.mjs, in order.
@@ -29,28 +42,50 @@ func (x *expect) prmURL() string {
 	return strings.TrimSuffix(x.env.Resource, "/mcp") + "/.well-known/oauth-protected-resource/mcp"
 }
 
-func (x *expect) scopes() string { return strings.Join(x.dep.ScopesSupported, " ") }
+// requestScopes is what mcpauthz's default policy requires for the MCP
+// request of e, and so what its 401 challenge names: tools:T for a
+// tools/call of tool T, nothing for the open methods (initialize,
+// tools/list, ...), streams and session ends. The embedded policy has no
+// baseline scopes.
+func requestScopes(e exchange) string {
+	if r := rpc(e); r.Method == "tools/call" {
+		return "tools:" + r.Params.Name
+	}
+	return ""
+}
 
-// stepUpScopes is what the 403 challenge for delete_file names: the scope
-// it needs and the granted ones, sorted.
-func (x *expect) stepUpScopes() string {
-	s := append(slices.Clone(x.dep.ScopesSupported), "tools:delete_file")
+// stepUpScopes is what a 403 challenge names: the scopes the call needs and
+// the granted ones that are still relevant (all tools:*), sorted.
+func stepUpScopes(granted string, required ...string) string {
+	s := append(strings.Fields(granted), required...)
 	slices.Sort(s)
-	return strings.Join(s, " ")
+	return strings.Join(slices.Compact(s), " ")
 }
 
-// The challenges mcpauthz sends (extauthz.Challenge).
-func (x *expect) challengeNoToken() string {
-	return fmt.Sprintf(`Bearer resource_metadata=%q, scope=%q`, x.prmURL(), x.scopes())
+// The challenges mcpauthz sends (extauthz.Challenge). A 401 names the
+// request's own scopes (requestScopes), and no scope parameter at all when
+// there are none; without credentials it carries no error code.
+func (x *expect) challenge401(scopes string, invalidToken bool) string {
+	c := fmt.Sprintf(`Bearer resource_metadata=%q`, x.prmURL())
+	if scopes != "" {
+		c += fmt.Sprintf(`, scope=%q`, scopes)
+	}
+	if invalidToken {
+		c += `, error="invalid_token", error_description="The access token is invalid or expired"`
+	}
+	return c
 }
 
-func (x *expect) challengeInvalidToken() string {
-	return fmt.Sprintf(`Bearer resource_metadata=%q, scope=%q, error="invalid_token", error_description="The access token is invalid or expired"`, x.prmURL(), x.scopes())
+func (x *expect) challengeStepUp(scopes string) string {
+	return fmt.Sprintf(`Bearer error="insufficient_scope", scope=%q, resource_metadata=%q`, scopes, x.prmURL())
 }
 
-func (x *expect) challengeStepUp() string {
-	return fmt.Sprintf(`Bearer error="insufficient_scope", scope=%q, resource_metadata=%q`, x.stepUpScopes(), x.prmURL())
-}
+// The bodies of mcpauthz's 401s: no error code without credentials (RFC
+// 6750 §3.1).
+const (
+	bodyNoToken      = `{"error_description":"Missing bearer token"}`
+	bodyInvalidToken = `{"error":"invalid_token","error_description":"The access token is invalid or expired"}`
+)
 
 func (x *expect) scenario(t *testing.T, name string, r *clientRun) {
 	byName := map[string]*step{}
@@ -381,14 +416,13 @@ func (x *expect) connect(t *testing.T, s *step, r *clientRun, refreshing bool) {
 	if first.Request.Authorization != nil {
 		t.Errorf("the first initialize carried %s credentials", first.Request.Authorization.Scheme)
 	}
+	// initialize is open: the challenge names no scope.
 	wantHeader(t, first, map[string]string{
-		"www-authenticate": x.challengeNoToken(),
+		"www-authenticate": x.challenge401(requestScopes(first), false),
 		"content-type":     "application/json",
 		"cache-control":    "no-store",
 	})
-	// The body names invalid_token although the challenge rightly has no
-	// error (RFC 6750 §3.1: no error code without credentials).
-	wantJSON(t, first, `{"error":"invalid_token","error_description":"Missing bearer token"}`)
+	wantJSON(t, first, bodyNoToken)
 
 	// 2. The protected resource metadata, from the challenge's URL.
 	prm := s.Exchanges[1]
@@ -396,8 +430,10 @@ func (x *expect) connect(t *testing.T, s *step, r *clientRun, refreshing bool) {
 		t.Errorf("metadata fetched from %s, want the challenge's %s", prm.URL, x.prmURL())
 	}
 	wantHeader(t, prm, map[string]string{"content-type": "application/json"})
-	wantJSON(t, prm, fmt.Sprintf(`{"resource":%q,"authorization_servers":[%q],"scopes_supported":%s,"bearer_methods_supported":["header"],"resource_name":"mcpauthz interop test"}`,
-		x.env.Resource, x.dep.Issuer, mustJSON(x.dep.ScopesSupported)))
+	// No scopes_supported: none is configured, and the default policy
+	// maps no scope names.
+	wantJSON(t, prm, fmt.Sprintf(`{"resource":%q,"authorization_servers":[%q],"bearer_methods_supported":["header"],"resource_name":%q}`,
+		x.env.Resource, x.dep.Issuer, x.dep.ResourceName))
 
 	// 3. The authorization server's metadata, from authorization_servers[0].
 	meta := all(s, func(e exchange) bool { return e.Kind == "auth" && e.Method == "GET" && e.Status == 200 })
@@ -416,7 +452,8 @@ func (x *expect) connect(t *testing.T, s *step, r *clientRun, refreshing bool) {
 		t.Errorf("authorization server metadata from %s, want under %s", meta[0].URL, x.dep.Issuer)
 	}
 
-	// 4. Dynamic client registration.
+	// 4. Dynamic client registration, with the client's own scope (the SDK
+	// registers with the scope it is about to ask for).
 	reg := the(t, s, "the registration", func(e exchange) bool { return e.Kind == "auth" && e.Method == "POST" && e.Status == 201 })
 	grants := []string{"authorization_code"}
 	if refreshing {
@@ -432,7 +469,7 @@ func (x *expect) connect(t *testing.T, s *step, r *clientRun, refreshing bool) {
 		t.Fatal(err)
 	}
 	if diff := cmp.Diff([]string{"http://127.0.0.1:1/callback"}, regReq.RedirectURIs); diff != "" || !slices.Equal(grants, regReq.GrantTypes) ||
-		regReq.TokenEndpointAuthMethod != "none" || regReq.Scope != x.scopes() {
+		regReq.TokenEndpointAuthMethod != "none" || regReq.Scope != x.scope {
 		t.Errorf("registration request %s", reg.Request.Body)
 	}
 	clientID := decodeBody[struct {
@@ -442,8 +479,9 @@ func (x *expect) connect(t *testing.T, s *step, r *clientRun, refreshing bool) {
 		t.Fatalf("registration answer without client_id: %s", reg.Body)
 	}
 
-	// 5. Authorization with PKCE (S256) and the resource indicator.
-	authz := x.authorization(t, s, 0, clientID, x.scopes(), x.env.Resource, nil)
+	// 5. Authorization with PKCE (S256), the resource indicator and the
+	// client's own scope (none: no scope parameter).
+	authz := x.authorization(t, s, 0, clientID, x.scope, x.env.Resource, nil)
 
 	// 6. The code for a token, with the verifier of that challenge.
 	tok := the(t, s, "the code exchange", tokenRequest("authorization_code"))
@@ -451,13 +489,23 @@ func (x *expect) connect(t *testing.T, s *step, r *clientRun, refreshing bool) {
 	resp := decodeBody[tokenResponse](t, tok)
 	ttl, wantRefresh := x.dep.LongTTL, ""
 	if refreshing {
-		ttl, wantRefresh = x.dep.ShortTTL, "<redacted>"
+		ttl = x.dep.ShortTTL
 	}
-	if resp.TokenType != "Bearer" || resp.ExpiresIn != int(ttl/time.Second) || resp.Scope != x.scopes() || resp.RefreshToken != wantRefresh {
+	if refreshing || x.dep.RefreshAlways {
+		wantRefresh = "<redacted>"
+	}
+	// expires_in may be a second short: a server that counts the remaining
+	// lifetime when it answers (fosite, in the development server) rounds
+	// down. The token itself must live exactly ttl.
+	secs := int(ttl / time.Second)
+	if resp.TokenType != "Bearer" || resp.ExpiresIn != secs && resp.ExpiresIn != secs-1 || sortedScopes(resp.Scope) != sortedScopes(x.scope) || resp.RefreshToken != wantRefresh {
 		t.Errorf("token answer: type %q expires_in %d scope %q refresh_token %q; want Bearer %d %q %q",
-			resp.TokenType, resp.ExpiresIn, resp.Scope, resp.RefreshToken, int(ttl/time.Second), x.scopes(), wantRefresh)
+			resp.TokenType, resp.ExpiresIn, resp.Scope, resp.RefreshToken, secs, x.scope, wantRefresh)
 	}
-	x.wantToken(t, "access token", resp.AccessToken.JWT, x.env.Resource, x.scopes())
+	if j := resp.AccessToken.JWT; j != nil && lifetime(j) != secs {
+		t.Errorf("access token lives %ds (exp - iat), want %ds", lifetime(j), secs)
+	}
+	x.wantToken(t, "access token", resp.AccessToken.JWT, x.env.Resource, x.scope)
 	if got := claim(resp.AccessToken.JWT, "client_id"); got != clientID {
 		t.Errorf("token client_id %q, want the registered %q", got, clientID)
 	}
@@ -465,7 +513,7 @@ func (x *expect) connect(t *testing.T, s *step, r *clientRun, refreshing bool) {
 	// 7. MCP with the token: initialize opens a session, the GET stream
 	// opens and stays open.
 	init := the(t, s, "the authorized initialize", mcpCall("initialize", 200))
-	x.wantBearer(t, init, x.env.Resource, x.scopes())
+	x.wantBearer(t, init, x.env.Resource, x.scope)
 	sid := init.ResponseHeaders["mcp-session-id"]
 	if sid == "" || init.ResponseHeaders["content-type"] != "text/event-stream" {
 		t.Errorf("initialize answer: session %q, content-type %q", sid, init.ResponseHeaders["content-type"])
@@ -481,7 +529,8 @@ func (x *expect) connect(t *testing.T, s *step, r *clientRun, refreshing bool) {
 		Granted         string `json:"granted"`
 		RefreshToken    bool   `json:"refreshToken"`
 	}](t, s)
-	if res.FirstConnect != "UnauthorizedError" || res.SessionID != sid || res.Granted != x.scopes() || res.RefreshToken != refreshing || res.ProtocolVersion == "" {
+	// The client keeps a refresh token only if it registered the grant.
+	if res.FirstConnect != "UnauthorizedError" || res.SessionID != sid || sortedScopes(res.Granted) != sortedScopes(x.scope) || res.RefreshToken != refreshing || res.ProtocolVersion == "" {
 		t.Errorf("connect result %+v", res)
 	}
 }
@@ -505,6 +554,9 @@ func (x *expect) authorization(t *testing.T, s *step, n int, clientID, scope, re
 		"response_type": "code", "client_id": clientID, "code_challenge_method": "S256",
 		"redirect_uri": "http://127.0.0.1:1/callback", "scope": scope, "resource": resource,
 		"code_challenge": challenge, "state": q["state"],
+	}
+	if scope == "" {
+		delete(want, "scope")
 	}
 	if diff := cmp.Diff(want, q); diff != "" || len(challenge) != 43 || q["state"] == nil {
 		t.Errorf("authorization request %s (-want +got):\n%s", req.URL, diff)
@@ -561,7 +613,7 @@ func (x *expect) listTools(t *testing.T, s *step, _ *clientRun) {
 
 func (x *expect) getWeather(t *testing.T, s *step, _ *clientRun) {
 	wantSequence(t, x, s, "mcp POST tools/call get_weather → 200")
-	x.wantBearer(t, s.Exchanges[0], x.env.Resource, x.scopes())
+	x.wantBearer(t, s.Exchanges[0], x.env.Resource, x.scope)
 	res := decodeResult[struct {
 		Text    string
 		IsError bool
@@ -589,7 +641,7 @@ func (x *expect) whoami(t *testing.T, s *step, _ *clientRun) {
 		"x-mcp-subject":   x.dep.Subject,
 		"x-mcp-client-id": res.Token.ClientID,
 		"x-mcp-issuer":    x.dep.Issuer,
-		"x-mcp-scopes":    x.scopes(),
+		"x-mcp-scopes":    x.scope,
 		"authorization":   "",
 		"mcp-session-id":  s.Exchanges[0].Request.Headers["mcp-session-id"],
 		// Envoy's own header about the body stays between Envoy and mcpauthz.
@@ -654,15 +706,18 @@ func (x *expect) stepUp(t *testing.T, s *step, _ *clientRun) {
 		seqReauthorize,
 		[]string{"mcp POST tools/call delete_file → 200"})...)
 	denied := the(t, s, "the denied call", mcpCall("tools/call delete_file", 403))
-	x.wantBearer(t, denied, x.env.Resource, x.scopes())
-	wantHeader(t, denied, map[string]string{"www-authenticate": x.challengeStepUp(), "content-type": "application/json"})
+	x.wantBearer(t, denied, x.env.Resource, x.scope)
+	// The challenge names the tool's scope and keeps the granted ones, and
+	// the SDK asks for exactly that.
+	want := stepUpScopes(x.scope, requestScopes(denied))
+	wantHeader(t, denied, map[string]string{"www-authenticate": x.challengeStepUp(want), "content-type": "application/json"})
 	wantJSON(t, denied, fmt.Sprintf(`{"jsonrpc":"2.0","id":%s,"error":{"code":-32001,"message":"Insufficient scope"}}`, rpc(denied).ID))
 	clientID := claim(denied.Request.Authorization.JWT, "client_id")
-	authz := x.authorization(t, s, 0, clientID, x.stepUpScopes(), x.env.Resource, x.dep.ScopesSupported)
+	authz := x.authorization(t, s, 0, clientID, want, x.env.Resource, strings.Fields(x.scope))
 	tok := the(t, s, "the code exchange", tokenRequest("authorization_code"))
 	x.wantCodeExchange(t, tok, authz, clientID, x.env.Resource)
 	allowed := the(t, s, "the retried call", mcpCall("tools/call delete_file", 200))
-	x.wantBearer(t, allowed, x.env.Resource, x.stepUpScopes())
+	x.wantBearer(t, allowed, x.env.Resource, want)
 	res := decodeResult[struct {
 		FirstAttempt string
 		Text         string
@@ -673,30 +728,66 @@ func (x *expect) stepUp(t *testing.T, s *step, _ *clientRun) {
 }
 
 // wrongAudience: a token of the same authorization server for another
-// resource is refused with 401 invalid_token; the SDK authorizes again.
-func (x *expect) wrongAudience(t *testing.T, s *step, _ *clientRun) {
+// resource is refused with 401 invalid_token; the SDK authorizes again for
+// the scope that challenge names (the called tool's), and the retried call
+// passes. The token comes from the authorization server (resource
+// indicator OtherResource) or, for a server that issues tokens for one
+// resource only, is minted with its key (Deployment.MintOtherAudience).
+func (x *expect) wrongAudience(t *testing.T, s *step, r *clientRun) {
+	var obtain []string
+	if x.dep.MintOtherAudience == nil {
+		obtain = []string{"resource metadata → 200", "AS metadata → 200", "authorize (browser) → code", "token authorization_code → 200"}
+	}
 	wantSequence(t, x, s, concat(
-		[]string{"resource metadata → 200", "AS metadata → 200", "authorize (browser) → code", "token authorization_code → 200",
-			"mcp POST tools/call get_weather → 401"},
+		obtain,
+		[]string{"mcp POST tools/call get_weather → 401"},
 		seqReauthorize,
 		[]string{"mcp POST tools/call get_weather → 200"})...)
 	denied := the(t, s, "the refused call", mcpCall("tools/call get_weather", 401))
-	clientID := claim(denied.Request.Authorization.JWT, "client_id")
-	other := x.authorization(t, s, 0, clientID, "tools:get_weather", x.env.OtherResource, nil)
-	tokens := all(s, tokenRequest("authorization_code"))
-	if len(tokens) != 2 {
-		t.Fatalf("%d code exchanges, want 2", len(tokens))
+	if denied.Request.Authorization == nil {
+		t.Fatal("the refused call carried no token")
 	}
-	x.wantCodeExchange(t, tokens[0], other, clientID, x.env.OtherResource)
+	clientID := claim(denied.Request.Authorization.JWT, "client_id")
+	if want := registeredClient(t, r); clientID != want {
+		t.Errorf("the other resource's token has client_id %q, want the registered %q", clientID, want)
+	}
+	tokens := all(s, tokenRequest("authorization_code"))
+	passes := 0
+	if x.dep.MintOtherAudience == nil {
+		other := x.authorization(t, s, 0, clientID, "tools:get_weather", x.env.OtherResource, nil)
+		if len(tokens) != 2 {
+			t.Fatalf("%d code exchanges, want 2", len(tokens))
+		}
+		x.wantCodeExchange(t, tokens[0], other, clientID, x.env.OtherResource)
+		tokens, passes = tokens[1:], 1
+	}
+	if len(tokens) != 1 {
+		t.Fatalf("%d code exchanges after the refusal, want 1", len(tokens))
+	}
 	x.wantBearer(t, denied, x.env.OtherResource, "tools:get_weather")
-	wantHeader(t, denied, map[string]string{"www-authenticate": x.challengeInvalidToken(), "content-type": "application/json"})
-	wantJSON(t, denied, `{"error":"invalid_token","error_description":"The access token is invalid or expired"}`)
-	// The SDK asks again for the 401 challenge's scopes, all of which this
-	// client was granted for this resource by now.
-	again := x.authorization(t, s, 1, clientID, x.scopes(), x.env.Resource, strings.Fields(x.stepUpScopes()))
-	x.wantCodeExchange(t, tokens[1], again, clientID, x.env.Resource)
+	scope := requestScopes(denied)
+	wantHeader(t, denied, map[string]string{"www-authenticate": x.challenge401(scope, true), "content-type": "application/json"})
+	wantJSON(t, denied, bodyInvalidToken)
+	// The SDK asks for the 401 challenge's scope, which this client was
+	// granted for this resource by now (connect and step_up).
+	again := x.authorization(t, s, passes, clientID, scope, x.env.Resource, strings.Fields(stepUpScopes(x.scope, "tools:delete_file")))
+	x.wantCodeExchange(t, tokens[0], again, clientID, x.env.Resource)
 	allowed := the(t, s, "the retried call", mcpCall("tools/call get_weather", 200))
-	x.wantBearer(t, allowed, x.env.Resource, x.scopes())
+	x.wantBearer(t, allowed, x.env.Resource, scope)
+}
+
+// registeredClient is the client ID the authorization server gave the
+// client at its registration (in connect).
+func registeredClient(t *testing.T, r *clientRun) string {
+	t.Helper()
+	connect := findStep(r, "connect")
+	if connect == nil {
+		t.Fatal("no connect step")
+	}
+	reg := the(t, connect, "the registration", func(e exchange) bool { return e.Kind == "auth" && e.Method == "POST" && e.Status == 201 })
+	return decodeBody[struct {
+		ClientID string `json:"client_id"`
+	}](t, reg).ClientID
 }
 
 func (x *expect) endSession(t *testing.T, s *step, r *clientRun) {
@@ -715,24 +806,25 @@ func (x *expect) endSession(t *testing.T, s *step, r *clientRun) {
 	}
 }
 
-// expiry: an expired access token gets 401 invalid_token; the SDK refreshes
-// (no browser) and the retried call passes.
+// expiry: an expired access token gets 401 invalid_token (for tools/list,
+// an open method: the challenge names no scope); the SDK refreshes (no
+// browser) and the retried call passes.
 func (x *expect) expiry(t *testing.T, s *step, _ *clientRun) {
 	wantSequence(t, x, s,
-		"mcp POST tools/call get_weather → 401",
+		"mcp POST tools/list → 401",
 		"resource metadata → 200",
 		"AS metadata → 200",
 		"token refresh_token → 200",
-		"mcp POST tools/call get_weather → 200")
+		"mcp POST tools/list → 200")
 	res := decodeResult[struct {
-		Text          string
-		IsError       bool
+		Tools         []string
 		Before, After map[string]any
 	}](t, s)
-	denied := the(t, s, "the expired call", mcpCall("tools/call get_weather", 401))
-	wantHeader(t, denied, map[string]string{"www-authenticate": x.challengeInvalidToken()})
+	denied := the(t, s, "the expired call", mcpCall("tools/list", 401))
+	wantHeader(t, denied, map[string]string{"www-authenticate": x.challenge401(requestScopes(denied), true), "content-type": "application/json"})
+	wantJSON(t, denied, bodyInvalidToken)
 	exp := claim(denied.Request.Authorization.JWT, "exp")
-	if exp != fmt.Sprint(int64(res.Before["exp"].(float64))) {
+	if before, _ := res.Before["exp"].(float64); exp != fmt.Sprint(int64(before)) {
 		t.Errorf("the 401 was for token exp %s, not the expired one", exp)
 	}
 	tok := the(t, s, "the refresh", tokenRequest("refresh_token"))
@@ -741,14 +833,17 @@ func (x *expect) expiry(t *testing.T, s *step, _ *clientRun) {
 		t.Errorf("refresh request (-want +got):\n%s", diff)
 	}
 	fresh := decodeBody[tokenResponse](t, tok)
-	x.wantToken(t, "refreshed token", fresh.AccessToken.JWT, x.env.Resource, x.scopes())
+	x.wantToken(t, "refreshed token", fresh.AccessToken.JWT, x.env.Resource, x.scope)
 	if claim(fresh.AccessToken.JWT, "exp") <= exp {
 		t.Errorf("refreshed token exp %s not after %s", claim(fresh.AccessToken.JWT, "exp"), exp)
 	}
-	allowed := the(t, s, "the retried call", mcpCall("tools/call get_weather", 200))
-	x.wantBearer(t, allowed, x.env.Resource, x.scopes())
-	if res.Text != "Sunny in Lima" || res.IsError {
-		t.Errorf("result %+v", res)
+	if fresh.RefreshToken != "<redacted>" {
+		t.Errorf("the refresh answer has no refresh token: %q", fresh.RefreshToken)
+	}
+	allowed := the(t, s, "the retried call", mcpCall("tools/list", 200))
+	x.wantBearer(t, allowed, x.env.Resource, x.scope)
+	if diff := cmp.Diff([]string{"announce", "delete_file", "get_weather", "whoami"}, res.Tools); diff != "" {
+		t.Errorf("tools after the refresh (-want +got):\n%s", diff)
 	}
 }
 
@@ -767,7 +862,7 @@ func (x *expect) stepUpHoldingRefreshToken(t *testing.T, s *step, _ *clientRun) 
 		"mcp POST tools/call delete_file → 403")
 	denied := all(s, mcpCall("tools/call delete_file", 403))
 	for _, d := range denied {
-		wantHeader(t, d, map[string]string{"www-authenticate": x.challengeStepUp()})
+		wantHeader(t, d, map[string]string{"www-authenticate": x.challengeStepUp(stepUpScopes(x.scope, requestScopes(d)))})
 	}
 	res := decodeResult[struct {
 		Outcome string
@@ -784,11 +879,66 @@ func (x *expect) stepUpHoldingRefreshToken(t *testing.T, s *step, _ *clientRun) 
 	}
 }
 
+// lifetime is exp - iat of a token, in seconds.
+func lifetime(j *jwtParts) int {
+	exp, _ := j.Claims["exp"].(float64)
+	iat, _ := j.Claims["iat"].(float64)
+	return int(exp - iat)
+}
+
 // sortedScopes is a scope string in sorted order (servers keep their own).
 func sortedScopes(s string) string {
 	f := strings.Fields(s)
 	slices.Sort(f)
 	return strings.Join(f, " ")
+}
+
+// probes sends requests of its own, without the SDK, for the 401
+// challenges the SDK's flows do not reach: a tools/call without a token
+// names the tool's scope (a client that starts with one learns what to ask
+// for), and so does a bad token; an open method with a bad token names
+// none.
+func (x *expect) probes(t *testing.T) {
+	const toolCall = `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get_weather","arguments":{"city":"Rome"}}}`
+	const initialize = `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"probe","version":"1"}}}`
+	for _, tc := range []struct {
+		name, body, token string
+		challenge, resp   string
+	}{
+		{"tools/call without a token", toolCall, "", x.challenge401("tools:get_weather", false), bodyNoToken},
+		{"tools/call with a bad token", toolCall, "not-a-token", x.challenge401("tools:get_weather", true), bodyInvalidToken},
+		{"initialize with a bad token", initialize, "not-a-token", x.challenge401("", true), bodyInvalidToken},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req, err := http.NewRequest("POST", x.env.Resource, strings.NewReader(tc.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("content-type", "application/json")
+			req.Header.Set("accept", "application/json, text/event-stream")
+			if tc.token != "" {
+				req.Header.Set("authorization", "Bearer "+tc.token)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			body, err := io.ReadAll(resp.Body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			e := exchange{Method: "POST", Status: resp.StatusCode, Body: body, ResponseHeaders: map[string]string{}}
+			for k := range resp.Header {
+				e.ResponseHeaders[strings.ToLower(k)] = resp.Header.Get(k)
+			}
+			if e.Status != http.StatusUnauthorized {
+				t.Fatalf("status %d, want 401; body %s", e.Status, body)
+			}
+			wantHeader(t, e, map[string]string{"www-authenticate": tc.challenge, "content-type": "application/json", "cache-control": "no-store"})
+			wantJSON(t, e, tc.resp)
+		})
+	}
 }
 
 func mustJSON(v any) string {

@@ -17,8 +17,6 @@ import (
 // mcpauthz up for it and what it issues.
 type AuthServer struct {
 	Name string
-	// Skip returns why the row cannot run with this mcpauthz binary, or "".
-	Skip func(bin string) string
 	// Start brings up the authorization server and mcpauthz configured for
 	// it.
 	Start func(t *testing.T, env *Env) *Deployment
@@ -30,8 +28,7 @@ type Env struct {
 	Bin string
 	// Resource is the MCP resource URI: the front's /mcp.
 	Resource string
-	// OtherResource is a resource indicator the authorization server also
-	// issues tokens for, for the wrong-audience case.
+	// OtherResource is the audience of the wrong-audience case's token.
 	OtherResource string
 	// Dir is a temporary directory of the row.
 	Dir string
@@ -43,20 +40,27 @@ type Deployment struct {
 	// Issuer is the authorization server's issuer (also the PRM's
 	// authorization_servers[0]).
 	Issuer string
+	// ResourceName is the protected resource metadata's resource_name.
+	ResourceName string
 	// Login and Password fill in the login form; Subject is the sub of the
 	// tokens the user gets.
 	Login, Password, Subject string
-	// ScopesSupported is what the protected resource metadata advertises
-	// and the 401 challenge asks for.
-	ScopesSupported []string
 	// ShortTTL is the access-token lifetime of clients that registered
-	// the refresh_token grant; LongTTL that of the others. Refresh is false
-	// when the server issues no refresh tokens (the refresh scenario is
-	// then skipped).
+	// the refresh_token grant; LongTTL that of the others.
 	ShortTTL, LongTTL time.Duration
-	Refresh           bool
+	// RefreshAlways is true when the server issues refresh tokens to every
+	// client, not only to those that registered the refresh_token grant
+	// (the public client then discards it: see client.mjs).
+	RefreshAlways bool
 	// Leeway is the issuer's leeway in mcpauthz.
 	Leeway time.Duration
+	// MintOtherAudience, if set, is the command that mints the
+	// wrong-audience case's token (with the same key and issuer, for
+	// Env.OtherResource and the scope tools:get_weather); client.mjs
+	// appends --client-id and the registered client's ID. Without it the
+	// client gets that token from the authorization server, with the
+	// resource indicator Env.OtherResource.
+	MintOtherAudience []string
 	// CheckInteraction, if set, checks one pass of the browser through the
 	// server's pages: run starts with the authorization request and ends
 	// with the redirect back; missing are the requested scopes the user had
@@ -64,16 +68,13 @@ type Deployment struct {
 	CheckInteraction func(t *testing.T, run []exchange, resource string, missing []string)
 }
 
-// scopesSupported is advertised by mcpauthz in the rows that take a
-// configuration file. The embedded default policy's data would advertise
-// its example scopes instead.
-var scopesSupported = []string{"tools:announce", "tools:get_weather", "tools:whoami"}
-
 // OIDCProvider is the row of oidc-provider (test/interop/node/oidc.mjs)
-// with mcpauthz configured as docs/idp.md tells a user to.
+// with mcpauthz configured as docs/idp.md tells a user to: the issuer
+// entry of its oidc-provider section, and no scopes_supported, so that
+// mcpauthz advertises none and every challenge names the scopes of the
+// request it answers.
 var OIDCProvider = AuthServer{
 	Name: "oidc-provider",
-	Skip: func(string) string { return "" },
 	Start: func(t *testing.T, env *Env) *Deployment {
 		const shortTTL, longTTL, leeway = 5 * time.Second, 10 * time.Minute, time.Second
 		as := startNode(t, "oidc-provider", "oidc.mjs",
@@ -87,21 +88,20 @@ var OIDCProvider = AuthServer{
 		if err := as.ready(ctx, &ready); err != nil {
 			t.Fatal(err)
 		}
+		const resourceName = "mcpauthz interop test"
 		issuers := IDPDocBlock(t, "### oidc-provider (Node.js)", ready.Issuer, env.Resource)
 		cfg := fmt.Sprintf(`resource: %s
-resource_name: mcpauthz interop test
+resource_name: %s
 authorization_servers: [%s]
-scopes_supported: %s
 log: { format: json, level: info }
 %s    leeway: %s
-`, env.Resource, ready.Issuer, quoteList(scopesSupported), issuers, leeway)
+`, env.Resource, resourceName, ready.Issuer, issuers, leeway)
 		path := writeFile(t, env.Dir, "mcpauthz.yaml", cfg)
-		m := StartMcpauthz(t, env.Bin, "--config", path, "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0")
+		m := StartMcpauthz(t, env.Bin, env.Dir, "--config", path, "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0")
 		return &Deployment{
-			Mcpauthz: m, Issuer: ready.Issuer,
+			Mcpauthz: m, Issuer: ready.Issuer, ResourceName: resourceName,
 			Login: ready.Login, Password: ready.Password, Subject: ready.Login,
-			ScopesSupported: scopesSupported,
-			ShortTTL:        shortTTL, LongTTL: longTTL, Refresh: true, Leeway: leeway,
+			ShortTTL: shortTTL, LongTTL: longTTL, Leeway: leeway,
 			CheckInteraction: oidcInteraction,
 		}
 	},
@@ -144,46 +144,35 @@ func oidcInteraction(t *testing.T, run []exchange, resource string, missing []st
 	}
 }
 
-// devServerFlags are the flags `mcpauthz serve` needs for the row of its own
-// development authorization server (internal/devauth).
-var devServerFlags = []string{"-dev-approve", "-resource", "-dev-token-ttl"}
-
 // DevServer is the row of `mcpauthz serve --dev --dev-approve=auto`: mcpauthz
-// is the authorization server as well. It runs once the binary has every
-// flag it needs (devServerFlags); see the package documentation.
+// is the authorization server as well (internal/devauth), with automatic
+// approval for the client's loopback redirect URI, so the browser sees no
+// page. The development server issues tokens for its one resource only, so
+// the wrong-audience token is minted offline by `mcpauthz token` with the
+// same key and issuer. Every token of the server lives --dev-token-ttl,
+// also the public client's: long enough for that client's steps (well
+// under a second each), short enough for the expiry case.
 var DevServer = AuthServer{
 	Name: "mcpauthz-dev",
-	Skip: func(bin string) string {
-		out, _ := exec.Command(bin, "serve", "-h").CombinedOutput()
-		var missing []string
-		for _, f := range devServerFlags {
-			if !strings.Contains(string(out), "  "+f+" ") && !strings.Contains(string(out), "  "+f+"\n") {
-				missing = append(missing, "-"+f)
-			}
-		}
-		if len(missing) > 0 {
-			return "the development authorization server row (internal/devauth) needs `mcpauthz serve --dev --dev-approve=auto " +
-				"--resource URL --dev-token-ttl D`; this binary lacks " + strings.Join(missing, ", ")
-		}
-		return ""
-	},
 	Start: func(t *testing.T, env *Env) *Deployment {
-		// The development issuer's leeway must be 1s for the expiry case to
-		// take seconds (see the package documentation).
-		const shortTTL, leeway = 5 * time.Second, time.Second
+		// The development issuer's leeway is 1s (cmd/mcpauthz devLeeway).
+		const ttl, leeway = 10 * time.Second, time.Second
 		dir := filepath.Join(env.Dir, "dev")
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			t.Fatal(err)
 		}
-		m := StartMcpauthz(t, env.Bin, "--dev", "--dev-approve=auto", "--dev-dir", dir,
-			"--resource", env.Resource, "--dev-token-ttl", shortTTL.String(),
+		m := StartMcpauthz(t, env.Bin, env.Dir, "--dev", "--dev-approve=auto", "--dev-dir", dir,
+			"--resource", env.Resource, "--dev-token-ttl", ttl.String(),
 			"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--dev-issuer-addr", "127.0.0.1:0")
+		if m.DevIssuer == "" {
+			t.Fatal("mcpauthz serve --dev wrote no dev_issuer to --addr-file")
+		}
 		return &Deployment{
-			Mcpauthz: m,
+			Mcpauthz: m, Issuer: m.DevIssuer, ResourceName: "mcpauthz development server",
 			Subject:  "dev-user",
-			// Issuer and ScopesSupported come from the protected resource
-			// metadata (Run fills them in).
-			ShortTTL: shortTTL, LongTTL: shortTTL, Refresh: true, Leeway: leeway,
+			ShortTTL: ttl, LongTTL: ttl, RefreshAlways: true, Leeway: leeway,
+			MintOtherAudience: []string{env.Bin, "token", "--dev-dir", dir, "--aud", env.OtherResource,
+				"--scope", "tools:get_weather", "--sub", "dev-user", "--ttl", "10m"},
 		}
 	},
 }

@@ -48,33 +48,36 @@ func BuildMcpauthz(t testing.TB) string {
 // Mcpauthz is a running `mcpauthz serve`.
 type Mcpauthz struct {
 	GRPCAddr, HTTPAddr string
-	proc               *process
+	// DevIssuer is the URL of the development authorization server (serve
+	// --dev), else "".
+	DevIssuer string
+	proc      *process
 }
 
 // StartMcpauthz runs `mcpauthz serve` with args (which must make it listen
 // on ephemeral loopback ports) and waits until it serves. The bound
-// addresses are read from its "mcpauthz serving" log line, which is the
-// only place serve reports them.
-func StartMcpauthz(t testing.TB, bin string, args ...string) *Mcpauthz {
+// addresses are read from the file of --addr-file (in dir), which serve
+// writes once it listens.
+func StartMcpauthz(t testing.TB, bin, dir string, args ...string) *Mcpauthz {
 	t.Helper()
-	cmd := exec.Command(bin, append([]string{"serve"}, args...)...)
+	addrFile := filepath.Join(dir, "mcpauthz-addr.json")
+	cmd := exec.Command(bin, append([]string{"serve", "--addr-file", addrFile}, args...)...)
 	p := start(t, "mcpauthz", cmd, true)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	line, err := p.waitLine(ctx, `"mcpauthz serving" log line`, func(l string) bool {
-		return strings.Contains(l, `"msg":"mcpauthz serving"`)
-	})
+	var addrs struct {
+		GRPCAddr  string `json:"grpc_addr"`
+		HTTPAddr  string `json:"http_addr"`
+		DevIssuer string `json:"dev_issuer"`
+	}
+	raw, err := p.waitFile(ctx, addrFile)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var entry struct {
-		GRPCAddr string `json:"grpc_addr"`
-		HTTPAddr string `json:"http_addr"`
+	if err := json.Unmarshal(raw, &addrs); err != nil || addrs.GRPCAddr == "" || addrs.HTTPAddr == "" {
+		t.Fatalf("mcpauthz --addr-file %s: %q: %v", addrFile, raw, err)
 	}
-	if err := json.Unmarshal([]byte(line), &entry); err != nil || entry.GRPCAddr == "" || entry.HTTPAddr == "" {
-		t.Fatalf("mcpauthz serving line %q: %v", line, err)
-	}
-	return &Mcpauthz{GRPCAddr: entry.GRPCAddr, HTTPAddr: entry.HTTPAddr, proc: p}
+	return &Mcpauthz{GRPCAddr: addrs.GRPCAddr, HTTPAddr: addrs.HTTPAddr, DevIssuer: addrs.DevIssuer, proc: p}
 }
 
 // WaitReady waits until /readyz answers 200: the issuers' keys are loaded

@@ -171,6 +171,29 @@ func (p *process) waitLine(ctx context.Context, what string, match func(string) 
 	}
 }
 
+// waitFile waits until the process has written the file at path (written
+// by renaming, so never seen half-written) and returns its content. It
+// polls: the process reports nothing else when the file appears.
+func (p *process) waitFile(ctx context.Context, path string) ([]byte, error) {
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if b, err := os.ReadFile(path); err == nil {
+			return b, nil
+		}
+		select {
+		case <-tick.C:
+		case <-p.exited:
+			if b, err := os.ReadFile(path); err == nil {
+				return b, nil
+			}
+			return nil, fmt.Errorf("%s exited (%v) before writing %s; output:\n%s\nlast lines:\n%s", p.name, p.exitErr(), path, p.otherText(), p.tail(20))
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%s did not write %s: %w; output:\n%s\nlast lines:\n%s", p.name, path, ctx.Err(), p.otherText(), p.tail(20))
+		}
+	}
+}
+
 // wait waits for the process to exit and returns Wait's error.
 func (p *process) wait(ctx context.Context) error {
 	select {

@@ -3,6 +3,7 @@ package interop
 import (
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -20,19 +21,27 @@ var tokenResults = map[string]string{
 
 // serverSide checks what mcpauthz decided for each request of a step that
 // passed the front: one check per request, in order, for the reason the
-// client's answer implies. Only a front that records its checks (the
-// stand-in) can tell.
+// client's answer implies, and for a 401 the precise token verdict, which
+// mcpauthz reports in the check's dynamic metadata and in its decision
+// log. Only a front that records its checks (the stand-in) can tell.
 func (x *expect) serverSide(t *testing.T, scenario string, s *step) {
 	t.Helper()
 	checks := x.front.Checks()
 	if checks == nil {
 		return
 	}
-	results := x.tokenResults()
+	logged := x.loggedTokenResults()
 	var got []string
 	for _, c := range checks {
-		if c.Header("x-interop-step") == scenario+"/"+s.Step {
-			got = append(got, checkLine(c, results))
+		if c.Header("x-interop-step") != scenario+"/"+s.Step {
+			continue
+		}
+		got = append(got, checkLine(c))
+		if r := c.Metadata("token_result"); r != "" && logged[c.Header("x-request-id")] != r {
+			t.Errorf("check %s %s: token_result %q in the answer, %q in mcpauthz's decision log", c.Header(":method"), c.Header(":path"), r, logged[c.Header("x-request-id")])
+		}
+		if c.Metadata("token_result") == "expired" && s.Step != "expiry" {
+			t.Errorf("an access token expired during step %s: the machine was too slow for the row's token lifetime (%s)", s.Step, x.dep.LongTTL)
 		}
 	}
 	var want []string
@@ -61,33 +70,66 @@ func (x *expect) serverSide(t *testing.T, scenario string, s *step) {
 	}
 }
 
-func checkLine(c standin.Check, results map[string]string) string {
+func checkLine(c standin.Check) string {
 	outcome := "ok"
 	if c.Outcome != standin.OutcomeOK {
 		outcome = fmt.Sprint(c.Status)
 	}
 	reason := c.Metadata("reason")
-	if r := results[c.Header("x-request-id")]; r != "" {
+	if r := c.Metadata("token_result"); r != "" {
 		reason += "/" + r
 	}
 	return fmt.Sprintf("%s %s → %s %s", c.Header(":method"), c.Header(":path"), outcome, reason)
 }
 
-// tokenResults maps request ids to the token_result of mcpauthz's decision
-// log.
-func (x *expect) tokenResults() map[string]string {
+// loggedTokenResults maps request ids to the token_result of mcpauthz's
+// decision log (JSON with a configuration file, text in development mode).
+func (x *expect) loggedTokenResults() map[string]string {
 	out := map[string]string{}
 	for _, l := range x.dep.Mcpauthz.Log() {
-		var d struct {
-			Msg         string `json:"msg"`
-			RequestID   string `json:"request_id"`
-			TokenResult string `json:"token_result"`
-		}
-		if json.Unmarshal([]byte(l), &d) == nil && d.Msg == "decision" && d.TokenResult != "" {
-			out[d.RequestID] = d.TokenResult
+		f := logFields(l)
+		if f["msg"] == "decision" && f["token_result"] != "" {
+			out[f["request_id"]] = f["token_result"]
 		}
 	}
 	return out
+}
+
+// logFields reads the string attributes of one slog line, JSON or text
+// (key=value, values quoted as Go strings when they need it).
+func logFields(l string) map[string]string {
+	out := map[string]string{}
+	if strings.HasPrefix(l, "{") {
+		var m map[string]any
+		if json.Unmarshal([]byte(l), &m) == nil {
+			for k, v := range m {
+				if s, ok := v.(string); ok {
+					out[k] = s
+				}
+			}
+		}
+		return out
+	}
+	for {
+		l = strings.TrimLeft(l, " ")
+		key, rest, ok := strings.Cut(l, "=")
+		if !ok || key == "" || strings.ContainsRune(key, ' ') {
+			return out
+		}
+		var val string
+		if strings.HasPrefix(rest, `"`) {
+			q, err := strconv.QuotedPrefix(rest)
+			if err != nil {
+				return out
+			}
+			val, _ = strconv.Unquote(q)
+			rest = rest[len(q):]
+		} else {
+			val, rest, _ = strings.Cut(rest, " ")
+		}
+		out[key] = val
+		l = rest
+	}
 }
 
 // upstream checks every request the MCP server received: the identity

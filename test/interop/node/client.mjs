@@ -19,8 +19,18 @@
 // access tokens appear decoded (header and claims, no signature), code
 // verifiers as base64url(SHA-256), so PKCE can be checked without them.
 //
-// Usage: node client.mjs --url MCP_URL --scenario public|refresh
+// Usage: node client.mjs --url MCP_URL --scenario public|refresh [--scope S]
 //          [--login NAME --password PW] [--other-resource URL] [--leeway S]
+//          [--mint-other-audience JSON_ARGV]
+//
+// --scope is the client metadata's scope: what the SDK asks for when
+// neither the challenge nor the protected resource metadata names any.
+// --mint-other-audience is a command (a JSON array) that prints a token for
+// the other resource, run with --client-id CLIENT_ID appended, for an
+// authorization server that issues tokens for one resource only; without
+// it the wrong-audience token is authorized at the server with the
+// resource indicator --other-resource.
+import { execFileSync } from 'node:child_process';
 import { createHash, randomUUID } from 'node:crypto';
 import { parseArgs } from 'node:util';
 
@@ -39,6 +49,8 @@ const { values: args } = parseArgs({
     options: {
         url: { type: 'string' },
         scenario: { type: 'string' },
+        scope: { type: 'string', default: '' },
+        'mint-other-audience': { type: 'string', default: '' },
         login: { type: 'string', default: '' },
         password: { type: 'string', default: '' },
         'other-resource': { type: 'string', default: '' },
@@ -357,7 +369,8 @@ class TestProvider {
             grant_types: this.grantTypes,
             response_types: ['code'],
             token_endpoint_auth_method: 'none',
-            application_type: 'native'
+            application_type: 'native',
+            ...(args.scope ? { scope: args.scope } : {})
         };
     }
 
@@ -378,7 +391,15 @@ class TestProvider {
         return this.#tokens;
     }
 
+    // A client that did not register the refresh_token grant does not keep
+    // a refresh token that a server hands out anyway (the development
+    // server issues one with every code): without one, the SDK answers a
+    // challenge by authorizing again, as such a client must.
     saveTokens(tokens) {
+        if (!this.grantTypes.includes('refresh_token')) {
+            const { refresh_token: _dropped, ...rest } = tokens;
+            tokens = rest;
+        }
         this.#tokens = tokens;
     }
 
@@ -545,20 +566,28 @@ async function publicClient() {
     await step('step_up', () => callExpectingReauthorization(client, transport, provider, { name: 'delete_file', arguments: { path: '/tmp/x' } }));
     await step('wrong_audience', async () => {
         // A token of the same authorization server for another resource, got
-        // the way any client gets one, then presented to this server.
-        const prm = await discoverOAuthProtectedResourceMetadata(MCP_URL, {}, recordingFetch);
-        const as = prm.authorization_servers[0];
-        const metadata = await discoverAuthorizationServerMetadata(as, { fetchFn: recordingFetch });
+        // the way any client gets one (or minted with the server's key), then
+        // presented to this server.
         const clientInformation = provider.clientInformation();
-        const other = new URL(args['other-resource']);
-        const state = randomUUID();
-        const { authorizationUrl, codeVerifier } = await startAuthorization(as, {
-            metadata, clientInformation, redirectUrl: REDIRECT_URL, scope: 'tools:get_weather', state, resource: other
-        });
-        const code = await browser.authorize(authorizationUrl, REDIRECT_URL, state);
-        const tokens = await exchangeAuthorization(as, {
-            metadata, clientInformation, authorizationCode: code, codeVerifier, redirectUri: REDIRECT_URL, resource: other, fetchFn: recordingFetch
-        });
+        let tokens;
+        if (args['mint-other-audience']) {
+            const [cmd, ...argv] = JSON.parse(args['mint-other-audience']);
+            const token = execFileSync(cmd, [...argv, '--client-id', clientInformation.client_id], { encoding: 'utf8' }).trim();
+            tokens = { access_token: token, token_type: 'Bearer' };
+        } else {
+            const prm = await discoverOAuthProtectedResourceMetadata(MCP_URL, {}, recordingFetch);
+            const as = prm.authorization_servers[0];
+            const metadata = await discoverAuthorizationServerMetadata(as, { fetchFn: recordingFetch });
+            const other = new URL(args['other-resource']);
+            const state = randomUUID();
+            const { authorizationUrl, codeVerifier } = await startAuthorization(as, {
+                metadata, clientInformation, redirectUrl: REDIRECT_URL, scope: 'tools:get_weather', state, resource: other
+            });
+            const code = await browser.authorize(authorizationUrl, REDIRECT_URL, state);
+            tokens = await exchangeAuthorization(as, {
+                metadata, clientInformation, authorizationCode: code, codeVerifier, redirectUri: REDIRECT_URL, resource: other, fetchFn: recordingFetch
+            });
+        }
         provider.saveTokens({ ...tokens, issuer: provider.tokens()?.issuer });
         const wrong = provider.accessTokenClaims();
         const r = await callExpectingReauthorization(client, transport, provider, { name: 'get_weather', arguments: { city: 'Oslo' } });
@@ -578,9 +607,11 @@ async function refreshingClient() {
         // Past exp plus mcpauthz's leeway, with one second to spare.
         const wait = (before.exp + Number(args.leeway) + 1) * 1000 - Date.now();
         if (wait > 0) await new Promise(r => setTimeout(r, wait));
-        const r = await client.callTool({ name: 'get_weather', arguments: { city: 'Lima' } });
+        // tools/list: an open method, which the client's token without scope
+        // may call.
+        const r = await client.listTools();
         const after = provider.accessTokenClaims();
-        return { text: text(r), isError: r.isError ?? false, waitedMs: Math.max(0, Math.round(wait)), before, after };
+        return { tools: r.tools.map(t => t.name).sort(), waitedMs: Math.max(0, Math.round(wait)), before, after };
     });
     await step('step_up_holding_refresh_token', async () => {
         try {

@@ -7,7 +7,10 @@
 //   - PKCE required for every client (S256 only: oidc-provider offers no other);
 //   - resource indicators (RFC 8707) with JWT access tokens (RFC 9068,
 //     typ at+jwt) whose audience is the MCP resource, and the tools:* scopes
-//     the resource knows;
+//     the resource knows (the only scopes it knows besides OpenID's);
+//   - a default scope, openid, for an authorization request without scope
+//     (which oidc-provider would otherwise end with access_denied): the
+//     token for the resource then has no scope (see below);
 //   - refresh tokens for clients registered with the refresh_token grant;
 //     those clients get short-lived access tokens (--short-ttl) so that the
 //     expiry case takes seconds;
@@ -175,6 +178,20 @@ provider.use(async (ctx, next) => {
         const body = JSON.parse(Buffer.concat(chunks).toString('utf8') || '{}');
         delete body.scope;
         ctx.req.body = body;
+    }
+    await next();
+});
+
+// An authorization request without scope gets the server's default scope
+// (RFC 6749 §3.3 lets a server choose one, or refuse): MCP clients send none
+// when neither the challenge nor the protected resource metadata names a
+// scope, which is what mcpauthz's challenge for initialize does by default.
+// oidc-provider refuses an authorization that grants no scope at all (access
+// denied: "no scope was granted"), so such a request is taken as a sign-in,
+// openid; the access token for the MCP resource then carries no scope.
+provider.use(async (ctx, next) => {
+    if (ctx.method === 'GET' && ctx.path === '/auth' && ctx.query.scope === undefined) {
+        ctx.query = { ...ctx.query, scope: 'openid' };
     }
     await next();
 });

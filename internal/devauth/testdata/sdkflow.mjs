@@ -5,7 +5,15 @@
 // shows one), token exchange, refresh, and a step-up to more scopes.
 // Run by TestTypeScriptSDK, which serves MCP_URL's metadata; it prints one
 // JSON object.
-import { auth } from '@modelcontextprotocol/sdk/client/auth.js';
+//
+// The SDK is the one the repository pins once, in test/interop/node
+// (SDK_PACKAGE_DIR, installed by `npm ci` there): resolved from that
+// package, not from this script's directory.
+import { createRequire } from 'node:module';
+import { join } from 'node:path';
+
+const require = createRequire(join(process.env.SDK_PACKAGE_DIR, 'package.json'));
+const { auth } = require('@modelcontextprotocol/sdk/client/auth.js');
 
 const serverUrl = process.env.MCP_URL;
 const redirectUrl = 'http://127.0.0.1:8976/callback';
