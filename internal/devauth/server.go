@@ -142,6 +142,7 @@ func New(opts Options) (*Server, error) {
 		HMACSHAStrategyUnPrefixed: oauth2.NewHMACSHAStrategyUnPrefixed(&hmac.HMACStrategy{Config: fcfg}, fcfg),
 		issuer:                    &devissuer.Issuer{URL: cfg.issuerStr, Key: cfg.key},
 		pub:                       pub,
+		lifespan:                  cfg.tokenTTL,
 	}
 	s.provider = newProvider(fcfg, s.store, strategy)
 

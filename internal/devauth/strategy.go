@@ -27,8 +27,9 @@ import (
 // HMAC signature.
 type tokenStrategy struct {
 	*oauth2.HMACSHAStrategyUnPrefixed
-	issuer *devissuer.Issuer
-	pub    jwk.Key
+	issuer   *devissuer.Issuer
+	pub      jwk.Key
+	lifespan time.Duration // of an access token
 }
 
 var _ oauth2.CoreStrategy = (*tokenStrategy)(nil)
@@ -47,17 +48,17 @@ func (s *tokenStrategy) AccessTokenSignature(_ context.Context, token string) st
 // session, aud the granted resource, scope the granted scopes, client_id the
 // requesting client, exp the expiry fosite set on the session.
 func (s *tokenStrategy) GenerateAccessToken(_ context.Context, req fosite.Requester) (string, string, error) {
-	// Whole seconds on both ends, so that iat and exp are exactly the
-	// session's times.
+	// Whole seconds on both ends and exactly the configured lifespan
+	// between them. fosite rounds the session's expiry to the nearest
+	// second, which is up to a second off a truncated iat, so the session
+	// takes the token's expiry rather than the other way round; expires_in
+	// and introspection then agree with the token.
 	now := time.Now().Truncate(time.Second)
-	exp := req.GetSession().GetExpiresAt(fosite.AccessToken)
-	if exp.IsZero() {
-		return "", "", errors.New("devauth: the session has no access token expiry")
-	}
-	ttl := exp.Sub(now)
+	ttl := s.lifespan
 	if ttl < time.Second {
-		ttl = time.Second
+		return "", "", errors.New("devauth: access token lifespan under a second")
 	}
+	req.GetSession().SetExpiresAt(fosite.AccessToken, now.Add(ttl))
 	tok, err := s.issuer.Mint(devissuer.MintOptions{
 		Subject:  req.GetSession().GetSubject(),
 		ClientID: req.GetClient().GetID(),
