@@ -39,6 +39,9 @@ type Decision struct {
 	// ShadowDenials are denials that policy or shadow mode chose not to
 	// enforce.
 	ShadowDenials []string
+	// UpstreamCredential is the name of the credential source the MCP
+	// server got a credential from ("" for none); never the credential.
+	UpstreamCredential string
 	// TokenResult is "valid" or the jwtauth reason of a rejected token;
 	// empty when no token was verified.
 	TokenResult string
@@ -48,7 +51,8 @@ type Decision struct {
 	PolicyDuration time.Duration
 
 	messages []mcprpc.Message // the parsed JSON-RPC messages
-	listMeta *structpb.Struct // for the list filter (see recordLists)
+	listMeta   *structpb.Struct    // for the list filter (see recordLists)
+	credential *UpstreamCredential // set on the upstream request
 
 	// Response parts.
 	isDirect  bool        // a response mcpauthz answers itself (metadata)

@@ -104,6 +104,12 @@ func (l *LogRecorder) Record(ctx context.Context, d *Decision) {
 	}
 	if id := d.Identity; id != nil {
 		attrs = append(attrs, slog.String("issuer", id.Issuer), slog.String("subject", id.Subject), slog.String("client_id", id.ClientID))
+		if len(id.Actors) > 0 {
+			attrs = append(attrs, slog.String("actor", actorChain(id.Actors)), slog.Int("delegation_depth", len(id.Actors)))
+		}
+	}
+	if d.UpstreamCredential != "" {
+		attrs = append(attrs, slog.String("upstream_credential", d.UpstreamCredential))
 	}
 	if d.TokenResult != "" && d.TokenResult != "valid" {
 		attrs = append(attrs, slog.String("token_result", d.TokenResult))

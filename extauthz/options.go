@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/url"
+	"slices"
 	"strings"
 
 	"github.com/mcpauthz/mcpauthz/internal/oauth"
@@ -40,6 +42,10 @@ type Options struct {
 	// resources/templates/list), what the ext_proc list filter (package
 	// extproc) needs to filter the response for this caller.
 	ListFilter bool
+
+	// Credentials are the upstream credential sources a policy may choose
+	// (decision.upstream_credential), by name.
+	Credentials map[string]CredentialSource
 
 	// Authenticator verifies bearer tokens. Required.
 	Authenticator Authenticator
@@ -81,6 +87,10 @@ type IdentityHeaders struct {
 	ClientID string
 	Scopes   string
 	Issuer   string
+	// Actor carries the delegation chain of the token (its act claim): the
+	// acting parties, the current actor first, each by client_id (or sub
+	// when it has none), separated by ", ".
+	Actor string
 }
 
 // Defaults of the options that have one.
@@ -91,7 +101,7 @@ const (
 )
 
 // DefaultIdentityHeaders are the identity headers when none is configured.
-var DefaultIdentityHeaders = IdentityHeaders{Subject: "x-mcp-subject", ClientID: "x-mcp-client-id", Scopes: "x-mcp-scopes", Issuer: "x-mcp-issuer"}
+var DefaultIdentityHeaders = IdentityHeaders{Subject: "x-mcp-subject", ClientID: "x-mcp-client-id", Scopes: "x-mcp-scopes", Issuer: "x-mcp-issuer", Actor: "x-mcp-actor"}
 
 func (o *Options) applyDefaults() {
 	if len(o.MCP.Paths) == 0 {
@@ -161,13 +171,23 @@ func (o *Options) validate() error {
 		errs.Add("mcp.max_depth", "must be between 2 and 1000")
 	}
 	h := o.Upstream.IdentityHeaders
-	for _, f := range [][2]string{{"subject", h.Subject}, {"client_id", h.ClientID}, {"scopes", h.Scopes}, {"issuer", h.Issuer}} {
+	for _, f := range [][2]string{{"subject", h.Subject}, {"client_id", h.ClientID}, {"scopes", h.Scopes}, {"issuer", h.Issuer}, {"actor", h.Actor}} {
 		if f[1] != "" && !validUpstreamHeader(f[1]) {
 			errs.Add("upstream.identity_headers."+f[0], "%q is not a lowercase header name mcpauthz may set (no pseudo-headers, host, authorization, x-envoy-*)", f[1])
 		}
 	}
 	if o.Authenticator == nil {
 		errs.Add("", "no Authenticator")
+	}
+	for _, name := range slices.Sorted(maps.Keys(o.Credentials)) {
+		path := "upstream_credentials." + name
+		src := o.Credentials[name]
+		switch hdr := src.Header(); {
+		case !validUpstreamHeader(hdr) && hdr != "authorization":
+			errs.Add(path+".header", "%q is not a header mcpauthz may set", hdr)
+		case isIdentityHeader(o.Upstream.IdentityHeaders, hdr):
+			errs.Add(path+".header", "%q is an identity header", hdr)
+		}
 	}
 	return errs.Err()
 }
@@ -183,11 +203,57 @@ type Identity struct {
 	Scopes []string
 	// JTI is the token identifier, empty when absent.
 	JTI string
+	// Azp is the authorized party, empty when absent.
+	Azp string
+	// Actors is the delegation chain of the act claim (RFC 8693 §4.1), the
+	// current actor first; nil without act.
+	Actors []Actor
+	// MayAct is the may_act claim (a JSON object), nil when absent.
+	MayAct []byte
 	// Claims is the verified JSON payload of the token (for an opaque
 	// token, the introspection answer).
 	Claims []byte
 	// Expiry is the exp claim as Unix seconds, 0 when unknown.
 	Expiry int64
+}
+
+// Actor is one party of a delegation chain.
+type Actor struct {
+	Subject  string
+	Issuer   string
+	ClientID string
+}
+
+// CredentialSource gives the MCP server a credential of its own for a
+// request (RFC 8693 token exchange, client credentials, a managed secret):
+// never the client's token.
+type CredentialSource interface {
+	// Header is the lowercase header the credential goes into.
+	Header() string
+	// Credential returns the credential for the request's verified token.
+	// Any error answers the request 503 (upstream_credential_unavailable):
+	// it is never forwarded without its credential. An error with a
+	// Reason() string method names the cause for logs and metrics; error
+	// texts must not hold secrets.
+	Credential(ctx context.Context, req CredentialRequest) (UpstreamCredential, error)
+}
+
+// CredentialRequest is what a credential is asked for with.
+type CredentialRequest struct {
+	// Token is the client's verified access token (the subject token of a
+	// token exchange). Never log it.
+	Token    string
+	Identity *Identity
+	// Scopes, when not nil, is the policy's narrowing of the credential's
+	// scopes.
+	Scopes []string
+}
+
+// UpstreamCredential is a header to set on the upstream request, replacing
+// whatever the client sent in it.
+type UpstreamCredential struct {
+	Header string
+	Value  string
 }
 
 // Authenticator verifies bearer tokens.

@@ -59,18 +59,28 @@ func deniedHeaders(loc prm.Locations, d *Decision) [][2]string {
 // okResponse sets the identity headers (overwriting anything a client sent),
 // removes the ones it cannot set, and removes the client's token unless
 // forwarding is configured.
+//
+// Without an upstream credential, every header a configured credential goes
+// into is removed too, so that a client cannot send its own. With one, its
+// header is set and not removed (Envoy applies removals after it sets
+// headers), whatever the client sent in it.
 func (s *Server) okResponse(d *Decision) *authv3.OkHttpResponse {
 	parts := s.identityParts(d.Identity)
-	if len(d.upstream) == 0 {
+	if len(d.upstream) == 0 && d.credential == nil {
 		return &authv3.OkHttpResponse{Headers: parts.headers, HeadersToRemove: parts.remove}
 	}
 	set := slices.Clone(parts.set)
 	for _, h := range d.upstream {
-		if !isIdentityHeader(s.identity, h[0]) {
+		if !isIdentityHeader(s.identity, h[0]) && !s.credHeaders[h[0]] {
 			set = append(set, h)
 		}
 	}
-	return &authv3.OkHttpResponse{Headers: headerOptions(set), HeadersToRemove: parts.remove}
+	remove := parts.remove
+	if c := d.credential; c != nil {
+		set = append(set, [2]string{c.Header, c.Value})
+		remove = slices.DeleteFunc(slices.Clone(remove), func(h string) bool { return h == c.Header })
+	}
+	return &authv3.OkHttpResponse{Headers: headerOptions(set), HeadersToRemove: remove}
 }
 
 // identity is what an allowed answer carries for one identity: the identity
@@ -89,15 +99,16 @@ type identity struct {
 const identityCacheSize = 4096
 
 func (s *Server) identityParts(id *Identity) *identity {
-	var sub, client, scopes, iss string
+	var sub, client, scopes, iss, actor string
 	if id != nil {
 		sub, client, iss = id.Subject, id.ClientID, id.Issuer
 		scopes = strings.Join(id.Scopes, " ")
+		actor = actorChain(id.Actors)
 	}
 	// Length-prefixed, so that no two identities share a key whatever
 	// bytes their claims hold.
 	key := strconv.Itoa(len(sub)) + ":" + sub + strconv.Itoa(len(client)) + ":" + client +
-		strconv.Itoa(len(iss)) + ":" + iss + scopes
+		strconv.Itoa(len(iss)) + ":" + iss + strconv.Itoa(len(actor)) + ":" + actor + scopes
 	s.idMu.RLock()
 	p, ok := s.idCache[key]
 	s.idMu.RUnlock()
@@ -120,8 +131,14 @@ func (s *Server) identityParts(id *Identity) *identity {
 	put(ih.ClientID, client)
 	put(ih.Scopes, scopes)
 	put(ih.Issuer, iss)
+	put(ih.Actor, actor)
 	if !s.forwardToken {
 		p.remove = append(p.remove, "authorization")
+	}
+	for h := range s.credHeaders {
+		if h != "authorization" { // forwarded or removed as configured above
+			p.remove = append(p.remove, h)
+		}
 	}
 	slices.Sort(p.remove)
 	p.remove = slices.Compact(p.remove)
@@ -136,7 +153,24 @@ func (s *Server) identityParts(id *Identity) *identity {
 }
 
 func isIdentityHeader(ih IdentityHeaders, name string) bool {
-	return name == ih.Subject || name == ih.ClientID || name == ih.Scopes || name == ih.Issuer
+	return name != "" && (name == ih.Subject || name == ih.ClientID || name == ih.Scopes || name == ih.Issuer || name == ih.Actor)
+}
+
+// actorChain renders a delegation chain for the actor header: each actor
+// by client_id, or sub when it has none, the current actor first.
+func actorChain(actors []Actor) string {
+	var b strings.Builder
+	for i, a := range actors {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		if a.ClientID != "" {
+			b.WriteString(a.ClientID)
+		} else {
+			b.WriteString(a.Subject)
+		}
+	}
+	return b.String()
 }
 
 // validUpstreamHeader reports whether name may be set on the upstream

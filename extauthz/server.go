@@ -43,6 +43,8 @@ type Server struct {
 	identity       IdentityHeaders
 	forwardToken   bool
 	listFilter     bool
+	credentials    map[string]CredentialSource
+	credHeaders    map[string]bool // the headers of every credential source
 	parseOpts      mcprpc.Options
 
 	// state is everything that changes with the policy; a Check loads it
@@ -97,6 +99,8 @@ func New(opts Options) (*Server, error) {
 		identity:       opts.Upstream.IdentityHeaders,
 		forwardToken:   opts.Upstream.ForwardToken,
 		listFilter:     opts.ListFilter,
+		credentials:    opts.Credentials,
+		credHeaders:    map[string]bool{},
 		parseOpts:      mcprpc.Options{MaxDepth: opts.MCP.MaxDepth, MaxBatch: opts.MCP.MaxBatch},
 		idCache:        map[string]*identity{},
 	}
@@ -105,6 +109,9 @@ func New(opts Options) (*Server, error) {
 	}
 	for _, o := range opts.MCP.AllowedOrigins {
 		s.allowedOrigins[strings.ToLower(strings.TrimSuffix(o, "/"))] = true
+	}
+	for _, src := range opts.Credentials {
+		s.credHeaders[src.Header()] = true
 	}
 	s.SetPolicy(nil)
 	return s, nil
@@ -294,9 +301,51 @@ func (s *Server) decide(ctx context.Context, st *state, r *httpRequest, d *Decis
 		return
 	}
 	s.applyPolicy(st, d, decisions, id)
+	if d.Allowed {
+		s.upstreamCredential(ctx, d, decisions, token, id)
+	}
 	if d.Allowed && s.listFilter {
 		s.recordLists(d, preq, ptok, version)
 	}
+}
+
+// upstreamCredential gets the credential the policy chose for the MCP
+// server (decision.upstream_credential): every message that names one must
+// name the same, configured source. A failure is a 503: the request is
+// never forwarded without its credential, and never with the client's
+// token instead.
+func (s *Server) upstreamCredential(ctx context.Context, d *Decision, decisions []policy.Decision, token string, id *Identity) {
+	var name string
+	var scopes []string
+	for _, pd := range decisions {
+		switch {
+		case pd.UpstreamCredential == "":
+		case name == "":
+			name, scopes = pd.UpstreamCredential, pd.UpstreamScopes
+		case pd.UpstreamCredential != name:
+			d.unavailable("policy_error", "the messages of the request chose different upstream credentials")
+			return
+		}
+	}
+	if name == "" {
+		return
+	}
+	src, ok := s.credentials[name]
+	if !ok {
+		d.unavailable("policy_error", "the policy chose upstream credential "+strconv.Quote(name)+", which is not configured")
+		return
+	}
+	d.UpstreamCredential = name
+	c, err := src.Credential(ctx, CredentialRequest{Token: token, Identity: id, Scopes: scopes})
+	if err != nil {
+		reason := "unavailable"
+		if r, ok := err.(interface{ Reason() string }); ok {
+			reason = r.Reason()
+		}
+		d.unavailable("upstream_credential_unavailable", name+": "+reason)
+		return
+	}
+	d.credential = &c
 }
 
 // recordLists puts what the ext_proc list filter needs into the answer's
@@ -516,15 +565,24 @@ func (s *Server) policyRequest(r *httpRequest) *policy.Request {
 }
 
 func policyToken(id *Identity) *policy.Token {
-	return &policy.Token{
+	t := &policy.Token{
 		Issuer:   id.Issuer,
 		Subject:  id.Subject,
 		ClientID: id.ClientID,
+		Azp:      id.Azp,
 		Audience: id.Audience,
 		Scopes:   id.Scopes,
+		MayAct:   id.MayAct,
 		Claims:   id.Claims,
 		Expiry:   id.Expiry,
 	}
+	if len(id.Actors) > 0 {
+		t.Actors = make([]policy.Actor, len(id.Actors))
+		for i, a := range id.Actors {
+			t.Actors[i] = policy.Actor(a)
+		}
+	}
+	return t
 }
 
 func policyMessages(msgs []mcprpc.Message, version, session string) []policy.MCP {

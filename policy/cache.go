@@ -40,6 +40,9 @@ const (
 	fTokAudience
 	fTokScopes
 	fTokClaims
+	fTokAzp
+	fTokAct
+	fTokMayAct
 	fMCPProtocolVersion
 	fMCPSessionID
 	fMCPKind
@@ -59,7 +62,7 @@ const (
 var inputFields = map[string]map[string]field{
 	"request": {"method": fReqMethod, "path": fReqPath, "host": fReqHost, "headers": fReqHeaders, "query": fReqQuery},
 	"token": {"issuer": fTokIssuer, "subject": fTokSubject, "client_id": fTokClientID, "audience": fTokAudience,
-		"scopes": fTokScopes, "claims": fTokClaims},
+		"scopes": fTokScopes, "claims": fTokClaims, "azp": fTokAzp, "act": fTokAct, "may_act": fTokMayAct},
 	"mcp": {"protocol_version": fMCPProtocolVersion, "session_id": fMCPSessionID, "kind": fMCPKind, "id": fMCPID,
 		"method": fMCPMethod, "tool": fMCPTool, "prompt": fMCPPrompt, "arguments": fMCPArguments,
 		"resource_uri": fMCPResourceURI, "resource_uris": fMCPResourceURIs, "task_id": fMCPTaskID},
@@ -271,7 +274,7 @@ func (c *decisionCache) key(fields []field, buf []byte, req *Request, tok *Token
 					strs(req.Query[k])
 				}
 			}
-		case f <= fTokClaims:
+		case f <= fTokMayAct:
 			if tok == nil {
 				b = append(b, 0)
 				continue
@@ -289,6 +292,17 @@ func (c *decisionCache) key(fields []field, buf []byte, req *Request, tok *Token
 				strs(tok.Scopes)
 			case fTokClaims:
 				raw(tok.Claims)
+			case fTokAzp:
+				str(tok.Azp)
+			case fTokAct:
+				b = binary.AppendUvarint(b, uint64(len(tok.Actors)))
+				for _, a := range tok.Actors {
+					str(a.Subject)
+					str(a.Issuer)
+					str(a.ClientID)
+				}
+			case fTokMayAct:
+				raw(tok.MayAct)
 			}
 		default:
 			if m == nil {

@@ -212,3 +212,37 @@ func TestPolicyNeverSeesCredentials(t *testing.T) {
 		t.Errorf("headers policy saw: %q, want only x-a", got)
 	}
 }
+
+// TestCacheKeysDelegation: a policy that decides on the delegation chain is
+// cached per chain, azp and may_act: a decision for one chain is never
+// served for another.
+func TestCacheKeysDelegation(t *testing.T) {
+	dir := writePolicy(t, map[string]string{"p.rego": `package mcp.authz
+
+decision := {"allow": count(input.token.act) < 2, "reason": concat("/", [input.token.azp, json.marshal(input.token.may_act)])}
+`})
+	e := newEngine(t, Source{Paths: []string{dir}}, Options{DecisionCacheSize: 64})
+	decide := func(tok *Token) Decision {
+		t.Helper()
+		tok.Expiry = time.Now().Add(time.Hour).Unix()
+		ds, err := e.Decide(t.Context(), testRequest, tok, []MCP{call("x")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ds[0]
+	}
+	one, two := testToken(), testToken()
+	one.Actors = []Actor{{Subject: "a"}}
+	two.Actors = []Actor{{Subject: "b"}, {Subject: "a"}}
+	if d := decide(one); !d.Allow {
+		t.Fatalf("one actor: %+v", d)
+	}
+	if d := decide(two); d.Allow {
+		t.Fatalf("two actors answered from the cache of one: %+v", d)
+	}
+	three := testToken()
+	three.Azp, three.MayAct = "w", []byte(`{"sub":"x"}`)
+	if d := decide(three); d.Reason != `w/{"sub":"x"}` {
+		t.Fatalf("azp/may_act: %+v", d)
+	}
+}

@@ -359,6 +359,9 @@ func TestDecideInputReachesPolicy(t *testing.T) {
 
 	tok := testToken("s1")
 	tok.Claims = jsontext.Value(`{"tid":"tenant-7","nested":{"list":[1,"two",{"three":3.50}],"t":true,"n":null}}`)
+	tok.Azp = "web-app"
+	tok.Actors = []Actor{{Subject: "agent-1", ClientID: "agent-app", Issuer: "https://as.example"}, {Subject: "orchestrator"}}
+	tok.MayAct = jsontext.Value(`{"sub":"agent-1"}`)
 	msgs := []MCP{
 		{
 			ProtocolVersion: "2025-11-25", SessionID: "s-1", Kind: "request",
@@ -384,7 +387,7 @@ func TestDecideInputReachesPolicy(t *testing.T) {
 				"id":             `"req-é"`,
 				"arguments-null": "false",
 				"request":        `{"headers":{"content-type":"application/json","mcp-session-id":"s-1"},"host":"mcp.example","method":"POST","path":"/mcp","query":{"a":["1","2"]}}`,
-				"token":          `{"audience":["https://mcp.example/mcp"],"client_id":"client-1","issuer":"https://as.example","scopes":["s1"],"subject":"alice"}`,
+				"token":          `{"act":[{"client_id":"agent-app","iss":"https://as.example","sub":"agent-1"},{"client_id":"","iss":"","sub":"orchestrator"}],"audience":["https://mcp.example/mcp"],"azp":"web-app","client_id":"client-1","issuer":"https://as.example","may_act":{"sub":"agent-1"},"scopes":["s1"],"subject":"alice"}`,
 				"mcp":            `{"kind":"request","method":"tools/call","prompt":"","protocol_version":"2025-11-25","resource_uri":"","resource_uris":[],"session_id":"s-1","task_id":"","tool":"read_file"}`,
 				"keys":           `["mcp","request","token"]`,
 			},
@@ -397,7 +400,7 @@ func TestDecideInputReachesPolicy(t *testing.T) {
 				"id":             "null",
 				"arguments-null": "true",
 				"request":        `{"headers":{"content-type":"application/json","mcp-session-id":"s-1"},"host":"mcp.example","method":"POST","path":"/mcp","query":{"a":["1","2"]}}`,
-				"token":          `{"audience":["https://mcp.example/mcp"],"client_id":"client-1","issuer":"https://as.example","scopes":["s1"],"subject":"alice"}`,
+				"token":          `{"act":[{"client_id":"agent-app","iss":"https://as.example","sub":"agent-1"},{"client_id":"","iss":"","sub":"orchestrator"}],"audience":["https://mcp.example/mcp"],"azp":"web-app","client_id":"client-1","issuer":"https://as.example","may_act":{"sub":"agent-1"},"scopes":["s1"],"subject":"alice"}`,
 				"mcp":            `{"kind":"notification","method":"notifications/progress","prompt":"","protocol_version":"","resource_uri":"","resource_uris":[],"session_id":"","task_id":"","tool":""}`,
 				"keys":           `["mcp","request","token"]`,
 			},

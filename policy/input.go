@@ -27,6 +27,14 @@ type Token struct {
 	// Scopes are the granted scopes after the issuer's scope-claim mapping,
 	// de-duplicated and sorted.
 	Scopes []string
+	// Azp is the authorized party (azp), "" when absent.
+	Azp string
+	// Actors is the delegation chain of the token's act claim (RFC 8693
+	// §4.1), the current actor first: input.token.act. Empty without act.
+	Actors []Actor
+	// MayAct is the may_act claim (a JSON object), nil when absent:
+	// input.token.may_act (null then).
+	MayAct jsontext.Value
 	// Claims is the raw, verified JSON payload of the token (a JSON object).
 	// Nil for tokens without a JSON payload (never for JWTs).
 	Claims jsontext.Value
@@ -34,6 +42,13 @@ type Token struct {
 	// part of the input: it bounds how long a decision for this token may be
 	// cached (never with 0).
 	Expiry int64
+}
+
+// Actor is one party of a delegation chain: input.token.act[i].
+type Actor struct {
+	Subject  string
+	Issuer   string
+	ClientID string
 }
 
 // MCP is input.mcp for one JSON-RPC message (one evaluation per batch
@@ -67,6 +82,13 @@ type Decision struct {
 	// Shadow marks a denial the policy wants logged but not enforced
 	// (reserved for the shadow-mode feature).
 	Shadow bool
+	// UpstreamCredential names the configured upstream credential source
+	// (upstream_credentials) whose credential the MCP server gets on allow;
+	// "" for none.
+	UpstreamCredential string
+	// UpstreamScopes, when not nil, narrows the scopes of that credential
+	// (a subset of the source's configured scopes).
+	UpstreamScopes []string
 	// Revision is the revision of the policy that made the decision; set by
 	// the engine, not by the policy.
 	Revision string

@@ -29,6 +29,11 @@ var (
 	keyAudience = ast.StringTerm("audience")
 	keyScopes   = ast.StringTerm("scopes")
 	keyClaims   = ast.StringTerm("claims")
+	keyAzp      = ast.StringTerm("azp")
+	keyAct      = ast.StringTerm("act")
+	keyMayAct   = ast.StringTerm("may_act")
+	keySub      = ast.StringTerm("sub")
+	keyIss      = ast.StringTerm("iss")
 
 	keyProtocolVersion = ast.StringTerm("protocol_version")
 	keySessionID       = ast.StringTerm("session_id")
@@ -45,6 +50,9 @@ var (
 	keyReason         = ast.StringTerm("reason")
 	keyRequiredScopes = ast.StringTerm("required_scopes")
 	keyShadow         = ast.StringTerm("shadow")
+
+	keyUpstreamCredential = ast.StringTerm("upstream_credential")
+	keyUpstreamScopes     = ast.StringTerm("upstream_scopes")
 )
 
 // vocabulary lists strings that recur in almost every input; their terms are
@@ -120,12 +128,27 @@ func tokenValue(t *Token) (ast.Value, error) {
 		}
 		claims = v
 	}
+	actors := make([]*ast.Term, len(t.Actors))
+	for i, a := range t.Actors {
+		actors[i] = ast.ObjectTerm(
+			[2]*ast.Term{keySub, stringTerm(a.Subject)},
+			[2]*ast.Term{keyIss, stringTerm(a.Issuer)},
+			[2]*ast.Term{keyClientID, stringTerm(a.ClientID)},
+		)
+	}
+	mayAct, err := rawOrNull(t.MayAct)
+	if err != nil {
+		return nil, fmt.Errorf("may_act: %w", err)
+	}
 	return ast.NewObject(
 		[2]*ast.Term{keyIssuer, stringTerm(t.Issuer)},
 		[2]*ast.Term{keySubject, stringTerm(t.Subject)},
 		[2]*ast.Term{keyClientID, stringTerm(t.ClientID)},
+		[2]*ast.Term{keyAzp, stringTerm(t.Azp)},
 		[2]*ast.Term{keyAudience, ast.NewTerm(stringsValue(t.Audience))},
 		[2]*ast.Term{keyScopes, ast.NewTerm(stringsValue(t.Scopes))},
+		[2]*ast.Term{keyAct, ast.ArrayTerm(actors...)},
+		[2]*ast.Term{keyMayAct, mayAct},
 		[2]*ast.Term{keyClaims, ast.NewTerm(claims)},
 	), nil
 }
@@ -313,6 +336,23 @@ func decisionFromValue(v ast.Value) (Decision, error) {
 			return Decision{}, errors.New("decision.shadow: want a boolean")
 		}
 		d.Shadow = bool(b)
+	}
+	if t := obj.Get(keyUpstreamCredential); t != nil {
+		s, ok := t.Value.(ast.String)
+		if !ok {
+			return Decision{}, errors.New("decision.upstream_credential: want a string")
+		}
+		d.UpstreamCredential = string(s)
+	}
+	if t := obj.Get(keyUpstreamScopes); t != nil {
+		s, err := stringList(t.Value)
+		if err != nil {
+			return Decision{}, fmt.Errorf("decision.upstream_scopes: %w", err)
+		}
+		if s == nil {
+			s = []string{} // present and empty: distinct from "not chosen"
+		}
+		d.UpstreamScopes = s
 	}
 	return d, nil
 }

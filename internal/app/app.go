@@ -20,10 +20,13 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -42,6 +45,7 @@ import (
 	"github.com/mcpauthz/mcpauthz/internal/jwtauth"
 	"github.com/mcpauthz/mcpauthz/internal/metrics"
 	"github.com/mcpauthz/mcpauthz/internal/problem"
+	"github.com/mcpauthz/mcpauthz/internal/upstream"
 	"github.com/mcpauthz/mcpauthz/policy"
 )
 
@@ -90,6 +94,9 @@ type Runtime struct {
 	policySrc policy.Source        // files, when bundle is nil
 	bundle    *policy.BundleSource // a bundle instead of files
 	reload    time.Duration        // policy file polling; ≤ 0 off
+
+	// credentials are the upstream credential sources, by name.
+	credentials map[string]upstreamSource
 
 	health *health.Server
 	ready  atomic.Bool
@@ -204,6 +211,13 @@ func Compile(cfg *config.Config, opts Options) (_ *Runtime, err error) {
 	})
 	errs.Merge("", err)
 
+	rt.credentials, err = credentialSources(cfg, log, rt.Metrics)
+	errs.Merge("", err)
+	credentials := make(map[string]extauthz.CredentialSource, len(rt.credentials))
+	for name, src := range rt.credentials {
+		credentials[name] = credentialSource{src}
+	}
+
 	var authn extauthz.Authenticator
 	if rt.Verifier != nil {
 		authn = NewAuthenticator(rt.Verifier)
@@ -229,10 +243,12 @@ func Compile(cfg *config.Config, opts Options) (_ *Runtime, err error) {
 				ClientID: cfg.Upstream.IdentityHeaders.ClientID,
 				Scopes:   cfg.Upstream.IdentityHeaders.Scopes,
 				Issuer:   cfg.Upstream.IdentityHeaders.Issuer,
+				Actor:    cfg.Upstream.IdentityHeaders.Actor,
 			},
 		},
 		Shadow:        cfg.Shadow,
 		ListFilter:    listFiltering(cfg),
+		Credentials:   credentials,
 		Authenticator: authn,
 		Logger:        log,
 		Recorders:     recorders,
@@ -290,6 +306,9 @@ func (rt *Runtime) Start() {
 			return
 		}
 		rt.Verifier.Start()
+		for _, src := range rt.credentials {
+			src.Start()
+		}
 		switch {
 		case rt.bundle != nil:
 			src := *rt.bundle
@@ -326,6 +345,9 @@ func (rt *Runtime) Close() error {
 		rt.wg.Wait()
 		if rt.Verifier != nil {
 			rt.Verifier.Close()
+		}
+		for _, src := range rt.credentials {
+			src.Close()
 		}
 	})
 	return nil
@@ -429,16 +451,116 @@ func (a verifierAuthenticator) Authenticate(ctx context.Context, token string) (
 			Err:         err,
 		}
 	}
-	return &extauthz.Identity{
+	out := &extauthz.Identity{
 		Issuer:   id.Issuer,
 		Subject:  id.Subject,
 		ClientID: id.ClientID,
 		Audience: id.Audience,
 		Scopes:   id.Scopes,
 		JTI:      id.JTI,
+		Azp:      id.Azp,
+		MayAct:   id.MayAct,
 		Claims:   id.Claims,
 		Expiry:   id.Expiry,
-	}, nil
+	}
+	if len(id.Actors) > 0 {
+		out.Actors = make([]extauthz.Actor, len(id.Actors))
+		for i, a := range id.Actors {
+			out.Actors[i] = extauthz.Actor(a)
+		}
+	}
+	return out, nil
+}
+
+// upstreamSource is a credential source of internal/upstream.
+type upstreamSource interface {
+	Header() string
+	Credential(context.Context, upstream.SubjectToken) (upstream.Credential, error)
+	Start()
+	Close() error
+}
+
+// credentialSource adapts an upstream source to the ext_authz server.
+type credentialSource struct{ src upstreamSource }
+
+func (c credentialSource) Header() string { return c.src.Header() }
+
+func (c credentialSource) Credential(ctx context.Context, req extauthz.CredentialRequest) (extauthz.UpstreamCredential, error) {
+	sub := upstream.SubjectToken{Token: req.Token, Scopes: req.Scopes}
+	if id := req.Identity; id != nil {
+		sub.Issuer, sub.Subject, sub.ClientID = id.Issuer, id.Subject, id.ClientID
+		if id.Expiry > 0 {
+			sub.Expiry = time.Unix(id.Expiry, 0)
+		}
+	}
+	cred, err := c.src.Credential(ctx, sub)
+	if err != nil {
+		return extauthz.UpstreamCredential{}, credentialError{err}
+	}
+	return extauthz.UpstreamCredential{Header: cred.Header, Value: cred.Value}, nil
+}
+
+// credentialError names the closed reason of an upstream failure.
+type credentialError struct{ err error }
+
+func (e credentialError) Error() string  { return e.err.Error() }
+func (e credentialError) Unwrap() error  { return e.err }
+func (e credentialError) Reason() string { return string(upstream.ReasonOf(e.err)) }
+
+// credentialSources builds the sources of upstream_credentials; problems
+// have the paths upstream_credentials.NAME.
+func credentialSources(cfg *config.Config, log *slog.Logger, m *metrics.Metrics) (map[string]upstreamSource, error) {
+	var errs problem.List
+	opts := upstream.Options{Logger: log}
+	if m != nil {
+		m.SetCredentialSources(slices.Sorted(maps.Keys(cfg.UpstreamCredentials)))
+		opts.Observer = m.UpstreamObserver()
+	}
+	out := map[string]upstreamSource{}
+	for _, name := range slices.Sorted(maps.Keys(cfg.UpstreamCredentials)) {
+		c := cfg.UpstreamCredentials[name]
+		path := "upstream_credentials." + name
+		client := upstream.ClientAuth{ID: c.Client.ID, Method: c.Client.Auth, SecretFile: c.Client.SecretFile,
+			PrivateKeyFile: c.Client.PrivateKeyFile, KeyID: c.Client.KeyID, SigningAlgorithm: c.Client.SigningAlg,
+			AssertionAudience: c.Client.AssertionAudience, CertificateFile: c.Client.CertificateFile,
+			TLSCertFile: c.Client.TLSCertFile, TLSKeyFile: c.Client.TLSKeyFile}
+		var src upstreamSource
+		var err error
+		switch c.Type {
+		case "token_exchange":
+			src, err = upstream.NewTokenExchange(upstream.TokenExchangeConfig{
+				Name: name, Profile: c.Profile, TokenEndpoint: c.TokenEndpoint, Issuer: c.Issuer,
+				Audiences: c.Audiences, Resources: c.Resources, Scopes: c.Scopes,
+				SubjectTokenType: c.SubjectTokenType, RequestedTokenType: c.RequestedTokenType,
+				AllowMissingIssuedTokenType: c.AllowMissingIssuedTokenType,
+				Client:                      client, CAFile: c.CAFile, Header: c.Header, Scheme: c.Scheme,
+				Timeout: c.Timeout.D(), CacheSize: c.CacheSize, MaxConcurrent: c.MaxConcurrent,
+			}, opts)
+		case "client_credentials":
+			src, err = upstream.NewClientCredentials(upstream.ClientCredentialsConfig{
+				Name: name, TokenEndpoint: c.TokenEndpoint, Issuer: c.Issuer,
+				Audiences: c.Audiences, Resources: c.Resources, Scopes: c.Scopes,
+				Client: client, CAFile: c.CAFile, Header: c.Header, Scheme: c.Scheme, Timeout: c.Timeout.D(),
+			}, opts)
+		case "static":
+			src, err = upstream.NewStatic(upstream.StaticConfig{Name: name, File: c.File, Header: c.Header, Scheme: c.Scheme, PollInterval: c.PollInterval.D()}, opts)
+		default:
+			errs.Add(path+".type", "%q is not one of token_exchange, client_credentials, static", c.Type)
+			continue
+		}
+		if err != nil {
+			errs.Add(path, "%s", strings.TrimPrefix(err.Error(), "upstream credential "+strconv.Quote(name)+": "))
+			continue
+		}
+		out[name] = src
+	}
+	if err := errs.Err(); err != nil {
+		for _, src := range out {
+			src.Close()
+		}
+		return nil, err
+	}
+	return out, nil
 }
 
 // listFiltering reports whether list_filtering.enabled (default true).

@@ -37,7 +37,10 @@ type Config struct {
 	Upstream       Upstream `yaml:"upstream"`
 	// ListFiltering filters list responses per caller (ext_proc).
 	ListFiltering ListFiltering `yaml:"list_filtering"`
-	Log           Log           `yaml:"log"`
+	// UpstreamCredentials are the named sources of credentials the policy
+	// may give the MCP server for a request.
+	UpstreamCredentials map[string]UpstreamCredential `yaml:"upstream_credentials"`
+	Log                 Log                           `yaml:"log"`
 	// Shadow allows every request that policy denies and records the
 	// would-be denial (decision "shadow_deny") instead. Token and protocol
 	// checks are still enforced.
@@ -243,6 +246,66 @@ type IdentityHeaders struct {
 	ClientID string `yaml:"client_id"`
 	Scopes   string `yaml:"scopes"`
 	Issuer   string `yaml:"issuer"`
+	// Actor carries the token's delegation chain (default x-mcp-actor).
+	Actor string `yaml:"actor"`
+}
+
+// UpstreamCredential is one named source of credentials for the MCP server
+// itself (docs/upstream-credentials.md). A policy chooses one per request
+// with decision.upstream_credential.
+type UpstreamCredential struct {
+	// Type is token_exchange, client_credentials or static.
+	Type string `yaml:"type"`
+	// Profile of a token exchange: rfc8693 (default) or entra_obo.
+	Profile string `yaml:"profile"`
+	// Issuer is the authorization server whose metadata names the token
+	// endpoint; TokenEndpoint sets it directly.
+	Issuer        string `yaml:"issuer"`
+	TokenEndpoint string `yaml:"token_endpoint"`
+	// Audiences, Resources and Scopes are asked for (RFC 8693 audience,
+	// RFC 8707 resource, scope).
+	Audiences []string `yaml:"audiences"`
+	Resources []string `yaml:"resources"`
+	Scopes    []string `yaml:"scopes"`
+	// SubjectTokenType and RequestedTokenType of a token exchange
+	// (default the access-token type).
+	SubjectTokenType            string `yaml:"subject_token_type"`
+	RequestedTokenType          string `yaml:"requested_token_type"`
+	AllowMissingIssuedTokenType bool   `yaml:"allow_missing_issued_token_type"`
+	// Client authenticates mcpauthz at the token endpoint.
+	Client UpstreamClient `yaml:"client"`
+	// CAFile trusts a private CA for the token endpoint.
+	CAFile string `yaml:"ca_file"`
+	// Header the credential goes into (default authorization) and the
+	// scheme before it (default Bearer for authorization, none otherwise).
+	Header string `yaml:"header"`
+	Scheme string `yaml:"scheme"`
+	// Timeout bounds one token request (default 500ms).
+	Timeout Duration `yaml:"timeout"`
+	// CacheSize bounds the exchanged tokens kept (default 10000) and
+	// MaxConcurrent the exchanges in flight (default 64).
+	CacheSize     int `yaml:"cache_size"`
+	MaxConcurrent int `yaml:"max_concurrent"`
+	// File holds the secret of a static source; PollInterval is how often
+	// it is checked for changes (default 5s).
+	File         string   `yaml:"file"`
+	PollInterval Duration `yaml:"poll_interval"`
+}
+
+// UpstreamClient is how mcpauthz authenticates to a token endpoint.
+type UpstreamClient struct {
+	ID string `yaml:"id"`
+	// Auth is client_secret_basic, client_secret_post, private_key_jwt or
+	// tls_client_auth.
+	Auth              string `yaml:"auth"`
+	SecretFile        string `yaml:"secret_file"`
+	PrivateKeyFile    string `yaml:"private_key_file"`
+	KeyID             string `yaml:"key_id"`
+	SigningAlg        string `yaml:"signing_alg"`
+	AssertionAudience string `yaml:"assertion_audience"`
+	CertificateFile   string `yaml:"certificate_file"`
+	TLSCertFile       string `yaml:"tls_cert_file"`
+	TLSKeyFile        string `yaml:"tls_key_file"`
 }
 
 // Log configures logging.

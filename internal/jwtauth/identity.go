@@ -20,6 +20,13 @@ type Identity struct {
 	Scopes []string
 	// JTI is the token identifier, empty when absent.
 	JTI string
+	// Azp is the authorized party (OpenID Connect), empty when absent.
+	Azp string
+	// Actors is the delegation chain of the act claim (RFC 8693 §4.1),
+	// the current actor first; nil when the token has no act.
+	Actors []Actor
+	// MayAct is the may_act claim (a JSON object), nil when absent.
+	MayAct []byte
 	// Claims is the verified JSON payload of the token, as sent by the issuer
 	// (strict JSON: a payload with duplicate names is rejected). For an
 	// opaque token it is the introspection answer (RFC 7662 §2.2), as sent

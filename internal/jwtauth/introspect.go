@@ -358,5 +358,8 @@ func (is *issuer) introspectionIdentity(body []byte, now time.Time) (*Identity, 
 	if id.Scopes, err = is.scopes(c); err != nil {
 		return nil, times, badAnswer("%w", err)
 	}
+	if id.Azp, id.Actors, id.MayAct, err = readDelegation(c); err != nil {
+		return nil, times, badAnswer("%w", err)
+	}
 	return id, times, nil
 }

@@ -501,6 +501,9 @@ func (is *issuer) identity(j *jose, iss, tenant string, now time.Time) (*Identit
 	if id.Scopes, err = is.scopes(c); err != nil {
 		return nil, times, malformed("%w", err)
 	}
+	if id.Azp, id.Actors, id.MayAct, err = readDelegation(c); err != nil {
+		return nil, times, malformed("%w", err)
+	}
 	return id, times, nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"context"
 	"strconv"
 	"sync/atomic"
+	"time"
 
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/prometheus/client_golang/prometheus"
@@ -17,6 +18,7 @@ import (
 	"github.com/mcpauthz/mcpauthz/extauthz"
 	"github.com/mcpauthz/mcpauthz/extproc"
 	"github.com/mcpauthz/mcpauthz/internal/mcprpc"
+	"github.com/mcpauthz/mcpauthz/internal/upstream"
 )
 
 // Metrics records decisions and serves as an extauthz.Recorder.
@@ -36,6 +38,10 @@ type Metrics struct {
 	listRemoved  *prometheus.CounterVec
 	listErrors   *prometheus.CounterVec
 	listDuration prometheus.Histogram
+	credFetches  *prometheus.CounterVec
+	credLatency  *prometheus.HistogramVec
+	credCache    *prometheus.CounterVec
+	credSources  map[string]bool
 	grpc         *grpcprom.ServerMetrics
 	issuers      map[string]bool
 	lastRevision atomic.Pointer[string]
@@ -118,7 +124,21 @@ func New(reg prometheus.Registerer, issuers []string) *Metrics {
 			Help:    "Time to filter one list response: reading it, the policy, writing the result.",
 			Buckets: latencyBuckets,
 		}),
-		grpc: grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(grpcprom.WithHistogramBuckets(latencyBuckets))),
+		credFetches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mcpauthz_upstream_credential_fetches_total",
+			Help: "Requests to obtain an upstream credential from its origin (token exchange, client credentials, static file reads), by source and result (ok, or the failure reason).",
+		}, []string{"source", "result"}),
+		credLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "mcpauthz_upstream_credential_fetch_duration_seconds",
+			Help:    "Time to obtain an upstream credential from its origin, by source.",
+			Buckets: latencyBuckets,
+		}, []string{"source"}),
+		credCache: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mcpauthz_upstream_credential_cache_total",
+			Help: "Token exchange cache events (hit, miss, eviction), by source.",
+		}, []string{"source", "event"}),
+		credSources: map[string]bool{},
+		grpc:        grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(grpcprom.WithHistogramBuckets(latencyBuckets))),
 	}
 	for _, is := range issuers {
 		m.issuers[is] = true
@@ -135,6 +155,7 @@ func New(reg prometheus.Registerer, issuers []string) *Metrics {
 	reg.MustRegister(m.decisions, m.duration, m.policyEval, m.tokens, m.inFlight,
 		m.jwksRefresh, m.jwksKeys, m.jwksSuccess, m.reloads, m.policyInfo, m.reloadTime, m.grpc,
 		m.lists, m.listRemoved, m.listErrors, m.listDuration,
+		m.credFetches, m.credLatency, m.credCache,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -220,6 +241,45 @@ func (m *Metrics) toolLabel(tool string) string {
 		return tool
 	}
 	return "other"
+}
+
+// SetCredentialSources declares the configured upstream credential sources,
+// the only values the source label takes (besides "other"), and pre-creates
+// their series.
+func (m *Metrics) SetCredentialSources(names []string) {
+	for _, n := range names {
+		m.credSources[n] = true
+		m.credFetches.WithLabelValues(n, upstream.ResultOK)
+		for _, r := range upstream.Reasons() {
+			m.credFetches.WithLabelValues(n, string(r))
+		}
+		for _, e := range []upstream.CacheEvent{upstream.CacheHit, upstream.CacheMiss, upstream.CacheEviction} {
+			m.credCache.WithLabelValues(n, string(e))
+		}
+	}
+}
+
+// UpstreamObserver returns the observer of the upstream credential
+// sources.
+func (m *Metrics) UpstreamObserver() upstream.Observer { return credObserver{m} }
+
+type credObserver struct{ m *Metrics }
+
+func (o credObserver) source(name string) string {
+	if o.m.credSources[name] {
+		return name
+	}
+	return "other"
+}
+
+func (o credObserver) ObserveFetch(source, result string, d time.Duration) {
+	source = o.source(source)
+	o.m.credFetches.WithLabelValues(source, result).Inc()
+	o.m.credLatency.WithLabelValues(source).Observe(d.Seconds())
+}
+
+func (o credObserver) ObserveCache(source string, event upstream.CacheEvent) {
+	o.m.credCache.WithLabelValues(o.source(source), string(event)).Inc()
 }
 
 // ListFilter returns the recorder of the list filter's outcomes.

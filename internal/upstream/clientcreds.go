@@ -164,6 +164,9 @@ func (s *ClientCredentials) Start() { s.bg.start(s.ctx, &s.wg) }
 // Name returns the source's name.
 func (s *ClientCredentials) Name() string { return s.name }
 
+// Header returns the (lowercase) header the credential goes into.
+func (s *ClientCredentials) Header() string { return s.header }
+
 // Credential returns the current token. It waits only before the first
 // attempt has ended (within ctx). sub is not used, except that a policy
 // choice of scopes other than the configured ones fails with

@@ -300,6 +300,9 @@ func (s *TokenExchange) Start() { s.bg.start(s.ctx, &s.wg) }
 // Name returns the source's name.
 func (s *TokenExchange) Name() string { return s.name }
 
+// Header returns the (lowercase) header the credential goes into.
+func (s *TokenExchange) Header() string { return s.header }
+
 // Credential returns the upstream credential for the client's token: from
 // the cache when an exchange for the same key is still valid, else from a
 // new exchange. Concurrent requests with the same key share one exchange;

@@ -129,6 +129,9 @@ func (s *Static) Start() { s.bg.start(nil, &s.wg) }
 // Name returns the source's name.
 func (s *Static) Name() string { return s.name }
 
+// Header returns the (lowercase) header the credential goes into.
+func (s *Static) Header() string { return s.header }
+
 // Credential returns the secret in its header, or the error of the last
 // read. sub is not used, except that a policy choice of scopes fails with
 // ReasonScopeNotAllowed: a static secret has none.

@@ -27,7 +27,16 @@ decision := _deny("revoked") if {
 	not input.mcp.kind
 } else := _deny("invalid_input") if {
 	not _valid_input
+} else := _deny(_guard_denial) if {
+	_guard_denial
 } else := _method_decision
+
+# Guards: any module of package mcp.guard may deny requests by adding a
+# reason to data.mcp.guard.deny (a set of strings), on top of the rules
+# below: who may act for whom, delegation depth, time of day. A guard's
+# denial is final (never a step-up challenge); with several, the first in
+# sorted order is the reason. rego/examples/agent-identity has examples.
+_guard_denial := sort(data.mcp.guard.deny)[0]
 
 # scopes_supported lists every scope named in the data mappings plus the
 # baseline scopes, sorted. The engine reads it once per load (protected
@@ -40,7 +49,13 @@ scopes_supported := sort(_supported_scopes)
 # (tools/call, prompts/get, resources/read) decision would allow. The engine
 # evaluates it once per list; a policy without a visible rule gets one
 # derived from its decision, evaluated per item.
-visible := set() if {
+# With guards, which may judge each item, visible is left undefined: the
+# engine then decides every item by the decision itself.
+visible := _visible if not _guards_present
+
+_guards_present if data.mcp.guard.deny
+
+_visible := set() if {
 	not _list_caller_valid
 } else := input.list.items if {
 	# An open method is allowed whatever its target, even none.
@@ -237,7 +252,7 @@ _mapped(mapping, n) := {s | some s, entries in mapping; n in entries} | {s |
 
 # Tools.
 
-_tool_decision(t) := _allow("tool_scope") if {
+_tool_decision(t) := object.union(_allow("tool_scope"), _credential("tools", t)) if {
 	_tool_granted(t)
 } else := _deny_scope(_tool_required(t))
 
@@ -258,9 +273,26 @@ _tool_required(t) := [m[0]] if {
 
 # Prompts.
 
-_prompt_decision(n) := _allow("prompt_scope") if {
+_prompt_decision(n) := object.union(_allow("prompt_scope"), _credential("prompts", n)) if {
 	_prompt_granted(n)
 } else := _deny_scope(_prompt_required(n))
+
+# Upstream credentials: data.mcp.config.upstream_credentials.{tools,prompts}
+# maps a name to the configured credential source (upstream_credentials in
+# the mcpauthz configuration) whose credential the MCP server gets for that
+# call, as the source's name or {"source": name, "scopes": [...]} to narrow
+# its scopes. The default data maps none.
+_credential(kind, n) := {"upstream_credential": c} if {
+	c := data.mcp.config.upstream_credentials[kind][n]
+	is_string(c)
+} else := {"upstream_credential": c.source, "upstream_scopes": c.scopes} if {
+	c := data.mcp.config.upstream_credentials[kind][n]
+	is_string(c.source)
+	is_array(c.scopes)
+} else := {"upstream_credential": c.source} if {
+	c := data.mcp.config.upstream_credentials[kind][n]
+	is_string(c.source)
+} else := {}
 
 _prompt_granted(_) if "prompts:*" in _granted
 
