@@ -7,6 +7,6 @@
 // against the Envoy configurations, the Dockerfile, docker-compose.yaml and
 // mcpauthz's own configuration and policy (go test ./deploy/). The API
 // modules they need (k8s.io/api, istio.io/api, sigs.k8s.io/gateway-api,
-// prometheus-operator) are imported by _test.go files only, so they never
-// reach the mcpauthz binary.
+// github.com/envoyproxy/gateway, prometheus-operator) are imported by
+// _test.go files only, so they never reach the mcpauthz binary.
 package deploy

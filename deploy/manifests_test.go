@@ -14,6 +14,7 @@ import (
 	"strings"
 	"testing"
 
+	egv1a1 "github.com/envoyproxy/gateway/api/v1alpha1"
 	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	"go.yaml.in/yaml/v3"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -194,21 +195,22 @@ func jsonNames(v any, md protoreflect.MessageDescriptor, path string) error {
 // decoders decode one document strictly into its upstream type, by
 // apiVersion/kind.
 var decoders = map[string]func(raw []byte) error{
-	"v1/Namespace":                                       k8s[corev1.Namespace],
-	"v1/ServiceAccount":                                  k8s[corev1.ServiceAccount],
-	"v1/Service":                                         k8s[corev1.Service],
-	"apps/v1/Deployment":                                 k8s[appsv1.Deployment],
-	"policy/v1/PodDisruptionBudget":                      k8s[policyv1.PodDisruptionBudget],
-	"networking.k8s.io/v1/NetworkPolicy":                 k8s[networkingv1.NetworkPolicy],
-	"monitoring.coreos.com/v1/ServiceMonitor":            k8s[monitoringv1.ServiceMonitor],
-	"gateway.networking.k8s.io/v1/Gateway":               k8s[gwapiv1.Gateway],
-	"gateway.networking.k8s.io/v1/HTTPRoute":             k8s[gwapiv1.HTTPRoute],
-	"gateway.networking.k8s.io/v1/ReferenceGrant":        k8s[gwapiv1.ReferenceGrant],
-	"gateway.envoyproxy.io/v1alpha1/SecurityPolicy":      k8s[egSecurityPolicy],
-	"gateway.envoyproxy.io/v1alpha1/ClientTrafficPolicy": k8s[egClientTrafficPolicy],
-	"kustomize.config.k8s.io/v1beta1/Kustomization":      k8s[kustomization],
-	"security.istio.io/v1/AuthorizationPolicy":           istio(func() proto.Message { return &securityv1beta1.AuthorizationPolicy{} }),
-	"networking.istio.io/v1alpha3/EnvoyFilter":           istio(func() proto.Message { return &networkingv1alpha3.EnvoyFilter{} }),
+	"v1/Namespace":                                        k8s[corev1.Namespace],
+	"v1/ServiceAccount":                                   k8s[corev1.ServiceAccount],
+	"v1/Service":                                          k8s[corev1.Service],
+	"apps/v1/Deployment":                                  k8s[appsv1.Deployment],
+	"policy/v1/PodDisruptionBudget":                       k8s[policyv1.PodDisruptionBudget],
+	"networking.k8s.io/v1/NetworkPolicy":                  k8s[networkingv1.NetworkPolicy],
+	"monitoring.coreos.com/v1/ServiceMonitor":             k8s[monitoringv1.ServiceMonitor],
+	"gateway.networking.k8s.io/v1/Gateway":                k8s[gwapiv1.Gateway],
+	"gateway.networking.k8s.io/v1/HTTPRoute":              k8s[gwapiv1.HTTPRoute],
+	"gateway.networking.k8s.io/v1/ReferenceGrant":         k8s[gwapiv1.ReferenceGrant],
+	"gateway.envoyproxy.io/v1alpha1/SecurityPolicy":       k8s[egv1a1.SecurityPolicy],
+	"gateway.envoyproxy.io/v1alpha1/ClientTrafficPolicy":  k8s[egv1a1.ClientTrafficPolicy],
+	"gateway.envoyproxy.io/v1alpha1/EnvoyExtensionPolicy": k8s[egv1a1.EnvoyExtensionPolicy],
+	"kustomize.config.k8s.io/v1beta1/Kustomization":       k8s[kustomization],
+	"security.istio.io/v1/AuthorizationPolicy":            istio(func() proto.Message { return &securityv1beta1.AuthorizationPolicy{} }),
+	"networking.istio.io/v1alpha3/EnvoyFilter":            istio(func() proto.Message { return &networkingv1alpha3.EnvoyFilter{} }),
 }
 
 func k8s[T any](raw []byte) error { return strict(raw, new(T)) }

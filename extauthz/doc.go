@@ -14,9 +14,14 @@
 //     need no extra route. Other well-known paths → JSON 404.
 //  2. Origin present and not in mcp.allowed_origins → 403 with a JSON-RPC
 //     error without id (DNS rebinding defence, MCP transports).
-//  3. CORS preflight (OPTIONS with Origin and Access-Control-Request-Method)
-//     → allowed without a token.
-//  4. MCP endpoint with a method-override header or an upgrade → 400.
+//  3. CORS preflight to an MCP endpoint (OPTIONS with Origin and
+//     Access-Control-Request-Method, without a body: no bytes, no
+//     Content-Length but 0, no Transfer-Encoding) → allowed without a
+//     token. Any other OPTIONS (another path, a body) goes on to the token
+//     checks like every request. Envoy's CORS filter answers preflights
+//     before they get here; this serves deployments without it.
+//  4. MCP endpoint with a method-override header or an upgrade → 400
+//     (checked before rung 3, so a preflight carries neither).
 //  5. Token in the query string, or several Authorization values → 400
 //     invalid_request. No bearer token → 401 with a challenge without error.
 //     A token that fails verification → 401 error="invalid_token" with a

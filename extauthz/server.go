@@ -221,11 +221,6 @@ func (s *Server) decide(ctx context.Context, st *state, r *httpRequest, d *Decis
 		d.body = rpcError(nil, mcprpc.CodeInvalidRequest, "Forbidden origin", false)
 		return
 	}
-	// 3. CORS preflight carries no token and executes nothing upstream.
-	if r.method == "OPTIONS" && origin != "" && r.header("access-control-request-method") != "" {
-		d.allow("cors_preflight")
-		return
-	}
 	isMCP := s.mcpPaths[canonicalPath(r.path)]
 	if isMCP {
 		if reason := transportProblem(r); reason != "" {
@@ -233,6 +228,14 @@ func (s *Server) decide(ctx context.Context, st *state, r *httpRequest, d *Decis
 			d.body = rpcError(nil, mcprpc.CodeInvalidRequest, "Bad Request", true)
 			return
 		}
+	}
+	// 3. A CORS preflight carries no token. Only a real one passes without:
+	// to an MCP endpoint, and nothing an upstream could act on (no body, and
+	// the transport checks above have refused overrides and upgrades).
+	// Every other OPTIONS needs a token like any request.
+	if isMCP && isPreflight(r, origin) {
+		d.allow("cors_preflight")
+		return
 	}
 	// 4. Credentials: exactly one bearer token, in the header only.
 	if r.hasQueryToken() {
@@ -437,6 +440,22 @@ func (s *Server) decideMetadata(st *state, r *httpRequest, d *Decision) {
 	if d.Status == 200 {
 		d.headers = append(d.headers, [2]string{"cache-control", "public, max-age=300"})
 	}
+}
+
+// isPreflight reports whether r is a CORS preflight as browsers send it:
+// OPTIONS with Origin and Access-Control-Request-Method, and no body at
+// all (neither bytes nor a length or transfer coding announcing some).
+func isPreflight(r *httpRequest, origin string) bool {
+	if r.method != "OPTIONS" || origin == "" || r.header("access-control-request-method") == "" {
+		return false
+	}
+	if cl, ok := r.headers["content-length"]; ok && cl != "0" {
+		return false
+	}
+	if _, ok := r.headers["transfer-encoding"]; ok {
+		return false
+	}
+	return len(r.body) == 0 && r.size <= 0
 }
 
 // transportProblem rejects request shapes MCP never uses and that let a

@@ -317,6 +317,11 @@ func TestCheckLadder(t *testing.T) {
 		// 3. preflight
 		{"cors_preflight", req{method: "OPTIONS", headers: map[string]string{"origin": "https://app.example.com", "access-control-request-method": "POST"}}},
 		{"options_without_preflight_headers", req{method: "OPTIONS"}},
+		{"preflight_content_length_zero", req{method: "OPTIONS", headers: map[string]string{"origin": "https://app.example.com", "access-control-request-method": "POST", "content-length": "0"}}},
+		{"preflight_not_mcp_path", req{method: "OPTIONS", path: "/admin", headers: map[string]string{"origin": "https://app.example.com", "access-control-request-method": "POST"}}},
+		{"preflight_with_body", req{method: "OPTIONS", body: "{}", headers: map[string]string{"origin": "https://app.example.com", "access-control-request-method": "POST"}}},
+		{"preflight_method_override", req{method: "OPTIONS", headers: map[string]string{"origin": "https://app.example.com", "access-control-request-method": "POST", "x-http-method-override": "POST"}}},
+		{"preflight_upgrade", req{method: "OPTIONS", headers: map[string]string{"origin": "https://app.example.com", "access-control-request-method": "GET", "upgrade": "websocket", "connection": "upgrade"}}},
 		// 4. transport shapes
 		{"method_override", req{body: callWeather, headers: merge(bearer(weather), map[string]string{"x-http-method-override": "GET"})}},
 		{"upgrade", req{method: "GET", headers: merge(bearer(weather), map[string]string{"upgrade": "websocket", "connection": "upgrade"})}},

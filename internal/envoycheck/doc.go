@@ -22,13 +22,14 @@
 //
 // Then lints Envoy does not make, or makes only at request time:
 //
-//   - cluster-ref: route, weighted and ext_authz clusters exist (ext_authz
-//     creates its gRPC client with skip_cluster_check, so Envoy accepts a
-//     typo and fails every check at runtime);
-//   - http2-cluster: the ext_authz cluster speaks HTTP/2 (Envoy accepts an
-//     HTTP/1.1 cluster and every check fails);
+//   - cluster-ref: route, weighted, ext_authz and list filter clusters exist
+//     (ext_authz and ext_proc create their gRPC clients with
+//     skip_cluster_check, so Envoy accepts a typo and fails every call at
+//     runtime);
+//   - http2-cluster: the ext_authz and list filter clusters speak HTTP/2
+//     (Envoy accepts an HTTP/1.1 cluster and every call fails);
 //   - filter-order: the router is last and present, ext_authz comes before
-//     it, CORS comes before ext_authz;
+//     it, CORS comes before ext_authz, the list filter after it;
 //   - transport-api: ext_authz transport_api_version is V3;
 //   - per-filter-config: typed_per_filter_config keys name an http filter of
 //     the connection manager, with a config type that fits the filter;
@@ -48,7 +49,8 @@
 //   - status-on-error: 503 rather than the default 403;
 //   - authz-timeout: an explicit gRPC timeout (the default is 200 ms);
 //   - allowed-headers: Authorization and the MCP headers reach mcpauthz;
-//   - authz-disabled: per-route disabling is flagged;
+//   - authz-disabled: disabling ext_authz or the list filter on a route that
+//     forwards is flagged (a direct_response route needs neither);
 //   - route-cache: clear_route_cache is flagged;
 //   - sse-timeouts: route timeout set (0s for streams), stream idle timeout
 //     set, and unbounded streams capped by max_stream_duration so that they
@@ -59,7 +61,34 @@
 //   - underscores: headers_with_underscores_action rejects or drops;
 //   - cors: a CorsPolicy that allows the MCP headers and methods and exposes
 //     Mcp-Session-Id and WWW-Authenticate;
+//   - cors-preflight: forward_not_matching_preflights false (error otherwise:
+//     Envoy's default forwards the preflights of other origins, without a
+//     token, towards the upstream);
+//   - catch-all-route: a route that forwards every path (prefix "/", or a
+//     regex matching any path) is a warning, since every endpoint of the
+//     upstream is then closed only by mcpauthz's policy; an error when
+//     ext_authz does not run on it;
 //   - access-log, remote-address: advice (info).
+//
+// And the lints of the list filter, mcpauthz's ext_proc service: every
+// ExternalProcessor in an http filter, directly or as the action of a
+// matcher (the composite filter), that is gated on ext_authz's list_filter
+// metadata, calls an ext_authz cluster or reads ext_authz's namespace (any
+// other ext_proc is noted and not checked):
+//
+//   - ext-proc: present (info when absent: lists then reach clients with
+//     every item), and a gRPC service;
+//   - ext-proc-gate: it runs only for the requests a matcher selects
+//     (warning when ungated: every response opens a stream); info when the
+//     gate is not list_filter: true;
+//   - fail-open: failure_mode_allow and observability_mode are false;
+//   - ext-proc-metadata: forwarding_namespaces.untyped has
+//     envoy.filters.http.ext_authz, receiving_namespaces does not;
+//   - ext-proc-mode: response headers SEND, response body
+//     FULL_DUPLEX_STREAMED with response trailers SEND, request body NONE
+//     (errors: the processor refuses anything else); request headers and
+//     trailers SKIP (warnings: it answers them unchanged, for a round trip);
+//   - ext-proc-timeout: message_timeout set.
 //
 // # Limits and cancellation
 //

@@ -54,24 +54,33 @@ const (
 	RuleAdmin         = "admin"          // admin interface reachable from the network
 	RuleCluster       = "cluster-ref"    // a route or ext_authz names a cluster that does not exist
 	RuleDuplicate     = "duplicate-name" // duplicate listener, cluster, http filter, virtual host names, domains
-	RuleFilterOrder   = "filter-order"   // router last, ext_authz before router, CORS before ext_authz
+	RuleFilterOrder   = "filter-order"   // router last, ext_authz before router, CORS before ext_authz, list filter after ext_authz
 	RulePerFilter     = "per-filter-config"
 	RuleExtAuthz      = "ext-authz"       // no ext_authz / traffic forwarded unauthorized / gRPC service required
 	RuleTransport     = "transport-api"   // transport_api_version must be V3
-	RuleHTTP2         = "http2-cluster"   // the ext_authz cluster must speak HTTP/2
-	RuleFailOpen      = "fail-open"       // failure_mode_allow, filter_enabled without deny_at_disable, shadow_mode
+	RuleHTTP2         = "http2-cluster"   // the ext_authz and list filter clusters must speak HTTP/2
+	RuleFailOpen      = "fail-open"       // failure_mode_allow (ext_authz, list filter), filter_enabled without deny_at_disable, shadow/observability mode
 	RuleStatusOnError = "status-on-error" // 503 on authorizer failure, not the default 403
 	RuleTimeout       = "authz-timeout"   // the 200 ms default gRPC timeout
 	RuleBody          = "request-body"    // with_request_body present, complete, pack_as_bytes
 	RuleHeaders       = "allowed-headers" // allowed/disallowed_headers must let Authorization & MCP headers through
 	RuleRouteCache    = "route-cache"     // clear_route_cache
-	RuleDisabled      = "authz-disabled"  // ext_authz disabled per route
+	RuleDisabled      = "authz-disabled"  // ext_authz or the list filter disabled on a route that forwards
 	RuleSSE           = "sse-timeouts"    // route timeout, stream idle timeout, max stream duration
 	RuleIdentity      = "identity-headers"
 	RuleUnderscores   = "underscores" // headers_with_underscores_action
 	RuleCORS          = "cors"
+	RulePreflight     = "cors-preflight"  // forward_not_matching_preflights must be false
+	RuleCatchAll      = "catch-all-route" // a prefix "/" route that forwards every path to an upstream
 	RuleAccessLog     = "access-log"
 	RuleRemoteAddress = "remote-address"
+
+	// The list filter (mcpauthz's ext_proc service).
+	RuleExtProc         = "ext-proc"          // present; a gRPC service
+	RuleExtProcGate     = "ext-proc-gate"     // gated on ext_authz's list_filter, not run for every request
+	RuleExtProcMode     = "ext-proc-mode"     // the processing modes the list filter is written for
+	RuleExtProcMetadata = "ext-proc-metadata" // ext_authz's namespace forwarded, not writable
+	RuleExtProcTimeout  = "ext-proc-timeout"  // message_timeout set
 )
 
 // Finding is one problem or remark about a configuration.

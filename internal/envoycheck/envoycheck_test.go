@@ -44,6 +44,10 @@ const (
 	hcmPath  = "static_resources.listeners[0].filter_chains[0].filters[0].typed_config"
 	authPath = hcmPath + ".http_filters[1].typed_config"
 	vhPath   = hcmPath + ".route_config.virtual_hosts[0]"
+	corsPath = vhPath + `.typed_per_filter_config["envoy.filters.http.cors"]`
+	// listPath is the ext_proc configuration of the list filter: the
+	// action of the composite filter's one matcher.
+	listPath = hcmPath + ".http_filters[2].typed_config.xds_matcher.matcher_list.matchers[0].on_match.action.typed_config.typed_config.typed_config"
 )
 
 // TestMutations changes envoy/envoy.yaml in one place per case and checks
@@ -54,8 +58,9 @@ func TestMutations(t *testing.T) {
 		name, old, new string
 		sev            Severity
 		rule, path     string
-		msg            string // substring of the message
-		lineOf         string // the finding is on the line of this text in the mutated config
+		msg            string      // substring of the message
+		lineOf         string      // the finding is on the line of this text in the mutated config
+		more           [][2]string // further replacements (old, new), each of one occurrence
 	}{
 		{
 			name: "unknown field inside an Any", old: "allow_partial_message: false", new: "allow_partial: false",
@@ -70,7 +75,7 @@ func TestMutations(t *testing.T) {
 			sev: Error, rule: RuleSchema, path: authPath + ".@type", msg: `unknown type "envoy.extensions.filters.http.ext_authz.v3.ExtAuth"`, lineOf: "v3.ExtAuth\n",
 		},
 		{
-			name: "enum name typo", old: "{ code: ServiceUnavailable }", new: "{ code: ServiceUnavailible }",
+			name: "enum name typo", old: "{ code: ServiceUnavailable }   # 503", new: "{ code: ServiceUnavailible }   # 503",
 			sev: Error, rule: RuleSchema, path: authPath + ".status_on_error.code", msg: "invalid value for enum", lineOf: "ServiceUnavailible",
 		},
 		{
@@ -78,7 +83,7 @@ func TestMutations(t *testing.T) {
 			sev: Error, rule: RuleSchema, path: hcmPath + ".stat_prefix", msg: "invalid value for string", lineOf: "stat_prefix: on",
 		},
 		{
-			name: "undefined status code inside an Any", old: "{ code: ServiceUnavailable }", new: "{ code: 299 }",
+			name: "undefined status code inside an Any", old: "{ code: ServiceUnavailable }   # 503", new: "{ code: 299 }   # 503",
 			sev: Error, rule: RuleConstraint, path: authPath + ".status_on_error.code", msg: "defined enum values", lineOf: "code: 299",
 		},
 		{
@@ -90,15 +95,15 @@ func TestMutations(t *testing.T) {
 			sev: Error, rule: RuleConstraint, path: "static_resources.clusters[0].connect_timeout", msg: "greater than 0s", lineOf: "connect_timeout: 0s",
 		},
 		{
-			name: "negative route timeout", old: "route: { cluster: mcp_upstream, timeout: 15s }", new: "route: { cluster: mcp_upstream, timeout: -5s }",
-			sev: Error, rule: RuleDuration, path: vhPath + ".routes[1].route.timeout", msg: "negative duration -5s", lineOf: "timeout: -5s",
+			name: "negative route timeout", old: metadataRoute, new: strings.Replace(metadataRoute, "15s", "-5s", 1),
+			sev: Error, rule: RuleDuration, path: vhPath + ".routes[2].route.timeout", msg: "negative duration -5s", lineOf: "timeout: -5s",
 		},
 		{
 			name: "no transport_api_version", old: "transport_api_version: V3\n", new: "\n",
 			sev: Error, rule: RuleTransport, path: authPath + ".transport_api_version", msg: "must be V3",
 		},
 		{
-			name: "yaml-cpp reads plain 'yes' as true", old: "failure_mode_allow: false", new: "failure_mode_allow: yes",
+			name: "yaml-cpp reads plain 'yes' as true", old: "failure_mode_allow: false                       # fail closed", new: "failure_mode_allow: yes",
 			sev: Error, rule: RuleFailOpen, path: authPath + ".failure_mode_allow", msg: "fail-open", lineOf: "failure_mode_allow: yes",
 		},
 		{
@@ -128,14 +133,111 @@ func TestMutations(t *testing.T) {
 			sev: Warning, rule: RuleDeprecated, path: "static_resources.clusters[1].http2_protocol_options", msg: "deprecated", lineOf: "http2_protocol_options: {}",
 		},
 		{
-			name: "per-route disabled", old: "route: { cluster: mcp_upstream, timeout: 15s }",
-			new: "route: { cluster: mcp_upstream, timeout: 15s }\n                typed_per_filter_config:\n                  envoy.filters.http.ext_authz:\n                    \"@type\": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute\n                    disabled: true",
-			sev: Warning, rule: RuleDisabled, path: vhPath + `.routes[1].typed_per_filter_config["envoy.filters.http.ext_authz"].disabled`, msg: "without authorization", lineOf: "disabled: true",
+			name: "per-route disabled", old: metadataRoute,
+			new: metadataRoute + "\n                typed_per_filter_config:\n                  envoy.filters.http.ext_authz:\n                    \"@type\": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute\n                    disabled: true",
+			sev: Warning, rule: RuleDisabled, path: vhPath + `.routes[2].typed_per_filter_config["envoy.filters.http.ext_authz"].disabled`, msg: "without authorization", lineOf: "disabled: true\n",
 		},
 		{
-			name: "per-route config of the wrong type", old: "route: { cluster: mcp_upstream, timeout: 15s }",
-			new: "route: { cluster: mcp_upstream, timeout: 15s }\n                typed_per_filter_config:\n                  envoy.filters.http.ext_authz:\n                    \"@type\": type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy",
-			sev: Error, rule: RulePerFilter, path: vhPath + `.routes[1].typed_per_filter_config["envoy.filters.http.ext_authz"]`, msg: "must be envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
+			name: "per-route config of the wrong type", old: metadataRoute,
+			new: metadataRoute + "\n                typed_per_filter_config:\n                  envoy.filters.http.ext_authz:\n                    \"@type\": type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy",
+			sev: Error, rule: RulePerFilter, path: vhPath + `.routes[2].typed_per_filter_config["envoy.filters.http.ext_authz"]`, msg: "must be envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
+		},
+		{
+			name: "ext_authz disabled by its own type on a route that answers itself", old: "\"@type\": type.googleapis.com/envoy.config.route.v3.FilterConfig\n                    disabled: true\n                  mcpauthz",
+			new: "\"@type\": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute\n                    disabled: true\n                  mcpauthz",
+			// no finding: nothing is forwarded there
+		},
+		{
+			name: "list filter disabled on the MCP route", old: "                  max_stream_duration: { max_stream_duration: 3600s }\n",
+			new: "                  max_stream_duration: { max_stream_duration: 3600s }\n                typed_per_filter_config:\n                  mcpauthz.list_filter:\n                    \"@type\": type.googleapis.com/envoy.config.route.v3.FilterConfig\n                    disabled: true\n",
+			sev: Warning, rule: RuleDisabled, path: vhPath + `.routes[0].typed_per_filter_config["mcpauthz.list_filter"].disabled`, msg: "every item",
+		},
+		{
+			name: "list filter disabled by ExtProcPerRoute", old: "                  max_stream_duration: { max_stream_duration: 3600s }\n",
+			new: "                  max_stream_duration: { max_stream_duration: 3600s }\n                typed_per_filter_config:\n                  mcpauthz.list_filter:\n                    \"@type\": type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute\n                    disabled: true\n",
+			sev: Warning, rule: RuleDisabled, path: vhPath + `.routes[0].typed_per_filter_config["mcpauthz.list_filter"].disabled`, msg: "every item",
+		},
+		{
+			name: "catch-all route to the upstream", old: notFoundRoute, new: "              - match: { prefix: / }\n                route: { cluster: mcp_upstream, timeout: 15s }\n",
+			sev: Warning, rule: RuleCatchAll, path: vhPath + ".routes[3].match", msg: `every path not matched before to cluster "mcp_upstream"`,
+		},
+		{
+			name: "catch-all regex route", old: notFoundRoute, new: "              - match: { safe_regex: { regex: '/.*' } }\n                route: { cluster: mcp_upstream, timeout: 15s }\n",
+			sev: Warning, rule: RuleCatchAll, path: vhPath + ".routes[3].match", msg: "every path",
+		},
+		{
+			name: "catch-all route without ext_authz", old: notFoundRoute,
+			new: "              - match: { prefix: \"\" }\n                route: { cluster: mcp_upstream, timeout: 15s }\n                typed_per_filter_config:\n                  envoy.filters.http.ext_authz:\n                    \"@type\": type.googleapis.com/envoy.config.route.v3.FilterConfig\n                    disabled: true\n",
+			sev: Error, rule: RuleCatchAll, path: vhPath + ".routes[3].match", msg: "without a token",
+		},
+		{
+			name: "forward_not_matching_preflights unset", old: "                  forward_not_matching_preflights: false\n", new: "",
+			sev: Error, rule: RulePreflight, path: corsPath + ".forward_not_matching_preflights", msg: "Envoy's default is true",
+		},
+		{
+			name: "list filter: response headers skipped", old: "response_header_mode: SEND", new: "response_header_mode: SKIP",
+			sev: Error, rule: RuleExtProcMode, path: listPath + ".processing_mode.response_header_mode", msg: "refuses a body", lineOf: "response_header_mode: SKIP",
+		},
+		{
+			name: "list filter: request body", old: "request_body_mode: NONE", new: "request_body_mode: STREAMED",
+			sev: Error, rule: RuleExtProcMode, path: listPath + ".processing_mode.request_body_mode", msg: "refuses a request body", lineOf: "request_body_mode: STREAMED",
+		},
+		{
+			name: "list filter: request headers by default", old: "                                request_header_mode: SKIP               # nothing of the request is needed\n", new: "",
+			sev: Warning, rule: RuleExtProcMode, path: listPath + ".processing_mode.request_header_mode", msg: "unset (SEND)",
+		},
+		{
+			name: "list filter: request trailers", old: "request_trailer_mode: SKIP", new: "request_trailer_mode: SEND",
+			sev: Warning, rule: RuleExtProcMode, path: listPath + ".processing_mode.request_trailer_mode", msg: "no request trailers", lineOf: "request_trailer_mode: SEND",
+		},
+		{
+			name: "list filter: writable ext_authz namespace", old: "                                  untyped: [envoy.filters.http.ext_authz]\n",
+			new: "                                  untyped: [envoy.filters.http.ext_authz]\n                                receiving_namespaces:\n                                  untyped: [envoy.filters.http.ext_authz]\n",
+			sev: Warning, rule: RuleExtProcMetadata, path: listPath + ".metadata_options.receiving_namespaces.untyped", msg: "authorization decision",
+		},
+		{
+			name: "list filter: observability mode", old: "allow_mode_override: false", new: "observability_mode: true",
+			sev: Error, rule: RuleFailOpen, path: listPath + ".observability_mode", msg: "unfiltered", lineOf: "observability_mode: true",
+		},
+		{
+			name: "list filter: unknown cluster", old: "envoy_grpc: { cluster_name: mcpauthz }  # no timeout", new: "envoy_grpc: { cluster_name: mcpauthz_list }  # no timeout",
+			sev: Error, rule: RuleCluster, path: listPath + ".grpc_service.envoy_grpc.cluster_name", msg: `list filter (ext_proc) cluster "mcpauthz_list" does not exist`,
+		},
+		{
+			name: "list filter: no grpc_service", old: "                              grpc_service:\n                                envoy_grpc: { cluster_name: mcpauthz }  # no timeout: it would not bound the stream\n", new: "",
+			sev: Error, rule: RuleExtProc, path: listPath, msg: "no grpc_service",
+		},
+		{
+			name: "list filter: gated on something else", old: "path: [{ key: list_filter }]", new: "path: [{ key: mcp_method }]",
+			sev: Info, rule: RuleExtProcGate, path: hcmPath + ".http_filters[2]", msg: "other than ext_authz's list_filter",
+		},
+		{
+			name: "list filter: inverted gate", old: "value: { bool_match: true }", new: "value: { bool_match: true }\n                            invert: true",
+			sev: Info, rule: RuleExtProcGate, path: hcmPath + ".http_filters[2]", msg: "other than ext_authz's list_filter",
+		},
+		{
+			// The matcher list goes, its action becomes the matcher's
+			// on_no_match (its children stay indented deeper, as YAML allows).
+			name: "list filter: runs when nothing matches", old: between(t, base, "                matcher_list:\n", "                    on_match:\n"), new: "                on_no_match:\n",
+			sev: Warning, rule: RuleExtProcGate, path: hcmPath + ".http_filters[2]", msg: "not gated",
+		},
+		{
+			name: "list filter after the router", old: "          # 4. The router, always last.\n          - name: envoy.filters.http.router\n            typed_config: { \"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }\n", new: "",
+			more: [][2]string{{"          # 3. The mcpauthz list filter", "          - name: envoy.filters.http.router\n            typed_config: { \"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }\n          # 3. The mcpauthz list filter"}},
+			sev:  Error, rule: RuleFilterOrder, path: hcmPath + ".http_filters[2]", msg: "must be the last http filter",
+		},
+		{
+			name: "no list filter", old: listFilterBlock(t, base), new: "",
+			more: [][2]string{{"                  mcpauthz.list_filter:\n                    \"@type\": type.googleapis.com/envoy.config.route.v3.FilterConfig\n                    disabled: true\n", ""}},
+			sev:  Info, rule: RuleExtProc, path: hcmPath + ".http_filters", msg: "no list filter",
+		},
+		{
+			name: "another ext_proc filter", old: "path: [{ key: list_filter }]", new: "path: [{ key: mcp_method }]",
+			more: [][2]string{
+				{"envoy_grpc: { cluster_name: mcpauthz }  # no timeout", "envoy_grpc: { cluster_name: mcp_upstream }  # no timeout"},
+				{"untyped: [envoy.filters.http.ext_authz]\n", "untyped: [envoy.filters.http.jwt_authn]\n"},
+			},
+			sev: Info, rule: RuleExtProc, path: listPath, msg: "not checked as mcpauthz's list filter",
 		},
 		{
 			name: "unbounded stream", old: "                  max_stream_duration: { max_stream_duration: 3600s }\n", new: "",
@@ -169,12 +271,15 @@ func TestMutations(t *testing.T) {
 		{
 			name: "TypedStruct", old: "typed_config: { \"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }",
 			new: "typed_config: { \"@type\": type.googleapis.com/xds.type.v3.TypedStruct, type_url: type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }",
-			sev: Info, rule: RuleTypedStruct, path: hcmPath + ".http_filters[2].typed_config", msg: "not validated",
+			sev: Info, rule: RuleTypedStruct, path: hcmPath + ".http_filters[3].typed_config", msg: "not validated",
 		},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			data := mutate(t, base, c.old, c.new)
+			for _, m := range c.more {
+				data = mutate(t, data, m[0], m[1])
+			}
 			r, err := Validate(t.Context(), data)
 			if c.rule == "" {
 				if len(r.Findings) != 0 {
@@ -208,6 +313,51 @@ func TestMutations(t *testing.T) {
 	}
 }
 
+// Anchors in envoy/envoy.yaml.
+const (
+	metadataRoute = "- match: { path: /.well-known/oauth-protected-resource }\n                route: { cluster: mcp_upstream, timeout: 15s }"
+	notFoundRoute = `              - match: { prefix: / }
+                direct_response:
+                  status: 404
+                  body: { inline_string: '{"error":"not_found"}' }
+                response_headers_to_add:
+                - header: { key: content-type, value: application/json }
+                  append_action: OVERWRITE_IF_EXISTS_OR_ADD
+                typed_per_filter_config:
+                  envoy.filters.http.ext_authz:
+                    "@type": type.googleapis.com/envoy.config.route.v3.FilterConfig
+                    disabled: true
+                  mcpauthz.list_filter:
+                    "@type": type.googleapis.com/envoy.config.route.v3.FilterConfig
+                    disabled: true
+`
+)
+
+// between returns the text of base from the start of from to the end of to.
+func between(t *testing.T, base []byte, from, to string) string {
+	t.Helper()
+	s := string(base)
+	i := strings.Index(s, from)
+	j := strings.Index(s[max(i, 0):], to)
+	if i < 0 || j < 0 {
+		t.Fatalf("%q … %q not in the base config", from, to)
+	}
+	return s[i : i+j+len(to)]
+}
+
+// listFilterBlock is the list filter's entry in the http filters of base,
+// its comment included.
+func listFilterBlock(t *testing.T, base []byte) string {
+	t.Helper()
+	s := string(base)
+	i := strings.Index(s, "          # 3. The mcpauthz list filter")
+	j := strings.Index(s, "          # 4. The router")
+	if i < 0 || j < i {
+		t.Fatal("no list filter block in the base config")
+	}
+	return s[i:j]
+}
+
 func dump(r Report) string {
 	var b strings.Builder
 	for _, f := range r.Findings {
@@ -227,6 +377,7 @@ func TestBrokenCopies(t *testing.T) {
 		"testdata/broken-envoy.yaml": {
 			{Error, RulePerFilter, vhPath + `.typed_per_filter_config["envoy.filters.http.corz"]`},
 			{Error, RuleCluster, vhPath + ".routes[0].route.cluster"},
+			{Warning, RuleCatchAll, vhPath + ".routes[3].match"},
 			{Error, RuleTransport, hcmPath + ".http_filters[0].typed_config.transport_api_version"},
 			{Error, RuleDuration, hcmPath + ".http_filters[0].typed_config.grpc_service.timeout"},
 			{Error, RuleFailOpen, hcmPath + ".http_filters[0].typed_config.failure_mode_allow"},
@@ -234,6 +385,11 @@ func TestBrokenCopies(t *testing.T) {
 			{Error, RuleBody, hcmPath + ".http_filters[0].typed_config.with_request_body.pack_as_bytes"},
 			{Error, RuleFilterOrder, hcmPath + ".http_filters[1]"},
 			{Warning, RuleCORS, hcmPath + ".http_filters[1]"},
+			{Warning, RuleExtProcTimeout, listPath + ".message_timeout"},
+			{Error, RuleFailOpen, listPath + ".failure_mode_allow"},
+			{Warning, RuleExtProcMode, listPath + ".processing_mode.request_header_mode"},
+			{Error, RuleExtProcMode, listPath + ".processing_mode.response_body_mode"},
+			{Error, RuleExtProcMetadata, listPath + ".metadata_options.forwarding_namespaces.untyped"},
 			{Error, RuleHTTP2, "static_resources.clusters[1]"},
 		},
 		"testdata/broken-envoy-tls.yaml": {
@@ -242,15 +398,22 @@ func TestBrokenCopies(t *testing.T) {
 			{Warning, RuleUnderscores, hcmPath + ".common_http_protocol_options.headers_with_underscores_action"},
 			{Warning, RuleIdentity, hcmPath + ".early_header_mutation_extensions"},
 			{Warning, RuleIdentity, hcmPath + ".route_config.request_headers_to_remove[0]"},
-			{Warning, RuleCORS, vhPath + `.typed_per_filter_config["envoy.filters.http.cors"].allow_methods`},
-			{Warning, RuleCORS, vhPath + `.typed_per_filter_config["envoy.filters.http.cors"].allow_headers`},
+			{Warning, RuleCORS, corsPath + ".allow_methods"},
+			{Warning, RuleCORS, corsPath + ".allow_headers"},
+			{Error, RulePreflight, corsPath + ".forward_not_matching_preflights"},
 			{Warning, RuleSSE, vhPath + ".routes[0].route.timeout"},
-			{Warning, RuleDisabled, vhPath + `.routes[1].typed_per_filter_config["envoy.filters.http.ext_authz"].disabled`},
-			{Warning, RuleStatusOnError, authPath + ".status_on_error"},
-			{Error, RuleCluster, authPath + ".grpc_service.envoy_grpc.cluster_name"},
-			{Error, RuleConstraint, authPath + ".with_request_body.max_request_bytes"},
+			{Error, RuleCatchAll, vhPath + ".routes[3].match"},
+			{Warning, RuleDisabled, vhPath + `.routes[3].typed_per_filter_config["envoy.filters.http.ext_authz"].disabled`},
+			{Warning, RuleDisabled, vhPath + `.routes[3].typed_per_filter_config["mcpauthz.list_filter"].disabled`},
+			{Error, RuleFilterOrder, hcmPath + ".http_filters[1]"},
+			{Warning, RuleExtProcGate, hcmPath + ".http_filters[1]"},
+			{Error, RuleExtProcMode, hcmPath + ".http_filters[1].typed_config.processing_mode.response_trailer_mode"},
+			{Warning, RuleStatusOnError, hcmPath + ".http_filters[2].typed_config.status_on_error"},
+			{Error, RuleCluster, hcmPath + ".http_filters[2].typed_config.grpc_service.envoy_grpc.cluster_name"},
+			{Error, RuleConstraint, hcmPath + ".http_filters[2].typed_config.with_request_body.max_request_bytes"},
 			{Error, RuleConstraint, "static_resources.clusters[0].connect_timeout"},
 			{Error, RuleDuplicate, "static_resources.clusters[2].name"},
+			{Error, RuleHTTP2, "static_resources.clusters[3]"},
 		},
 	}
 	for file, wants := range cases {

@@ -2,6 +2,7 @@ package envoycheck
 
 import (
 	"fmt"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -12,11 +13,13 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	headermutationv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/header_mutation/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/mcpauthz/mcpauthz/internal/oauth"
 )
@@ -47,10 +50,12 @@ const (
 	kindExtAuthz
 	kindCORS
 	kindHeaderMutation
+	kindExtProc    // an ext_proc filter
+	kindListFilter // a filter that holds mcpauthz's list filter (set after classify)
 )
 
 func (k filterKind) String() string {
-	return [...]string{"other", "router", "ext_authz", "cors", "header_mutation"}[k]
+	return [...]string{"other", "router", "ext_authz", "cors", "header_mutation", "ext_proc", "list filter"}[k]
 }
 
 type httpFilter struct {
@@ -177,6 +182,8 @@ func classify(fs []*hcmv3.HttpFilter, p Path) []httpFilter {
 			hf.kind = kindCORS
 		case t == typeHeaderMutation:
 			hf.kind = kindHeaderMutation
+		case t == typeExtProc:
+			hf.kind = kindExtProc
 		}
 		out[i] = hf
 	}
@@ -194,7 +201,7 @@ func (l *linter) hcm(lis *listenerv3.Listener, h *hcmv3.HttpConnectionManager, p
 	fp := p.field("http_filters")
 	filters := classify(h.GetHttpFilters(), fp)
 	names := map[string]filterKind{}
-	router, firstExt, cors := -1, -1, -1
+	router, firstExt, lastExt, cors := -1, -1, -1, -1
 	var exts []httpFilter
 	for i, f := range filters {
 		if _, dup := names[f.name]; dup {
@@ -213,6 +220,7 @@ func (l *linter) hcm(lis *listenerv3.Listener, h *hcmv3.HttpConnectionManager, p
 			if firstExt < 0 {
 				firstExt = i
 			}
+			lastExt = i
 			if router >= 0 {
 				l.add(Error, RuleFilterOrder, f.path, "ext_authz filter %q comes after the router: it never runs and requests are forwarded unauthorized", f.name)
 			}
@@ -230,6 +238,17 @@ func (l *linter) hcm(lis *listenerv3.Listener, h *hcmv3.HttpConnectionManager, p
 		l.add(Error, RuleFilterOrder, fp, "no router filter (envoy.extensions.filters.http.router.v3.Router): nothing forwards requests")
 	case router != len(filters)-1:
 		l.add(Error, RuleFilterOrder, filters[router].path, "the router filter must be the last http filter (Envoy rejects filters after the terminal filter)")
+	}
+
+	if len(exts) > 0 {
+		l.extAuthz += len(exts)
+		for _, f := range exts {
+			l.extAuthzFilter(lis, f)
+		}
+		lists := l.listFilters(filters, lastExt, fp)
+		for i := range lists {
+			names[filters[i].name] = kindListFilter
+		}
 	}
 
 	var routes []route
@@ -252,11 +271,12 @@ func (l *linter) hcm(lis *listenerv3.Listener, h *hcmv3.HttpConnectionManager, p
 			}
 			domains[strings.ToLower(d)] = vh.GetName()
 		}
-		l.perFilter(vh.GetTypedPerFilterConfig(), vhp.field("typed_per_filter_config"), names)
+		vhForwards := slices.ContainsFunc(vh.GetRoutes(), func(r *routev3.Route) bool { return r.GetRoute() != nil })
+		l.perFilter(vh.GetTypedPerFilterConfig(), vhp.field("typed_per_filter_config"), names, vhForwards)
 		for j, r := range vh.GetRoutes() {
 			rp := vhp.field("routes").index(j)
 			routes = append(routes, route{r: r, vh: vh, p: rp})
-			l.perFilter(r.GetTypedPerFilterConfig(), rp.field("typed_per_filter_config"), names)
+			l.perFilter(r.GetTypedPerFilterConfig(), rp.field("typed_per_filter_config"), names, r.GetRoute() != nil)
 			ra := r.GetRoute()
 			if ra == nil {
 				continue
@@ -267,7 +287,7 @@ func (l *linter) hcm(lis *listenerv3.Listener, h *hcmv3.HttpConnectionManager, p
 			for k, wc := range ra.GetWeightedClusters().GetClusters() {
 				wp := rp.field("route").field("weighted_clusters").field("clusters").index(k)
 				l.clusterRef(wc.GetName(), wp.field("name"), "weighted cluster")
-				l.perFilter(wc.GetTypedPerFilterConfig(), wp.field("typed_per_filter_config"), names)
+				l.perFilter(wc.GetTypedPerFilterConfig(), wp.field("typed_per_filter_config"), names, true)
 			}
 		}
 	}
@@ -279,11 +299,8 @@ func (l *linter) hcm(lis *listenerv3.Listener, h *hcmv3.HttpConnectionManager, p
 		}
 		return
 	}
-	l.extAuthz += len(exts)
-	for _, f := range exts {
-		l.extAuthzFilter(lis, f)
-	}
 	l.mcp(h, p, filters, firstExt, cors, routes)
+	l.catchAll(filters, routes)
 }
 
 // clusterRef reports a reference to a cluster that does not exist.
@@ -309,7 +326,10 @@ func (l *linter) clusterNames() []string {
 
 // perFilter checks typed_per_filter_config: each key must name an http
 // filter of this connection manager, with a config of the matching type.
-func (l *linter) perFilter(m map[string]*anypb.Any, p Path, names map[string]filterKind) {
+// Disabling ext_authz or the list filter is flagged where requests are
+// forwarded (forwards): a route that answers itself (direct_response,
+// redirect) needs neither.
+func (l *linter) perFilter(m map[string]*anypb.Any, p Path, names map[string]filterKind, forwards bool) {
 	keys := make([]string, 0, len(m))
 	for k := range m {
 		keys = append(keys, k)
@@ -337,24 +357,32 @@ func (l *linter) perFilter(m map[string]*anypb.Any, p Path, names map[string]fil
 			cp = kp.field("config")
 		}
 		t := typeName(a)
-		want := map[filterKind]string{kindExtAuthz: typeExtAuthzRoute, kindCORS: typeCORSPolicy, kindHeaderMutation: typeHeaderMutRoute}[kind]
+		want := map[filterKind]string{kindExtAuthz: typeExtAuthzRoute, kindCORS: typeCORSPolicy, kindHeaderMutation: typeHeaderMutRoute, kindExtProc: typeExtProcRoute}[kind]
 		if a != nil && want != "" && t != want {
 			l.add(Error, RulePerFilter, cp, "per-route config for %s filter %q must be %s, not %s", kind, k, want, t)
 			continue
 		}
-		if kind == kindExtAuthz {
-			if disabled {
+		switch kind {
+		case kindExtAuthz:
+			if disabled && forwards {
 				l.add(Warning, RuleDisabled, kp.field("disabled"), "ext_authz is disabled here: these requests reach the upstream without authorization")
 			}
 			if pr, ok := unpack(a).(*extauthzv3.ExtAuthzPerRoute); ok {
-				l.extAuthzPerRoute(pr, cp)
+				l.extAuthzPerRoute(pr, cp, forwards)
+			}
+		case kindListFilter:
+			if pr, ok := unpack(a).(*extprocv3.ExtProcPerRoute); ok && pr.GetDisabled() {
+				disabled, kp = true, cp
+			}
+			if disabled && forwards {
+				l.add(Warning, RuleDisabled, kp.field("disabled"), "the list filter %q is disabled here: list responses reach clients with every item, including those the caller may not use", k)
 			}
 		}
 	}
 }
 
-func (l *linter) extAuthzPerRoute(pr *extauthzv3.ExtAuthzPerRoute, p Path) {
-	if pr.GetDisabled() {
+func (l *linter) extAuthzPerRoute(pr *extauthzv3.ExtAuthzPerRoute, p Path, forwards bool) {
+	if pr.GetDisabled() && forwards {
 		l.add(Warning, RuleDisabled, p.field("disabled"), "ext_authz is disabled here: these requests reach the upstream without authorization")
 	}
 	cs := pr.GetCheckSettings()
@@ -437,14 +465,19 @@ func (l *linter) grpcService(g *corev3.GrpcService, p Path) {
 		l.add(Info, RuleExtAuthz, p.field("google_grpc"), "google_grpc target %q is not checked", g.GetGoogleGrpc().GetTargetUri())
 		return
 	}
-	name := g.GetEnvoyGrpc().GetClusterName()
-	cp := p.field("envoy_grpc").field("cluster_name")
+	l.grpcCluster(g.GetEnvoyGrpc().GetClusterName(), p.field("envoy_grpc").field("cluster_name"), "ext_authz")
+}
+
+// grpcCluster checks the cluster of an Envoy gRPC client (ext_authz or the
+// list filter): it exists (Envoy does not check: both filters create their
+// clients with skip_cluster_check) and speaks HTTP/2.
+func (l *linter) grpcCluster(name string, p Path, what string) {
 	if _, ok := l.clusters[name]; !ok {
 		if l.dynamicClusters {
-			l.add(Info, RuleCluster, cp, "cluster %q is not static; assumed to come from CDS", name)
+			l.add(Info, RuleCluster, p, "cluster %q is not static; assumed to come from CDS", name)
 			return
 		}
-		l.add(Error, RuleCluster, cp, "ext_authz cluster %q does not exist (static clusters: %s): Envoy accepts this at load and then fails every check (status_on_error)", name, strings.Join(l.clusterNames(), ", "))
+		l.add(Error, RuleCluster, p, "%s cluster %q does not exist (static clusters: %s): Envoy accepts this at load and then fails every call (status_on_error)", what, name, strings.Join(l.clusterNames(), ", "))
 		return
 	}
 	if l.h2Checked[name] {
@@ -452,7 +485,7 @@ func (l *linter) grpcService(g *corev3.GrpcService, p Path) {
 	}
 	l.h2Checked[name] = true
 	if ok, why := http2(l.clusters[name]); !ok {
-		l.add(Error, RuleHTTP2, l.clusterPaths[name], "ext_authz cluster %q %s: gRPC needs HTTP/2, every check would fail; set typed_extension_protocol_options[%s].explicit_http_config.http2_protocol_options: {}", name, why, typeHTTPOptions)
+		l.add(Error, RuleHTTP2, l.clusterPaths[name], "%s cluster %q %s: gRPC needs HTTP/2, every call would fail; set typed_extension_protocol_options[%s].explicit_http_config.http2_protocol_options: {}", what, name, why, typeHTTPOptions)
 	}
 }
 
@@ -625,6 +658,7 @@ func (l *linter) identity(h *hcmv3.HttpConnectionManager, p Path, filters []http
 type corsPolicy struct {
 	methods, headers, expose string
 	credentials, origins     bool
+	forward                  *wrapperspb.BoolValue // forward_not_matching_preflights
 	p                        Path
 }
 
@@ -645,13 +679,15 @@ func (l *linter) cors(filters []httpFilter, cors int, routes []route, p Path) {
 	fromFilter := func(m map[string]*anypb.Any, pp Path) {
 		if cp, ok := unpack(m[name]).(*corsv3.CorsPolicy); ok {
 			policies = append(policies, corsPolicy{cp.GetAllowMethods(), cp.GetAllowHeaders(), cp.GetExposeHeaders(),
-				cp.GetAllowCredentials().GetValue(), len(cp.GetAllowOriginStringMatch()) > 0, pp.field("typed_per_filter_config").key(name)})
+				cp.GetAllowCredentials().GetValue(), len(cp.GetAllowOriginStringMatch()) > 0, cp.GetForwardNotMatchingPreflights(),
+				pp.field("typed_per_filter_config").key(name)})
 		}
 	}
 	fromRoute := func(cp *routev3.CorsPolicy, pp Path) {
 		if cp != nil {
 			policies = append(policies, corsPolicy{cp.GetAllowMethods(), cp.GetAllowHeaders(), cp.GetExposeHeaders(),
-				cp.GetAllowCredentials().GetValue(), len(cp.GetAllowOriginStringMatch()) > 0, pp.field("cors")})
+				cp.GetAllowCredentials().GetValue(), len(cp.GetAllowOriginStringMatch()) > 0, cp.GetForwardNotMatchingPreflights(),
+				pp.field("cors")})
 		}
 	}
 	seen := map[*routev3.VirtualHost]bool{}
@@ -670,6 +706,16 @@ func (l *linter) cors(filters []httpFilter, cors int, routes []route, p Path) {
 		return
 	}
 	for _, c := range policies {
+		// A preflight carries no token. The CORS filter answers those of an
+		// allowed origin itself; the others it forwards unless told not to,
+		// through ext_authz (which lets a well-formed preflight to the MCP
+		// path pass without a token) to the upstream.
+		switch {
+		case c.forward == nil:
+			l.add(Error, RulePreflight, c.p.field("forward_not_matching_preflights"), "unset (Envoy's default is true): preflights from origins this policy does not allow are forwarded, without a token, to ext_authz and the upstream; set forward_not_matching_preflights: false so that Envoy answers every preflight itself")
+		case c.forward.GetValue():
+			l.add(Error, RulePreflight, c.p.field("forward_not_matching_preflights"), "true: preflights from origins this policy does not allow are forwarded, without a token, to ext_authz and the upstream; set it to false so that Envoy answers every preflight itself")
+		}
 		if !c.origins {
 			l.add(Warning, RuleCORS, c.p.field("allow_origin_string_match"), "no allowed origins: every cross-origin request is refused")
 		}
@@ -705,4 +751,101 @@ func missingTokens(list string, required []string, fold, wildcardOK bool) []stri
 		out = append(out, r)
 	}
 	return out
+}
+
+// catchAll flags a route that forwards every path to an upstream. The MCP
+// server is then reachable at every endpoint it has, and only mcpauthz's
+// policy (which denies requests outside its MCP paths) keeps the others
+// closed; a policy edit that allows too much, or an upstream that treats a
+// path mcpauthz does not recognise as MCP, opens them. Route exactly the
+// MCP path(s) and the metadata paths, and answer everything else with a
+// direct_response. Without ext_authz on that route, every path is open.
+func (l *linter) catchAll(filters []httpFilter, routes []route) {
+	var authz []httpFilter
+	for _, f := range filters {
+		if f.kind == kindExtAuthz {
+			authz = append(authz, f)
+		}
+	}
+	for _, r := range routes {
+		ra := r.r.GetRoute()
+		if ra == nil || !matchesEveryPath(r.r.GetMatch()) {
+			continue
+		}
+		target := routeTarget(ra)
+		if !authorized(r, authz) {
+			l.add(Error, RuleCatchAll, r.p.field("match"), "forwards every path to %s without ext_authz: every endpoint of the upstream is reachable without a token; route only the MCP and metadata paths, and answer the rest with a direct_response 404", target)
+			continue
+		}
+		l.add(Warning, RuleCatchAll, r.p.field("match"), "forwards every path not matched before to %s: every endpoint of the upstream is reachable, closed only by mcpauthz's policy; route only the MCP path(s) and /.well-known/oauth-protected-resource[/mcp], and answer the rest with a direct_response 404 that disables ext_authz (see envoy/envoy.yaml)", target)
+	}
+}
+
+// matchesEveryPath reports whether a route match accepts any path: prefix
+// "" or "/", or a regex that matches "/", "/admin" and "/a/b.c" alike.
+func matchesEveryPath(m *routev3.RouteMatch) bool {
+	switch ps := m.GetPathSpecifier().(type) {
+	case *routev3.RouteMatch_Prefix:
+		return ps.Prefix == "" || ps.Prefix == "/"
+	case *routev3.RouteMatch_SafeRegex:
+		re, err := regexp.Compile(`^(?:` + ps.SafeRegex.GetRegex() + `)$`)
+		if err != nil {
+			return false
+		}
+		for _, probe := range []string{"/", "/admin", "/a/b.c"} {
+			if !re.MatchString(probe) {
+				return false
+			}
+		}
+		return true
+	}
+	return false
+}
+
+func routeTarget(ra *routev3.RouteAction) string {
+	switch {
+	case ra.GetCluster() != "":
+		return fmt.Sprintf("cluster %q", ra.GetCluster())
+	case ra.GetWeightedClusters() != nil:
+		var names []string
+		for _, c := range ra.GetWeightedClusters().GetClusters() {
+			names = append(names, c.GetName())
+		}
+		return fmt.Sprintf("clusters %q", names)
+	case ra.GetClusterHeader() != "":
+		return fmt.Sprintf("the cluster named by header %q", ra.GetClusterHeader())
+	}
+	return "its upstream"
+}
+
+// authorized reports whether some ext_authz filter runs on route r: its
+// most specific per-filter config (route, then virtual host) does not
+// disable it, and without one the filter is not disabled by default.
+func authorized(r route, authz []httpFilter) bool {
+	for _, f := range authz {
+		on := !f.f.GetDisabled()
+		for _, m := range []map[string]*anypb.Any{r.vh.GetTypedPerFilterConfig(), r.r.GetTypedPerFilterConfig()} {
+			if a, ok := m[f.name]; ok {
+				on = !disables(a)
+			}
+		}
+		if on {
+			return true
+		}
+	}
+	return false
+}
+
+// disables reports whether a per-filter config turns ext_authz off.
+func disables(a *anypb.Any) bool {
+	switch c := unpack(a).(type) {
+	case *routev3.FilterConfig:
+		if c.GetDisabled() {
+			return true
+		}
+		return c.GetConfig() != nil && disables(c.GetConfig())
+	case *extauthzv3.ExtAuthzPerRoute:
+		return c.GetDisabled()
+	}
+	return false
 }

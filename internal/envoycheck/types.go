@@ -8,17 +8,23 @@ import (
 
 	// The extension types a typed_config may name resolve only when their
 	// Go package is linked. These are the ones an MCP front proxy uses, plus
-	// common neighbours; a type outside this list is reported as unknown.
+	// common neighbours (the list filter: composite, ExtensionWithMatcher,
+	// ext_proc, the dynamic metadata input and its matcher); a type outside
+	// this list is reported as unknown.
 	// (xds/type/v3, TypedStruct, is linked by go-control-plane anyway.)
 	_ "github.com/cncf/xds/go/xds/type/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/file/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/common/matching/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/compression/gzip/decompressor/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/common/matcher/action/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/buffer/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/composite/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/decompressor/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/header_mutation/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/health_check/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/jwt_authn/v3"
@@ -30,6 +36,8 @@ import (
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/http/early_header_mutation/header_mutation/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/matching/common_inputs/network/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/matching/input_matchers/metadata/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/regex_engines/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
@@ -41,14 +49,22 @@ var knownTypes = []protoreflect.FullName{
 	"envoy.extensions.access_loggers.file.v3.FileAccessLog",
 	"envoy.extensions.access_loggers.stream.v3.StderrAccessLog",
 	"envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
+	"envoy.extensions.common.matching.v3.ExtensionWithMatcher",
+	"envoy.extensions.common.matching.v3.ExtensionWithMatcherPerRoute",
 	"envoy.extensions.compression.gzip.decompressor.v3.Gzip",
+	"envoy.extensions.filters.common.matcher.action.v3.SkipFilter",
 	"envoy.extensions.filters.http.buffer.v3.Buffer",
 	"envoy.extensions.filters.http.buffer.v3.BufferPerRoute",
+	"envoy.extensions.filters.http.composite.v3.Composite",
+	"envoy.extensions.filters.http.composite.v3.CompositePerRoute",
+	"envoy.extensions.filters.http.composite.v3.ExecuteFilterAction",
 	"envoy.extensions.filters.http.cors.v3.Cors",
 	"envoy.extensions.filters.http.cors.v3.CorsPolicy",
 	"envoy.extensions.filters.http.decompressor.v3.Decompressor",
 	"envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
 	"envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
+	"envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute",
+	"envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
 	"envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
 	"envoy.extensions.filters.http.header_mutation.v3.HeaderMutationPerRoute",
 	"envoy.extensions.filters.http.health_check.v3.HealthCheck",
@@ -64,6 +80,8 @@ var knownTypes = []protoreflect.FullName{
 	"envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector",
 	"envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
 	"envoy.extensions.http.early_header_mutation.header_mutation.v3.HeaderMutation",
+	"envoy.extensions.matching.common_inputs.network.v3.DynamicMetadataInput",
+	"envoy.extensions.matching.input_matchers.metadata.v3.Metadata",
 	"envoy.extensions.regex_engines.v3.GoogleRE2",
 	"envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
 	"envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",

@@ -216,7 +216,11 @@ func unsupportedExtAuthz(ea *extauthzv3.ExtAuthz) error {
 
 // noPerRouteExtAuthz rejects per-route ext_authz settings: the stand-in has
 // one route, so a configuration that disables the check or changes its
-// settings somewhere cannot be followed.
+// settings somewhere cannot be followed. A route that answers itself
+// (direct_response, redirect: the shipped 404 for every path that is not
+// MCP or metadata) may disable it: in Envoy nothing reaches the upstream
+// there, and the stand-in, which does not route, checks and forwards those
+// paths like any other.
 func noPerRouteExtAuthz(hcm *hcmv3.HttpConnectionManager, filter string) error {
 	has := func(m map[string]*anypb.Any) bool {
 		_, ok := m[filter]
@@ -227,7 +231,7 @@ func noPerRouteExtAuthz(hcm *hcmv3.HttpConnectionManager, filter string) error {
 			return fmt.Errorf("virtual host %q: per-route ext_authz settings are not supported by the stand-in", vh.GetName())
 		}
 		for _, r := range vh.GetRoutes() {
-			if has(r.GetTypedPerFilterConfig()) {
+			if has(r.GetTypedPerFilterConfig()) && r.GetRoute() != nil {
 				return fmt.Errorf("route %q: per-route ext_authz settings are not supported by the stand-in", r.GetName()+r.GetMatch().GetPath()+r.GetMatch().GetPrefix())
 			}
 		}

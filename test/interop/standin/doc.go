@@ -52,8 +52,9 @@
 //
 // HTTP/2 and HTTP/3 downstream, TLS, the CORS filter (preflights reach
 // ext_authz and the upstream like any request), the access log, routing
-// (every path goes to the one upstream; per-route ext_authz settings are
-// refused), the header order of the wire (headers are sent sorted by name),
+// (every path goes to the one upstream, paths Envoy answers itself with a
+// direct_response included; per-route ext_authz settings are refused on
+// routes that forward), the header order of the wire (headers are sent sorted by name),
 // percent-encoding normalisation, Envoy's own response headers (server,
 // x-envoy-upstream-service-time), retries, timeouts other than the check's,
 // stream and connection limits, health checking of the mcpauthz cluster,

@@ -114,6 +114,16 @@ func TestLoadConfig(t *testing.T) {
 			wantErr: `route "/": per-route ext_authz settings are not supported by the stand-in`,
 		},
 		{
+			name: "disabled on a route that answers itself",
+			yaml: bootstrap(grpcService, "", `              - match: { prefix: /other }
+                direct_response: { status: 404 }
+                typed_per_filter_config:
+                  envoy.filters.http.ext_authz:
+                    "@type": type.googleapis.com/envoy.config.route.v3.FilterConfig
+                    disabled: true`),
+			want: Config{Timeout: 200 * time.Millisecond, StatusOnError: 403},
+		},
+		{
 			name:    "no ext_authz",
 			yaml:    strings.Replace(bootstrap(grpcService, "", ""), "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz\n              transport_api_version: V3\n"+grpcService, "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router", 1),
 			wantErr: "no HTTP connection manager with an ext_authz filter",
