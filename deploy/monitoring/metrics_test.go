@@ -18,6 +18,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/mcpauthz/mcpauthz/extauthz"
+	"github.com/mcpauthz/mcpauthz/extproc"
 	"github.com/mcpauthz/mcpauthz/internal/metrics"
 )
 
@@ -40,6 +41,9 @@ func exportedMetrics(t *testing.T) map[string]string {
 	m.JWKSRefresh("https://idp.example.com", 2, errors.New("fetch failed"))
 	m.PolicyReload("r1", nil)
 	m.PolicyReload("", errors.New("compile failed"))
+	m.SetCredentialSources([]string{"github"})
+	m.UpstreamObserver().ObserveFetch("github", "ok", time.Millisecond)
+	m.ListFilter().Record(t.Context(), extproc.Outcome{Method: "tools/list", Removed: 1, Duration: time.Millisecond})
 	srv := grpc.NewServer()
 	healthpb.RegisterHealthServer(srv, health.NewServer())
 	m.InitGRPC(srv)
@@ -71,6 +75,9 @@ func exportedMetrics(t *testing.T) map[string]string {
 		"mcpauthz_jwks_last_success_timestamp_seconds", "mcpauthz_policy_reloads_total",
 		"mcpauthz_policy_info", "mcpauthz_policy_last_reload_success_timestamp_seconds",
 		"grpc_server_handled_total", "grpc_server_handling_seconds_bucket", "go_goroutines",
+		"mcpauthz_list_filter_total", "mcpauthz_list_filter_duration_seconds_bucket",
+		"mcpauthz_upstream_credential_fetches_total", "mcpauthz_upstream_credential_cache_total",
+		"mcpauthz_upstream_credential_fetch_duration_seconds_bucket",
 	} {
 		if names[want] == "" {
 			t.Errorf("internal/metrics exports no %s (gathered: %v)", want, sortedKeys(names))
