@@ -6,7 +6,8 @@
 //   get_weather {city}   text
 //   delete_file {path}   text
 //   whoami               the HTTP request headers this server received, as JSON
-//                        (an Authorization value shown as its length only)
+//                        (an Authorization value shown as its length and a
+//                        SHA-256 prefix only)
 //   announce {message}   sends a logging notification that belongs to no
 //                        request, so it travels on the session's GET stream
 //
@@ -18,18 +19,22 @@
 // Usage: node upstream.mjs. Prints {"ready":true,"addr":"127.0.0.1:PORT"}
 // first; exits when stdin closes.
 import http from 'node:http';
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { isInitializeRequest } from '@modelcontextprotocol/sdk/types.js';
 import { z } from 'zod';
 
-// shown replaces a credential by its length: what reaches the upstream is
-// printed and returned, a token must not be.
+// shown replaces a credential by its length and a SHA-256 prefix: what
+// reaches the upstream is printed and returned, a token must not be, yet the
+// test must tell which token arrived.
 function shown(headers) {
     const h = { ...headers };
-    if (h.authorization !== undefined) h.authorization = `<${h.authorization.length} bytes>`;
+    if (h.authorization !== undefined) {
+        const sum = createHash('sha256').update(h.authorization).digest('hex').slice(0, 16);
+        h.authorization = `<${Buffer.byteLength(h.authorization)} bytes sha256:${sum}>`;
+    }
     return h;
 }
 
