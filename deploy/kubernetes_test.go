@@ -2,6 +2,7 @@ package deploy
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"io/fs"
@@ -275,15 +276,24 @@ func TestKubernetesBase(t *testing.T) {
 	}
 	// The flags override shutdown.drain_delay and shutdown.timeout.
 	cfg := loadConfig(t, baseDir+"/config.yaml")
-	drain := durationFlag(t, c.Args, "drain-delay", cfg.Shutdown.DrainDelay.D())
-	shutdown := durationFlag(t, c.Args, "shutdown-timeout", cfg.Shutdown.Timeout.D())
-	if drain <= 0 {
-		t.Error("no --drain-delay: Envoys keep sending checks to a pod that is stopping")
+	// Defaults as internal/app.Compile applies them.
+	shutdown := durationFlag(t, c.Args, "shutdown-timeout", cmp.Or(cfg.Shutdown.Timeout.D(), 15*time.Second))
+	drainDefault := min(5*time.Second, shutdown/3)
+	if d := cfg.Shutdown.DrainDelay; d != nil {
+		drainDefault = d.D()
 	}
-	// serve: drain, then in-flight checks (shutdown-timeout), then 5s for HTTP.
-	need := drain + shutdown + 5*time.Second
-	if g := pod.Spec.TerminationGracePeriodSeconds; g == nil || time.Duration(*g)*time.Second <= need {
-		t.Errorf("terminationGracePeriodSeconds must exceed drain-delay + shutdown-timeout + 5s = %v", need)
+	drain := durationFlag(t, c.Args, "drain-delay", drainDefault)
+	if drain <= 0 {
+		t.Error("no drain delay: Envoys keep sending checks to a pod that has stopped accepting them")
+	}
+	// shutdown-timeout bounds the whole shutdown, from SIGTERM to the exit:
+	// the drain, then the checks in flight.
+	if shutdown-drain < 5*time.Second {
+		t.Errorf("shutdown-timeout %v - drain-delay %v leaves the checks in flight less than 5s", shutdown, drain)
+	}
+	need := shutdown + 5*time.Second // and a margin for the kubelet
+	if g := pod.Spec.TerminationGracePeriodSeconds; g == nil || time.Duration(*g)*time.Second < need {
+		t.Errorf("terminationGracePeriodSeconds must be at least shutdown-timeout + 5s = %v", need)
 	}
 
 	// Mounts: --config and policy.paths are the generated ConfigMaps.

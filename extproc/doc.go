@@ -112,7 +112,8 @@
 //	                  item without its string name/uri/uriTemplate
 //	policy_error      the policy failed, panicked or answered for the wrong
 //	                  number of items
-//	timeout           the policy did not answer within PolicyTimeout
+//	timeout           the policy did not answer within PolicyTimeout, or
+//	                  ran out of its own evaluation time
 //	too_large         a JSON body or one event over MaxBufferedBytes
 //	content_encoding  a compressed list response
 //

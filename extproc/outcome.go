@@ -32,7 +32,8 @@ const (
 	// answered with the wrong number of decisions.
 	ReasonPolicyError Reason = "policy_error"
 	// ReasonTimeout: the policy did not answer within
-	// Options.PolicyTimeout.
+	// Options.PolicyTimeout, or failed with an error wrapping
+	// context.DeadlineExceeded (its own evaluation bound).
 	ReasonTimeout Reason = "timeout"
 	// ReasonProtocol: Envoy's messages do not follow the configured
 	// processing mode (the stream is ended with a gRPC error).

@@ -747,7 +747,9 @@ func (f *filter) visible(ctx context.Context, list List) (vis Visibility, reason
 	}()
 	vis, err := f.srv.policy.Visible(ctx, f.lc, list)
 	switch {
-	case err != nil && ctx.Err() != nil:
+	case err != nil && (ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded)):
+		// Out of time: PolicyTimeout, or the policy's own evaluation
+		// bound (policy.eval_timeout), which may be the shorter.
 		f.srv.log.WarnContext(ctx, "list policy timed out", "mcp_method", list.Kind.Method(), slog.Int("items", len(list.Items)))
 		return Visibility{}, ReasonTimeout
 	case err != nil:

@@ -15,6 +15,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
+	"github.com/open-policy-agent/opa/v1/topdown"
 	"github.com/open-policy-agent/opa/v1/topdown/print"
 
 	"github.com/mcpauthz/mcpauthz/internal/problem"
@@ -464,7 +465,10 @@ func (e *Engine) Decide(ctx context.Context, req *Request, tok *Token, msgs []MC
 //
 // Any error (no policy loaded, an evaluation error or timeout, an undefined
 // or malformed decision, input that cannot be converted) means no decision
-// could be made; the caller must fail closed.
+// could be made; the caller must fail closed. An evaluation during which
+// the evaluation timeout or ctx ended fails with an error wrapping
+// ctx.Err() (context.DeadlineExceeded or context.Canceled), whatever OPA
+// returned.
 func (g *Generation) Decide(ctx context.Context, req *Request, tok *Token, msgs []MCP) ([]Decision, error) {
 	if g == nil {
 		return nil, ErrNotReady
@@ -559,10 +563,7 @@ func (g *Generation) eval(ctx context.Context, input ast.Value) (d Decision, err
 	rs, err := safeEval(func() (rego.ResultSet, error) {
 		return g.query.Eval(ctx, rego.EvalParsedInput(input))
 	})
-	if err != nil {
-		if cerr := ctx.Err(); cerr != nil {
-			return Decision{}, fmt.Errorf("evaluate: %w: %w", cerr, err)
-		}
+	if err = cutShort(ctx, err); err != nil {
 		return Decision{}, fmt.Errorf("evaluate: %w", err)
 	}
 	if len(rs) == 0 || len(rs[0].Expressions) == 0 {
@@ -575,6 +576,27 @@ func (g *Generation) eval(ctx context.Context, input ast.Value) (d Decision, err
 	}
 	d.Revision = g.revision
 	return d, nil
+}
+
+// cutShort classifies how an evaluation under ctx ended. One during which
+// ctx ended (the evaluation timeout or the caller's) is a timeout whatever
+// OPA returned, wrapping ctx.Err(): OPA notices the end of ctx from a
+// goroutine of its own, which a loaded machine may run late, and in the
+// meantime builtins fail on the expired context. A failed builtin makes
+// its expression undefined, not the evaluation fail, so the result may be
+// a decision the policy would not have made with the time to finish (an
+// undefined decision, or a deny rule that did not fire). An OPA
+// cancellation without ctx ending is a timeout too.
+func cutShort(ctx context.Context, err error) error {
+	switch cerr := ctx.Err(); {
+	case cerr != nil && err != nil:
+		return fmt.Errorf("%w: %w", cerr, err)
+	case cerr != nil:
+		return fmt.Errorf("%w: the evaluation ran out of time", cerr)
+	case topdown.IsCancel(err):
+		return fmt.Errorf("%w: %w", context.DeadlineExceeded, err)
+	}
+	return err
 }
 
 // safeEval turns a panic during evaluation into an error: a policy or OPA

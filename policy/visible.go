@@ -99,7 +99,8 @@ var ErrInvalidVisibility = errors.New("invalid visibility")
 // prompts/get, resources/read) would be allowed. It evaluates
 // data.mcp.authz.visible when the policy defines it, else the policy's
 // decision for each item. The result is parallel to q.Items. Any error
-// means the list must not be shown.
+// means the list must not be shown; one of an evaluation that ran out of
+// time wraps ctx.Err(), as Decide's does.
 func (g *Generation) Visible(ctx context.Context, q ListQuery) ([]bool, error) {
 	if g == nil {
 		return nil, ErrNotReady
@@ -154,10 +155,7 @@ func (g *Generation) Visible(ctx context.Context, q ListQuery) ([]bool, error) {
 	rs, err := safeEval(func() (rego.ResultSet, error) {
 		return g.visible.Eval(ctx, rego.EvalParsedInput(input))
 	})
-	if err != nil {
-		if cerr := ctx.Err(); cerr != nil {
-			return nil, fmt.Errorf("policy: evaluate visibility: %w: %w", cerr, err)
-		}
+	if err = cutShort(ctx, err); err != nil {
 		return nil, fmt.Errorf("policy: evaluate visibility: %w", err)
 	}
 	if len(rs) == 0 || len(rs[0].Expressions) == 0 {

@@ -65,6 +65,9 @@ func serveOnce(t *testing.T, path string) error {
 		return err
 	}
 	cfg.GRPCAddr, cfg.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0" // as --grpc-addr/--http-addr do
+	if cfg.Shutdown.DrainDelay == nil {
+		cfg.Shutdown.DrainDelay = new(config.Duration(0)) // nothing routes to it: stop at once
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	ready := make(chan [2]string, 1)

@@ -132,6 +132,8 @@ func devSetup(dir, issuerURL, resource string, rotate, offline bool) (*devissuer
 		AuthorizationServers: []string{iss.URL},
 		Issuers:              []config.Issuer{issuer},
 		Log:                  config.Log{Format: "text"},
+		// Nothing routes around a development server: stop at once.
+		Shutdown: config.Shutdown{DrainDelay: new(config.Duration(0))},
 	}
 	return iss, cfg, nil
 }

@@ -25,8 +25,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	dev := fs.Bool("dev", false, "development mode: local issuer, embedded policy, no configuration needed")
 	devDir := fs.String("dev-dir", defaultDevDir(), "where --dev keeps its signing key")
 	shadow := fs.Bool("shadow", false, "shadow mode (overrides the config's shadow): allow everything policy denies, and log and count the would-be denials")
-	drain := fs.Duration("drain-delay", -1, "override shutdown.drain_delay: on SIGTERM, report not-serving and wait this long before draining (e.g. 5s in Kubernetes)")
-	grace := fs.Duration("shutdown-timeout", 0, "override shutdown.timeout: how long in-flight checks may take to finish on shutdown")
+	drain := fs.Duration("drain-delay", -1, "override shutdown.drain_delay: on SIGTERM, report not ready but keep accepting checks this long (default 5s)")
+	grace := fs.Duration("shutdown-timeout", 0, "override shutdown.timeout: the longest the shutdown may take, from the signal to the exit (default 15s)")
 	grpcAddr := fs.String("grpc-addr", "", "override grpc_addr")
 	httpAddr := fs.String("http-addr", "", "override http_addr")
 	addrFile := fs.String("addr-file", "", "once listening, write the bound addresses to this file as JSON (grpc_addr, http_addr, dev_issuer): for scripts and tests that listen on port 0")
@@ -71,7 +71,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		cfg.Shadow = true
 	}
 	if *drain >= 0 {
-		cfg.Shutdown.DrainDelay = config.Duration(*drain)
+		cfg.Shutdown.DrainDelay = new(config.Duration(*drain))
 	}
 	if *grace > 0 {
 		cfg.Shutdown.Timeout = config.Duration(*grace)
@@ -96,13 +96,20 @@ type serveOptions struct {
 	ready chan<- [2]string
 }
 
-// serve compiles cfg and runs it until ctx is done, then shuts down
-// gracefully: from the first moment of the drain gRPC health and /readyz
-// report not serving, while checks keep being decided exactly as before
-// (the runtime's background work runs on its own context, not on ctx);
-// after the optional drain delay the gRPC server stops accepting checks
-// and the ones in flight finish (up to the shutdown timeout); then the HTTP
-// server stops and the runtime closes.
+// serve compiles cfg and runs it until ctx is done (the shutdown signal),
+// then drains within the runtime's ShutdownTimeout of the signal:
+//
+//  1. gRPC health and /readyz report not serving at once, while checks
+//     keep being decided exactly as before: the runtime's background work
+//     (key refreshes, introspection calls, policy reloads) runs on its own
+//     lifetime, which ends at Close, never on ctx;
+//  2. for DrainDelay, new checks are still accepted, so that endpoint
+//     lists and Envoy's health checks move away before the port closes;
+//  3. the gRPC server stops accepting and the checks in flight finish with
+//     their real decision, until shortly before the timeout, when the ones
+//     left are stopped hard;
+//  4. the HTTP server stops (by the timeout at the latest), then the
+//     runtime closes.
 func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, o serveOptions) error {
 	rt, err := compileConfig(cfg, app.Options{Logger: log, Observe: true})
 	if err != nil {
@@ -127,7 +134,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, o serveOpt
 	}
 	rt.Start()
 	gs := rt.GRPCServer()
-	httpSrv := &http.Server{Handler: rt.HTTPHandler(), ReadHeaderTimeout: 5 * time.Second}
+	httpSrv := rt.HTTPServer()
 
 	log.Info("mcpauthz serving", "grpc_addr", grpcLn.Addr().String(), "http_addr", httpLn.Addr().String(),
 		"resource", rt.Resource, "policy_revision", rt.Engine.Revision(), "shadow", rt.Shadow)
@@ -147,30 +154,45 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, o serveOpt
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return ignoreClosed(gs.Serve(grpcLn)) })
-	g.Go(func() error { return ignoreClosed(httpSrv.Serve(httpLn)) })
+	g.Go(func() error { return ignoreClosed(httpSrv.Serve(rt.HTTPListener(httpLn))) })
 	g.Go(func() error {
 		<-gctx.Done()
-		rt.Drain()
-		if drain := rt.DrainDelay; drain > 0 {
-			log.Info("draining", "delay", drain)
-			time.Sleep(drain)
-		}
-		stopped := make(chan struct{})
-		go func() { gs.GracefulStop(); close(stopped) }()
-		select {
-		case <-stopped:
-		case <-time.After(rt.ShutdownTimeout):
-			log.Warn("shutdown timeout: stopping with checks in flight")
-			gs.Stop()
-		}
-		sctx, scancel := context.WithTimeout(context.WithoutCancel(gctx), 5*time.Second)
-		defer scancel()
-		_ = httpSrv.Shutdown(sctx)
+		drain(rt, gs, httpSrv, log)
 		return nil
 	})
 	err = g.Wait()
 	log.Info("mcpauthz stopped")
 	return err
+}
+
+// drain runs steps 1 to 4 of serve.
+func drain(rt *app.Runtime, gs *grpc.Server, httpSrv *http.Server, log *slog.Logger) {
+	deadline := time.Now().Add(rt.ShutdownTimeout)
+	rt.Drain()
+	log.Info("draining: not ready, still deciding checks", "drain_delay", rt.DrainDelay, "shutdown_timeout", rt.ShutdownTimeout)
+	time.Sleep(rt.DrainDelay)
+
+	// What is left of the timeout after the checks in flight: enough to
+	// stop them hard, finish the HTTP requests and close the runtime.
+	reserve := min(time.Second, rt.ShutdownTimeout/10)
+	log.Info("no new checks: waiting for the checks in flight")
+	stopped := make(chan struct{})
+	go func() { gs.GracefulStop(); close(stopped) }()
+	t := time.NewTimer(time.Until(deadline) - reserve)
+	select {
+	case <-stopped:
+	case <-t.C:
+		log.Warn("shutdown timeout: stopping the checks still in flight")
+		gs.Stop()
+		<-stopped
+	}
+	t.Stop()
+
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	if err := httpSrv.Shutdown(ctx); err != nil {
+		httpSrv.Close() // requests still running at the deadline
+	}
 }
 
 func ignoreClosed(err error) error {

@@ -55,6 +55,9 @@ const (
 	DefaultHTTPAddr        = "127.0.0.1:9192"
 	DefaultReloadInterval  = 2 * time.Second
 	DefaultShutdownTimeout = 15 * time.Second
+	// DefaultDrainDelay is long enough for Kubernetes to take a pod out
+	// of its endpoints and for Envoy's health checks to see NOT_SERVING.
+	DefaultDrainDelay = 5 * time.Second
 )
 
 // Options are what Compile needs besides the configuration.
@@ -83,12 +86,18 @@ type Runtime struct {
 	Registry *prometheus.Registry
 
 	// Settings of the process, from the configuration with defaults.
-	GRPCAddr        string
-	HTTPAddr        string
+	GRPCAddr string
+	HTTPAddr string
+	// DrainDelay is how long new checks are still accepted after the
+	// shutdown signal; ShutdownTimeout bounds the whole shutdown, from the
+	// signal to the exit (shutdown.drain_delay and shutdown.timeout).
 	DrainDelay      time.Duration
 	ShutdownTimeout time.Duration
 	Resource        string
 	Shadow          bool
+	// HTTP are the limits of the server of http_addr (HTTPServer); Compile
+	// sets DefaultHTTPLimits.
+	HTTP HTTPLimits
 
 	log       *slog.Logger
 	policySrc policy.Source        // files, when bundle is nil
@@ -120,10 +129,10 @@ func Compile(cfg *config.Config, opts Options) (_ *Runtime, err error) {
 	rt := &Runtime{
 		GRPCAddr:        orDefault(cfg.GRPCAddr, DefaultGRPCAddr),
 		HTTPAddr:        orDefault(cfg.HTTPAddr, DefaultHTTPAddr),
-		DrainDelay:      cfg.Shutdown.DrainDelay.D(),
 		ShutdownTimeout: cfg.Shutdown.Timeout.D(),
 		Resource:        cfg.Resource,
 		Shadow:          cfg.Shadow,
+		HTTP:            DefaultHTTPLimits(),
 		log:             log,
 		health:          health.NewServer(),
 	}
@@ -139,6 +148,11 @@ func Compile(cfg *config.Config, opts Options) (_ *Runtime, err error) {
 	if rt.ShutdownTimeout == 0 {
 		rt.ShutdownTimeout = DefaultShutdownTimeout
 	}
+	if d := cfg.Shutdown.DrainDelay; d != nil {
+		rt.DrainDelay = d.D()
+	} else {
+		rt.DrainDelay = min(DefaultDrainDelay, rt.ShutdownTimeout/3)
+	}
 	rt.setServing(false)
 
 	var errs problem.List
@@ -150,11 +164,15 @@ func Compile(cfg *config.Config, opts Options) (_ *Runtime, err error) {
 	if !slices.Contains([]string{"", "json", "text"}, cfg.Log.Format) {
 		errs.Add("log.format", "%q is not one of json, text", cfg.Log.Format)
 	}
-	if rt.DrainDelay < 0 || rt.DrainDelay > 5*time.Minute {
-		errs.Add("shutdown.drain_delay", "must be between 0s and 5m")
-	}
-	if rt.ShutdownTimeout < 0 {
-		errs.Add("shutdown.timeout", "must be positive")
+	switch {
+	case rt.ShutdownTimeout < 0 || rt.ShutdownTimeout > 10*time.Minute:
+		errs.Add("shutdown.timeout", "must be positive and at most 10m (0 selects the default, %v)", DefaultShutdownTimeout)
+	case rt.DrainDelay < 0:
+		errs.Add("shutdown.drain_delay", "must not be negative")
+	case rt.DrainDelay >= rt.ShutdownTimeout:
+		// The timeout bounds the whole shutdown: a drain that uses all of
+		// it would leave the checks in flight no time to finish.
+		errs.Add("shutdown.drain_delay", "must be shorter than shutdown.timeout (%v), which bounds the whole shutdown", rt.ShutdownTimeout)
 	}
 
 	var recorders []extauthz.Recorder
@@ -389,8 +407,10 @@ func (rt *Runtime) NotReadyReason() string {
 	}
 }
 
-// Drain reports not-serving from now on (gRPC health and /readyz), before
-// a graceful stop; checks keep being decided exactly as before.
+// Drain reports not-serving from now on (gRPC health and /readyz, with
+// the reason "draining"), before a graceful stop; checks keep being
+// decided exactly as before: nothing they need (key refreshes,
+// introspection calls, policy reloads) stops before Close.
 func (rt *Runtime) Drain() {
 	rt.drain.Store(true)
 	rt.health.Shutdown()

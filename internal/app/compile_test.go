@@ -144,9 +144,63 @@ func TestCompileProblems(t *testing.T) {
 				`c.yaml:6: issuers[0].introspection.endpoint: must not contain user information; use the credential options instead`,
 			},
 		},
+		{
+			name: "drain as long as the shutdown",
+			yaml: head + "  - {issuer: https://as.example.com, jwks_uri: https://as.example.com/jwks}\n" +
+				"shutdown: {drain_delay: 10s, timeout: 10s}\n",
+			want: []string{`c.yaml:5: shutdown.drain_delay: must be shorter than shutdown.timeout (10s), which bounds the whole shutdown`},
+		},
+		{
+			name: "negative drain",
+			yaml: head + "  - {issuer: https://as.example.com, jwks_uri: https://as.example.com/jwks}\n" +
+				"shutdown: {drain_delay: -1s}\n",
+			want: []string{`c.yaml:5: shutdown.drain_delay: must not be negative`},
+		},
+		{
+			name: "shutdown timeout",
+			yaml: head + "  - {issuer: https://as.example.com, jwks_uri: https://as.example.com/jwks}\n" +
+				"shutdown: {timeout: 1h}\n",
+			want: []string{`c.yaml:5: shutdown.timeout: must be positive and at most 10m (0 selects the default, 15s)`},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { wantProblems(t, tt.yaml, tt.want) })
+	}
+}
+
+// TestShutdownSettings: the drain delay defaults to 5s, or a third of a
+// shorter shutdown timeout; 0s is kept (no drain).
+func TestShutdownSettings(t *testing.T) {
+	tests := []struct {
+		shutdown     string
+		drain, total time.Duration
+	}{
+		{"", 5 * time.Second, 15 * time.Second},
+		{"{timeout: 3s}", time.Second, 3 * time.Second},
+		{"{timeout: 1m}", 5 * time.Second, time.Minute},
+		{"{drain_delay: 0s}", 0, 15 * time.Second},
+		{"{drain_delay: 20s, timeout: 30s}", 20 * time.Second, 30 * time.Second},
+	}
+	for _, tt := range tests {
+		t.Run(tt.shutdown, func(t *testing.T) {
+			yaml := "resource: https://mcp.example.com/mcp\nauthorization_servers: [https://idp.example.com]\n" +
+				"issuers: [{issuer: https://idp.example.com, jwks_uri: https://idp.example.com/jwks}]\n"
+			if tt.shutdown != "" {
+				yaml += "shutdown: " + tt.shutdown + "\n"
+			}
+			cfg, err := config.Parse("c.yaml", []byte(yaml))
+			if err != nil {
+				t.Fatal(err)
+			}
+			rt, err := Compile(cfg, Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rt.Close()
+			if rt.DrainDelay != tt.drain || rt.ShutdownTimeout != tt.total {
+				t.Errorf("drain %v, timeout %v; want %v, %v", rt.DrainDelay, rt.ShutdownTimeout, tt.drain, tt.total)
+			}
+		})
 	}
 }
 

@@ -24,12 +24,20 @@ import (
 // listEnv is a compiled runtime serving ext_authz and ext_proc on one
 // loopback gRPC port, with a development issuer's key.
 type listEnv struct {
+	rt    *Runtime
 	authz authv3.AuthorizationClient
 	proc  extprocv3.ExternalProcessorClient
 	iss   *devissuer.Issuer
 }
 
 func newListEnv(t *testing.T, policyDir string) *listEnv {
+	t.Helper()
+	return newListEnvYAML(t, policyDir, "")
+}
+
+// newListEnvYAML is newListEnv with more configuration (policy keys go in
+// extraPolicy, e.g. "eval_timeout: 1ms").
+func newListEnvYAML(t *testing.T, policyDir, extraPolicy string) *listEnv {
 	t.Helper()
 	dev := t.TempDir()
 	key, err := devissuer.LoadOrCreateKey(dev, true)
@@ -42,7 +50,10 @@ func newListEnv(t *testing.T, policyDir string) *listEnv {
 	}
 	yaml := "resource: https://mcp.example.com/mcp\nauthorization_servers: [https://idp.example.com]\n" +
 		"issuers: [{issuer: https://idp.example.com, jwks_file: " + jwks + "}]\n"
-	if policyDir != "" {
+	switch {
+	case policyDir != "" && extraPolicy != "":
+		yaml += "policy: {paths: [" + policyDir + "], " + extraPolicy + "}\n"
+	case policyDir != "":
 		yaml += "policy: {paths: [" + policyDir + "]}\n"
 	}
 	cfg, err := config.Parse("c.yaml", []byte(yaml))
@@ -67,7 +78,7 @@ func newListEnv(t *testing.T, policyDir string) *listEnv {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return &listEnv{authz: authv3.NewAuthorizationClient(conn), proc: extprocv3.NewExternalProcessorClient(conn),
+	return &listEnv{rt: rt, authz: authv3.NewAuthorizationClient(conn), proc: extprocv3.NewExternalProcessorClient(conn),
 		iss: &devissuer.Issuer{URL: "https://idp.example.com", Key: key}}
 }
 

@@ -52,14 +52,23 @@ type Config struct {
 	doc  *yaml.Node
 }
 
-// Shutdown tunes the graceful stop on SIGTERM.
+// Shutdown tunes the graceful stop on SIGTERM or SIGINT. From the signal
+// on, /readyz and gRPC health report not serving while every check is
+// still decided as before; the process exits within Timeout of the signal.
 type Shutdown struct {
-	// DrainDelay is how long mcpauthz reports NOT_SERVING before it stops
-	// accepting checks, so load balancers and Envoy move away first
-	// (default 0; 5s is typical in Kubernetes).
-	DrainDelay Duration `yaml:"drain_delay"`
-	// Timeout bounds how long in-flight checks may take to finish (default
-	// 15s).
+	// DrainDelay is how long mcpauthz keeps accepting new checks after the
+	// signal, not ready but deciding as before, so that endpoint lists,
+	// load balancers and Envoy's health checks move away before it stops
+	// accepting. Default 5s, or a third of Timeout when that is shorter;
+	// 0s accepts nothing new after the signal. It must be shorter than
+	// Timeout.
+	DrainDelay *Duration `yaml:"drain_delay"`
+	// Timeout bounds the whole shutdown, from the signal to the exit
+	// (default 15s): the drain delay, then the checks in flight, which are
+	// stopped hard if they have not finished by then. Give the checks in
+	// flight (Timeout - DrainDelay) more than the slowest check can take
+	// (introspection timeout, JWKS fetch_timeout), and set Kubernetes'
+	// terminationGracePeriodSeconds above Timeout.
 	Timeout Duration `yaml:"timeout"`
 }
 
