@@ -50,7 +50,7 @@ type Decision struct {
 	Duration       time.Duration
 	PolicyDuration time.Duration
 
-	messages []mcprpc.Message // the parsed JSON-RPC messages
+	messages   []mcprpc.Message    // the parsed JSON-RPC messages
 	listMeta   *structpb.Struct    // for the list filter (see recordLists)
 	credential *UpstreamCredential // set on the upstream request
 

@@ -61,7 +61,8 @@ type Mcpauthz struct {
 func StartMcpauthz(t testing.TB, bin, dir string, args ...string) *Mcpauthz {
 	t.Helper()
 	addrFile := filepath.Join(dir, "mcpauthz-addr.json")
-	cmd := exec.Command(bin, append([]string{"serve", "--addr-file", addrFile}, args...)...)
+	// No drain: the tests stop mcpauthz when they are done with it.
+	cmd := exec.Command(bin, append([]string{"serve", "--addr-file", addrFile, "--drain-delay=0"}, args...)...)
 	p := start(t, "mcpauthz", cmd, true)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
