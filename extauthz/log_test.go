@@ -12,6 +12,7 @@ import (
 
 	"github.com/mcpauthz/mcpauthz/extauthz"
 	"github.com/mcpauthz/mcpauthz/internal/config"
+	"github.com/mcpauthz/mcpauthz/internal/devissuer"
 	"github.com/mcpauthz/mcpauthz/policy"
 )
 
@@ -140,5 +141,25 @@ scope_prefixes := []
 	d, resp = e.server.Evaluate(context.Background(), checkRequest(req{body: `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"other"}}`, headers: bearer(tok)}))
 	if resp.GetDeniedResponse() == nil || d.Outcome() != "deny" {
 		t.Errorf("non-shadow rule: outcome %s, want deny", d.Outcome())
+	}
+}
+
+// TestDecisionLogAgentIdentity: a delegated token's acting client chain
+// and its depth are in the decision log.
+func TestDecisionLogAgentIdentity(t *testing.T) {
+	e := newEnv(t)
+	tok := e.token(t, "tools:get_weather", func(o *devissuer.MintOptions) {
+		o.ExtraClaims = map[string]any{"act": map[string]any{"sub": "agent-7", "client_id": "planner",
+			"act": map[string]any{"sub": "orchestrator"}}}
+	})
+	lines := captured(t, extauthz.LogRecorder{AllowSampleRate: 1}, nil,
+		req{body: callWeather, headers: merge(bearer(tok), map[string]string{"x-request-id": "r-act"})})
+	if len(lines) != 1 {
+		t.Fatalf("%d log lines, want 1", len(lines))
+	}
+	got := map[string]any{"actor": lines[0]["actor"], "delegation_depth": lines[0]["delegation_depth"], "subject": lines[0]["subject"]}
+	want := map[string]any{"actor": "planner, orchestrator", "delegation_depth": float64(2), "subject": "alice"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("agent identity in the decision log (-want +got):\n%s", diff)
 	}
 }

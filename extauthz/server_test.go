@@ -271,6 +271,12 @@ const (
 func TestCheckLadder(t *testing.T) {
 	e := newEnv(t)
 	weather := e.token(t, "tools:get_weather")
+	// An agent (planner) acting for alice, on behalf of an orchestrator:
+	// the RFC 8693 act chain, current actor first.
+	delegated := e.token(t, "tools:get_weather", func(o *devissuer.MintOptions) {
+		o.ExtraClaims = map[string]any{"azp": "planner", "act": map[string]any{"sub": "agent-7", "client_id": "planner",
+			"act": map[string]any{"sub": "orchestrator", "client_id": "orchestrator-app"}}}
+	})
 	star := e.token(t, "tools:* prompts:* resources:*")
 	expired := e.token(t, "tools:*", func(o *devissuer.MintOptions) { o.Now = time.Now().Add(-3 * time.Hour) })
 	otherAud := e.token(t, "tools:*", func(o *devissuer.MintOptions) { o.Audience = []string{"https://other.example.com/mcp"} })
@@ -388,6 +394,8 @@ func TestCheckLadder(t *testing.T) {
 		{"mcp_path_variant", req{path: "//MCP/", body: callDelete, headers: bearer(weather)}},
 		{"identity_spoofing", req{body: callWeather, headers: merge(bearer(weather), map[string]string{"x-mcp-subject": "admin", "x-mcp-client-id": "evil", "x-mcp-scopes": "tools:*"})}},
 		{"raw_header_map", req{body: callWeather, rawHeaders: [][2]string{{"authorization", "Bearer " + weather}}}},
+		{"delegated_actor_chain", req{body: callWeather, headers: merge(bearer(delegated), map[string]string{"x-mcp-actor": "admin-bot"})}},
+		{"actor_spoofing_without_delegation", req{body: callWeather, headers: merge(bearer(weather), map[string]string{"x-mcp-actor": "admin-bot"})}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

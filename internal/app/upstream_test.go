@@ -27,7 +27,7 @@ import (
 // exactly: grant type, token types, audience, scope, client_secret_basic,
 // and that the subject token is the one the client presented.
 type exchangeEndpoint struct {
-	t        *testing.T
+	t        testing.TB
 	calls    atomic.Int32
 	mu       sync.Mutex
 	subjects []string // subject tokens seen
@@ -88,7 +88,7 @@ type upstreamEnv struct {
 // (token exchange at a token endpoint run here) and db (a static secret in
 // x-db-token), and the example policy data that gives create_issue the
 // first and query_db the second.
-func newUpstreamEnv(t *testing.T) *upstreamEnv {
+func newUpstreamEnv(t testing.TB) *upstreamEnv {
 	t.Helper()
 	dir := t.TempDir()
 	key, err := devissuer.LoadOrCreateKey(dir, true)
@@ -143,7 +143,7 @@ func newUpstreamEnv(t *testing.T) *upstreamEnv {
 		iss: &devissuer.Issuer{URL: "https://idp.example.com", Key: key}}
 }
 
-func (e *upstreamEnv) token(t *testing.T, scopes ...string) string {
+func (e *upstreamEnv) token(t testing.TB, scopes ...string) string {
 	t.Helper()
 	tok, err := e.iss.Mint(devissuer.MintOptions{Subject: "alice", ClientID: "agent-1", Audience: []string{"https://mcp.example.com/mcp"},
 		Scopes: scopes, TTL: time.Hour, Now: time.Now()})
@@ -155,18 +155,24 @@ func (e *upstreamEnv) token(t *testing.T, scopes ...string) string {
 
 func (e *upstreamEnv) call(t *testing.T, tok, tool string, extra map[string]string) *authv3.CheckResponse {
 	t.Helper()
+	resp, err := e.authz.Check(t.Context(), toolCallRequest(tok, tool, extra))
+	if err != nil {
+		t.Fatalf("Check: %v (a gRPC error would leave the decision to Envoy's failure_mode_allow)", err)
+	}
+	return resp
+}
+
+// toolCallRequest is Envoy's CheckRequest for a tools/call of tool with
+// token tok and extra headers.
+func toolCallRequest(tok, tool string, extra map[string]string) *authv3.CheckRequest {
 	h := map[string]string{"authorization": "Bearer " + tok, "content-type": "application/json"}
 	for k, v := range extra {
 		h[k] = v
 	}
 	body := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"` + tool + `","arguments":{}}}`
-	resp, err := e.authz.Check(t.Context(), &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
+	return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
 		Http: &authv3.AttributeContext_HttpRequest{Method: "POST", Path: "/mcp", Host: "mcp.example.com", RawBody: []byte(body), Headers: h},
-	}}})
-	if err != nil {
-		t.Fatalf("Check: %v (a gRPC error would leave the decision to Envoy's failure_mode_allow)", err)
-	}
-	return resp
+	}}}
 }
 
 // upstreamHeaders returns the headers an allow sets on the upstream request,
@@ -334,4 +340,29 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// BenchmarkUpstreamCredential compares an allowed tools/call whose policy
+// decision names a token-exchange source (warm cache) with one that names
+// none, on the same runtime and token: the difference is what a credential
+// costs on the hot path (the issue's budget: ≤ 10 µs).
+func BenchmarkUpstreamCredential(b *testing.B) {
+	e := newUpstreamEnv(b)
+	tok := e.token(b, "tools:create_issue", "tools:get_weather")
+	for _, c := range []struct{ name, tool, header string }{
+		{"no_credential", "get_weather", ""},
+		{"token_exchange_warm", "create_issue", "authorization"},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			req := toolCallRequest(tok, c.tool, nil)
+			d, resp := e.rt.Server.Evaluate(b.Context(), req)
+			if d.Status != 200 || (c.header != "") != (d.UpstreamCredential != "") {
+				b.Fatalf("Evaluate: %d %s, credential %q: %v", d.Status, d.Reason, d.UpstreamCredential, resp)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				e.rt.Server.Evaluate(b.Context(), req)
+			}
+		})
+	}
 }

@@ -55,8 +55,8 @@
 //   - sse-timeouts: route timeout set (0s for streams), stream idle timeout
 //     set, and unbounded streams capped by max_stream_duration so that they
 //     re-authenticate;
-//   - identity-headers: x-mcp-subject, x-mcp-client-id, x-mcp-scopes and
-//     x-mcp-issuer removed before ext_authz, and not by
+//   - identity-headers: x-mcp-subject, x-mcp-client-id, x-mcp-scopes,
+//     x-mcp-issuer and x-mcp-actor removed before ext_authz, and not by
 //     request_headers_to_remove (which runs after it);
 //   - underscores: headers_with_underscores_action rejects or drops;
 //   - cors: a CorsPolicy that allows the MCP headers and methods and exposes

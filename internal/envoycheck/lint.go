@@ -40,7 +40,7 @@ const (
 
 // identityHeaders are the headers mcpauthz sets on the upstream request on
 // allow (its defaults); a client must never be able to send them.
-var identityHeaders = []string{"x-mcp-subject", "x-mcp-client-id", "x-mcp-scopes", "x-mcp-issuer"}
+var identityHeaders = []string{"x-mcp-subject", "x-mcp-client-id", "x-mcp-scopes", "x-mcp-issuer", "x-mcp-actor"}
 
 type filterKind int
 

@@ -17,7 +17,7 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// The proposed configuration shape of docs/upstream-credentials.md
+// The configuration shape of docs/upstream-credentials.md
 // (upstream_credentials: {NAME: source}). The configuration package owns
 // the real one; this mirror keeps the guide's examples honest: every YAML
 // block of the guide must decode strictly into it and build a source.
@@ -74,7 +74,7 @@ func duration(t *testing.T, s string) time.Duration {
 	return d
 }
 
-// build maps one source of the proposed shape onto its constructor.
+// build maps one source of the guide's shape onto its constructor.
 func (d docSource) build(t *testing.T, name string, opts Options) (interface{ Close() error }, error) {
 	switch d.Type {
 	case "token_exchange":
@@ -99,7 +99,7 @@ func (d docSource) build(t *testing.T, name string, opts Options) (interface{ Cl
 }
 
 // TestGuideExamples decodes every YAML block of the guide strictly into the
-// proposed shape and builds each source, with the files it names replaced
+// guide's shape and builds each source, with the files it names replaced
 // by generated ones and a network that refuses every connection.
 func TestGuideExamples(t *testing.T) {
 	raw, err := os.ReadFile("../../docs/upstream-credentials.md")

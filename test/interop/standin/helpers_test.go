@@ -153,7 +153,7 @@ var shipped = Config{
 	PackAsBytes:             true,
 	EncodeRawHeaders:        true,
 	ValidateMutations:       true,
-	RemoveHeaders:           []string{"x-mcp-subject", "x-mcp-client-id", "x-mcp-scopes", "x-mcp-issuer"},
+	RemoveHeaders:           []string{"x-mcp-subject", "x-mcp-client-id", "x-mcp-scopes", "x-mcp-issuer", "x-mcp-actor"},
 	RejectUnderscoreHeaders: true,
 	NormalizePath:           true,
 	MergeSlashes:            true,
