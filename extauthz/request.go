@@ -87,22 +87,91 @@ func (r *httpRequest) queryValues() (url.Values, bool) {
 	return v, err == nil
 }
 
-// hasQueryToken reports whether the query carries an access token in any
-// spelling a framework might accept.
-func (r *httpRequest) hasQueryToken() bool {
-	if r.query == "" {
+// hasURLToken reports whether the URL carries a parameter that some
+// server or framework reads as access_token, in the query or as a path
+// parameter (see isTokenParam for the spellings).
+//
+// The query is split on "&" and on ";": Envoy, Go and the WHATWG URL
+// parser split on "&" only, but HTML 4 recommended ";" as well and
+// servers that follow it (Python's parse_qs before 3.9.2, Rack 2) read
+// "?a=1;access_token=t" as two parameters. Path parameters
+// ("/mcp;access_token=t", the form of ";jsessionid=") are read by
+// servlet containers and Spring's matrix variables; no bearer token
+// reader takes a token from there, but it leaks into logs and Referer
+// headers exactly as a query token does, and no MCP client sends one.
+// The path is checked as sent and percent-decoded ("%3B" for ";").
+// Whatever the spelling, such a request is refused: an over-refusal costs
+// a legitimate client nothing, a miss lets a token reach the server's
+// logs, or a server that honours it.
+func (r *httpRequest) hasURLToken() bool {
+	if hasTokenParam(r.query, "&;") {
+		return true
+	}
+	if strings.IndexByte(r.path, ';') < 0 && !strings.Contains(r.path, "%") {
 		return false
 	}
-	for _, part := range strings.Split(r.query, "&") {
-		name, _, _ := strings.Cut(part, "=")
-		if n, err := url.QueryUnescape(name); err == nil {
-			name = n
+	paths := []string{r.path}
+	if dec, err := url.PathUnescape(r.path); err == nil && dec != r.path {
+		paths = append(paths, dec)
+	}
+	for _, p := range paths {
+		for _, seg := range strings.Split(p, "/") {
+			if _, params, ok := strings.Cut(seg, ";"); ok && hasTokenParam(params, ";") {
+				return true
+			}
 		}
-		if strings.EqualFold(name, "access_token") {
+	}
+	return false
+}
+
+// hasTokenParam reports whether one of the parameters of s, separated by
+// any byte of seps, is named access_token (see isTokenParam).
+func hasTokenParam(s, seps string) bool {
+	for s != "" {
+		part := s
+		if i := strings.IndexAny(s, seps); i >= 0 {
+			part, s = s[:i], s[i+1:]
+		} else {
+			s = ""
+		}
+		if isTokenParam(part) {
 			return true
 		}
 	}
 	return false
+}
+
+// accessTokenParam is the RFC 6750 §2.3 URI query parameter.
+const accessTokenParam = "access_token"
+
+// isTokenParam reports whether the parameter name=value (or a bare name)
+// is named access_token in a spelling some server accepts: its name
+// percent-decoded ("access%5Ftoken", "+" as a space), in any letter case,
+// Unicode simple folding included (ASP.NET Core's query collection
+// ignores case; .NET upper-cases "ſ" to "S"), with surrounding spaces
+// (PHP drops leading ones), dots and spaces as underscores and an array
+// suffix removed (PHP reads "access.token" and "access token" as
+// access_token, PHP and Rack read "access_token[]" as an array named
+// access_token), and an "=" that was encoded ("access_token%3Dt").
+func isTokenParam(part string) bool {
+	name, _, _ := strings.Cut(part, "=")
+	if len(name) < len(accessTokenParam) {
+		return false // no spelling is shorter: escapes only lengthen it
+	}
+	if n, err := url.QueryUnescape(name); err == nil {
+		name, _, _ = strings.Cut(n, "=")
+	}
+	name = strings.Trim(name, " ")
+	if i := strings.IndexByte(name, '['); i > 0 && strings.IndexByte(name[i:], ']') > 0 {
+		name = name[:i]
+	}
+	name = strings.Map(func(c rune) rune {
+		if c == '.' || c == ' ' || c == '[' {
+			return '_'
+		}
+		return c
+	}, name)
+	return strings.EqualFold(name, accessTokenParam)
 }
 
 // canonicalPath maps a request path to the form used to recognise MCP

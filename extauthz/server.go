@@ -238,8 +238,8 @@ func (s *Server) decide(ctx context.Context, st *state, r *httpRequest, d *Decis
 		return
 	}
 	// 4. Credentials: exactly one bearer token, in the header only.
-	if r.hasQueryToken() {
-		d.badCredentials("token_in_query", "access tokens must not be sent in the query string")
+	if r.hasURLToken() {
+		d.badCredentials("token_in_query", "access tokens must not be sent in the URL (query or path parameters)")
 		return
 	}
 	if r.authorizations > 1 {

@@ -336,6 +336,8 @@ func TestCheckLadder(t *testing.T) {
 		{"no_token_get", req{method: "GET"}},
 		{"token_in_query", req{path: "/mcp?access_token=abc", body: callWeather}},
 		{"token_in_query_and_header", req{path: "/mcp?Access_Token=abc", body: callWeather, headers: bearer(weather)}},
+		{"token_in_query_semicolon", req{path: "/mcp?session=1;access_token=abc", body: callWeather, headers: bearer(weather)}},
+		{"token_in_path_parameter", req{path: "/mcp;access_token=abc", body: callWeather, headers: bearer(weather)}},
 		{"two_authorization_joined", req{body: callWeather, headers: map[string]string{"authorization": "Bearer " + weather + ",Bearer " + star}}},
 		{"two_authorization_raw", req{body: callWeather, rawHeaders: [][2]string{{"authorization", "Bearer " + weather}, {"authorization", "Bearer " + star}}}},
 		{"basic_scheme", req{body: callWeather, headers: map[string]string{"authorization": "Basic YWxpY2U6cHc="}}},

@@ -697,12 +697,14 @@ func issuerOptions(in []config.Issuer) []jwtauth.Issuer {
 			ScopeClaims:    c.ScopeClaims,
 			ClaimScopes:    c.ClaimScopes,
 			RequiredClaims: c.RequiredClaims,
+			RequireSubject: c.RequireSubject,
 			MaxTokenSize:   c.MaxTokenSize,
 			MaxLifetime:    c.MaxLifetime.D(),
 			JWKS: jwtauth.JWKS{
 				MinRefresh:         c.JWKS.MinRefresh.D(),
 				MaxRefresh:         c.JWKS.MaxRefresh.D(),
 				UnknownKIDInterval: c.JWKS.UnknownKIDInterval.D(),
+				UnknownKIDWait:     c.JWKS.UnknownKIDWait.D(),
 				FetchTimeout:       c.JWKS.FetchTimeout.D(),
 			},
 		}

@@ -104,6 +104,11 @@ type Issuer struct {
 	ClaimScopes map[string]string `yaml:"claim_scopes"`
 	// RequiredClaims must be present (default [exp]; exp is always required).
 	RequiredClaims []string `yaml:"required_claims"`
+	// RequireSubject rejects tokens (JWTs and introspection answers)
+	// without a non-empty sub (default true). Set it to false only for an
+	// issuer whose tokens have no sub: identity headers and subject
+	// revocation then have nothing to key on for them.
+	RequireSubject *bool `yaml:"require_subject"`
 	// MaxTokenSize caps the bearer token in bytes before any parsing
 	// (default 16384).
 	MaxTokenSize int `yaml:"max_token_size"`
@@ -125,6 +130,9 @@ type JWKS struct {
 	// UnknownKIDInterval rate-limits refetches caused by an unknown kid
 	// (default 10s).
 	UnknownKIDInterval Duration `yaml:"unknown_kid_interval"`
+	// UnknownKIDWait bounds how long a check waits for that refetch
+	// (default 100ms, at most 10s); the fetch goes on in the background.
+	UnknownKIDWait Duration `yaml:"unknown_kid_wait"`
 	// FetchTimeout bounds one fetch (default 5s).
 	FetchTimeout Duration `yaml:"fetch_timeout"`
 }

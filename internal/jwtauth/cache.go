@@ -2,6 +2,7 @@ package jwtauth
 
 import (
 	"crypto/sha256"
+	"errors"
 	"math"
 	"sync"
 	"sync/atomic"
@@ -51,6 +52,36 @@ func (e *cacheEntry) identity(now time.Time) (*Identity, error) {
 	}
 	id := *e.id
 	return &id, nil
+}
+
+// rejectedTTL is how long a rejected JWT is remembered.
+const rejectedTTL = 30 * time.Second
+
+// rejection is a JWT that was rejected after its signature was checked
+// (a bad signature, or an authentic token failing a claim check), kept so
+// that the same token sent again costs a hash and a lookup instead of a
+// signature verification. Only the hash of the token is kept, in a cache
+// of its own: invalid tokens never evict verified ones.
+type rejection struct {
+	err error
+	is  *issuer
+	// ks is the key set the token was checked against; nil for HMAC. The
+	// rejection stands only while the issuer still has that set: a new
+	// set may hold the key (a reused kid) that verifies it.
+	ks *keySet
+}
+
+func (r *rejection) valid() bool { return r.ks == nil || r.is.keys.Load() == r.ks }
+
+// reject remembers err for the token whose hash is key for rejectedTTL,
+// unless time alone could turn it into an acceptance (nbf, iat in the
+// future, or max_lifetime measured from now).
+func (v *Verifier) reject(key tokenKey, is *issuer, ks *keySet, err error) {
+	if v.rejected == nil || errors.Is(err, ErrNotYetValid) || errors.Is(err, ErrIssuedInFuture) || errors.Is(err, ErrLifetime) {
+		return
+	}
+	now := v.now().UnixNano()
+	v.rejected.add(key, &rejection{err: err, is: is, ks: ks}, now+int64(rejectedTTL), now, nil)
 }
 
 // clockCache is a fixed-capacity map from token hashes to values that

@@ -11,10 +11,12 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/lestrrat-go/jwx/v2/jwk"
+	"github.com/lestrrat-go/jwx/v2/jws"
 )
 
 func testKey(i int) tokenKey {
@@ -280,6 +282,9 @@ func TestCacheOnlyValidTokens(t *testing.T) {
 	if n := v.cache.len(); n != 1 {
 		t.Fatalf("cache len = %d after 100k invalid tokens, want 1", n)
 	}
+	if n := v.rejected.len(); n == 0 || n > 16 {
+		t.Fatalf("rejected len = %d, want 1..16 (bounded by the cache size)", n)
+	}
 	dropKeys(t, v)
 	checkErr(t, "Verify(good, warm after the flood)", verifyTok(v, good), nil)
 }
@@ -434,6 +439,133 @@ func TestCacheConcurrent(t *testing.T) {
 	if n := v.cache.len(); n > 8 {
 		t.Fatalf("cache len = %d, capacity 8", n)
 	}
+}
+
+// countingVerifier counts the signature verifications of one algorithm.
+type countingVerifier struct {
+	jws.Verifier
+	n atomic.Int64
+}
+
+func (c *countingVerifier) Verify(payload, sig []byte, key any) error {
+	c.n.Add(1)
+	return c.Verifier.Verify(payload, sig, key)
+}
+
+// countRS256 makes the first issuer of v count its RS256 verifications;
+// call it before v is used concurrently.
+func countRS256(v *Verifier) *countingVerifier {
+	is := v.issuers[0]
+	c := &countingVerifier{Verifier: is.verifiers["RS256"]}
+	is.verifiers["RS256"] = c
+	return c
+}
+
+// TestRecentRejections: a token rejected after its signature was checked
+// is answered from the negative cache when it comes again (no second RSA
+// verification), unless time could change the answer; tokens rejected
+// before the signature check never enter it.
+func TestRecentRejections(t *testing.T) {
+	now := testNow.Unix()
+	forged := func(t testing.TB) string {
+		sig := make([]byte, 256)
+		rand.Read(sig)
+		return withSig(validToken(t), sig)
+	}
+	tests := []struct {
+		name   string
+		token  func(t testing.TB) string
+		want   error
+		cached bool // the second Verify skips the signature
+		checks int64
+	}{
+		{"forged-signature/known-kid", forged, ErrBadSignature, true, 1},
+		{"forged-signature/tampered-payload", func(t testing.TB) string {
+			return withSig(validToken(t, "scope", "tools:*"), sigOf(t, validToken(t)))
+		}, ErrBadSignature, true, 1},
+		{"authentic/expired", func(t testing.TB) string {
+			return validToken(t, "exp", now-3600, "iat", now-7200, "nbf", now-7200)
+		}, ErrExpired, true, 1},
+		{"authentic/wrong-audience", func(t testing.TB) string { return validToken(t, "aud", "https://other.example/mcp") }, ErrAudience, true, 1},
+		{"authentic/no-subject", func(t testing.TB) string { return validToken(t, "sub", del) }, ErrMissingSubject, true, 1},
+		{"authentic/claim-of-wrong-type", func(t testing.TB) string { return validToken(t, "client_id", 5) }, ErrMalformed, true, 1},
+		// Time alone turns these into acceptances: never remembered.
+		{"time-heals/not-yet-valid", func(t testing.TB) string { return validToken(t, "nbf", now+3600) }, ErrNotYetValid, false, 2},
+		{"time-heals/issued-in-future", func(t testing.TB) string { return validToken(t, "iat", now+3600) }, ErrIssuedInFuture, false, 2},
+		// Rejected before any signature check: cheap, never remembered.
+		{"before-signature/malformed", func(testing.TB) string { return "eyJhbGciOiJSUzI1NiJ9.e30" }, ErrMalformed, false, 0},
+		{"before-signature/no-issuer", func(testing.TB) string { return "eyJhbGciOiJSUzI1NiJ9.e30.AAAA" }, ErrMissingClaim, false, 0},
+		{"before-signature/unknown-kid", func(t testing.TB) string {
+			return mint(t, `{"alg":"RS256","kid":"nope","typ":"at+jwt"}`, claimsJSON(), "RS256", keys(t).rsa)
+		}, ErrUnknownKey, false, 0},
+		{"before-signature/alg-none", func(t testing.TB) string {
+			return enc.EncodeToString([]byte(`{"alg":"none","kid":"k1","typ":"at+jwt"}`)) + "." + enc.EncodeToString([]byte(claimsJSON())) + ".AA"
+		}, ErrAlgorithm, false, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			v := cacheVerifier(t, newFakeClock(testNow), 0)
+			c := countRS256(v)
+			tok := tt.token(t)
+			first := verifyTok(v, tok)
+			checkErr(t, "Verify", first, tt.want)
+			second := verifyTok(v, tok)
+			checkErr(t, "Verify(again)", second, tt.want)
+			if got := c.n.Load(); got != tt.checks {
+				t.Fatalf("%d signature verifications, want %d", got, tt.checks)
+			}
+			if tt.cached != (v.rejected.len() == 1) {
+				t.Fatalf("rejected len = %d, want cached = %v", v.rejected.len(), tt.cached)
+			}
+			if tt.cached && second != first {
+				t.Fatalf("Verify(again) = %v, want the remembered %v", second, first)
+			}
+		})
+	}
+
+	t.Run("forgotten-after-ttl", func(t *testing.T) {
+		clock := newFakeClock(testNow)
+		v := cacheVerifier(t, clock, 0)
+		c := countRS256(v)
+		tok := forged(t)
+		checkErr(t, "Verify", verifyTok(v, tok), ErrBadSignature)
+		clock.Advance(rejectedTTL - time.Second)
+		checkErr(t, "Verify(within the TTL)", verifyTok(v, tok), ErrBadSignature)
+		clock.Advance(time.Second)
+		checkErr(t, "Verify(after the TTL)", verifyTok(v, tok), ErrBadSignature)
+		if got := c.n.Load(); got != 2 {
+			t.Fatalf("%d signature verifications, want 2", got)
+		}
+	})
+	t.Run("forgotten-when-the-key-set-changes", func(t *testing.T) {
+		// A new set may map the kid to another key (a reused kid) that
+		// verifies the token: the rejection is for the set it was checked
+		// against only.
+		v := cacheVerifier(t, newFakeClock(testNow), 0)
+		c := countRS256(v)
+		k := keys(t)
+		forgedByNextKey := mint(t, hdrRS256, claimsJSON(), "RS256", k.rsa2)
+		checkErr(t, "Verify(k1 is the old key)", verifyTok(v, forgedByNextKey), ErrBadSignature)
+		ks, _, err := buildKeySet(mustParseSet(t, jwksJSON(jwkOf(k.rsa2, "k1", "RS256"))), v.issuers[0].algs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v.issuers[0].keys.Store(ks)
+		checkErr(t, "Verify(k1 is now that key)", verifyTok(v, forgedByNextKey), nil)
+		if got := c.n.Load(); got != 2 {
+			t.Fatalf("%d signature verifications, want 2", got)
+		}
+	})
+	t.Run("disabled-with-the-cache", func(t *testing.T) {
+		v := cacheVerifier(t, newFakeClock(testNow), -1)
+		c := countRS256(v)
+		tok := forged(t)
+		checkErr(t, "Verify", verifyTok(v, tok), ErrBadSignature)
+		checkErr(t, "Verify(again)", verifyTok(v, tok), ErrBadSignature)
+		if got := c.n.Load(); got != 2 || v.rejected != nil {
+			t.Fatalf("%d signature verifications (want 2), rejected cache %v (want none)", got, v.rejected)
+		}
+	})
 }
 
 // BenchmarkVerifyCache compares a cold verification (cache disabled) with

@@ -54,6 +54,12 @@ func TestNewVerifierRejectsBadConfig(t *testing.T) {
 		{"missing-jwks-file", with(func(c *Issuer) { c.JWKSFile = "/nonexistent/jwks.json" }), testAud, `issuers[0].jwks_file: cannot read "/nonexistent/jwks.json"`},
 		{"jwks-file-without-usable-keys", with(func(c *Issuer) { c.JWKSFile = octOnly }), testAud, "issuers[0].jwks_file: " + octOnly + ": key set has no usable keys"},
 		{"duplicate-issuer", []Issuer{ok, ok}, testAud, "issuers[1].issuer: duplicate of issuers[0]"},
+		{"unknown-kid-wait-negative", with(func(c *Issuer) { c.JWKS.UnknownKIDWait = -time.Millisecond }), testAud, "issuers[0].jwks.unknown_kid_wait: must not be negative"},
+		{"unknown-kid-wait-too-long", with(func(c *Issuer) { c.JWKS.UnknownKIDWait = time.Minute }), testAud, "issuers[0].jwks.unknown_kid_wait: must be at most 10s"},
+		{"subject-opt-out-contradicts-required-claims", with(func(c *Issuer) {
+			c.RequireSubject = new(false)
+			c.RequiredClaims = []string{"jti", "sub"}
+		}), testAud, "issuers[0].require_subject: is false, but required_claims lists sub"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -90,7 +96,7 @@ func TestIssuerDefaults(t *testing.T) {
 	if is.tenantClaim != "tid" || is.leeway != 60*time.Second || is.maxTokenSize != 16384 ||
 		is.minRefresh != 5*time.Minute || is.maxRefresh != time.Hour || is.unknownKIDInterval != 10*time.Second ||
 		is.fetchTimeout != 5*time.Second || is.requireATJWT || len(is.audiences) != 1 || is.audiences[0] != testAud ||
-		len(is.scopeClaims) != 2 {
+		len(is.scopeClaims) != 2 || is.unknownKIDWait != 100*time.Millisecond || !is.requireSubject {
 		t.Fatalf("defaults not applied: %+v", is)
 	}
 	for _, a := range defaultAlgorithms {
@@ -105,6 +111,15 @@ func TestIssuerDefaults(t *testing.T) {
 	}
 	if !v.Ready() {
 		t.Fatal("Ready() = false with a static key set")
+	}
+	for _, tt := range []struct {
+		set  *bool
+		want bool
+	}{{nil, true}, {new(true), true}, {new(false), false}} {
+		v := newTestVerifier(t, []Issuer{{Issuer: testIss, JWKSFile: jwks, RequireSubject: tt.set}}, Options{})
+		if got := v.issuers[0].requireSubject; got != tt.want {
+			t.Errorf("RequireSubject %v: requireSubject = %v, want %v", tt.set, got, tt.want)
+		}
 	}
 }
 

@@ -14,8 +14,9 @@
 //
 // Verifier.Verify wraps ErrInvalidToken and one precise sentinel for every
 // rejection (see Reason), except the errors that mean the verifier cannot
-// decide (503): ErrKeysUnavailable (no key set yet) and the introspection
-// failures ErrUnavailable and ErrRateLimited, which wrap
+// decide (503): ErrKeysUnavailable (no key set yet, or an unknown kid that
+// a current key set could not confirm absent; see Keys) and the
+// introspection failures ErrUnavailable and ErrRateLimited, which wrap
 // ErrKeysUnavailable so that errors.Is(err, ErrKeysUnavailable) holds for
 // every cannot-decide error. Reason maps every error to a label of a
 // closed set (Reasons). Error messages never contain token material or
@@ -76,6 +77,18 @@
 // and public key in the new set), the entries verified with it are purged; a per-issuer generation counter keeps a verification that loaded
 // the old set from re-inserting its result after the purge. Revocation is
 // the policy's job and runs on every request after Verify, cached or not.
+//
+// A second cache of the same size remembers, for 30 seconds, the JWTs
+// rejected after their signature was checked (a bad signature, or an
+// authentic token failing a claim check), so that a token sent again
+// costs a hash and a lookup instead of a signature verification. It is
+// consulted only after the verified-token cache, holds hashes and errors
+// only, and cannot evict verified entries. Rejections that time can undo
+// (nbf or iat in the future, max_lifetime measured from now) are not
+// kept, and an entry is ignored once the issuer's key set is replaced
+// (the new set may hold the key). Tokens refused before the signature
+// check (malformed, unknown issuer or kid, algorithm) never enter it:
+// that check is cheaper than the cache.
 // Identities returned share their slices with the cache and must not be
 // modified.
 //
@@ -88,8 +101,21 @@
 // github.com/go-json-experiment/json: duplicate member names, invalid UTF-8,
 // trailing data and more than 32 levels of nesting are rejected, so the
 // claims handed to the policy (Identity.Claims, the exact verified bytes)
-// cannot be read differently by another JSON parser. Only the header and
-// iss are read before the signature is verified.
+// cannot be read differently by another JSON parser. The header is
+// decoded and checked first (it decides most rejections); only the header
+// and iss are read before the signature is verified. The signature is
+// checked by jwx's verifier of the header's algorithm (jws.NewVerifier)
+// over the signing input as sent, with the single key selected below:
+// jws.Verify would parse the token once more, which costs as much as an
+// RS256 verification itself.
+//
+// # Subject
+//
+// sub must be a non-empty string (ErrMissingSubject), in JWTs and
+// introspection answers alike, unless the issuer sets RequireSubject to
+// false: identity headers, subject revocation and session binding key on
+// it, and would silently do nothing without it. A sub of another type is
+// ErrMalformed (ErrIntrospectionResponse) whatever the setting.
 //
 // # Header decisions
 //
@@ -121,11 +147,18 @@
 // with an atomic.Pointer; a request never waits for a scheduled refresh.
 // An unknown kid (or a missing set) triggers one refetch, single-flight
 // and at most once per unknown_kid_interval per issuer (on Options.Clock);
-// the request waits for it at most one second, within its context. A
+// the request waits for it at most unknown_kid_wait (default 100ms, well
+// inside Envoy's default ext_authz timeout of 200ms), within its context,
+// while the fetch goes on in the background within fetch_timeout. A
 // request that joined a fetch already under way tries once more after it,
-// within the same rate limit; a rate-limited request fails at once with
-// ErrUnknownKey. An empty, unparsable or oversized (1 MiB)
-// fetched set never replaces a usable one.
+// within the same rate limit and the same wait; a rate-limited request
+// does not wait. If the kid is still unknown, the answer is ErrUnknownKey
+// when the key set is known to be current (the last fetch that ended
+// succeeded, and ended before the wait did), and ErrKeysUnavailable
+// otherwise: with the endpoint hanging or failing, the key may exist, and
+// a 401 would make an MCP client discard a token a 503 lets it retry.
+// An empty, unparsable or oversized (1 MiB) fetched set never replaces a
+// usable one (and counts as a failed fetch).
 //
 // Until an issuer has loaded a usable set, a background loop retries with
 // exponential backoff (250ms up to 30s or min_refresh). Key sets are not

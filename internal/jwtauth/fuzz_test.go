@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -18,7 +19,8 @@ import (
 // with every token of TestVerifyTable (the attack rows and the IdP shapes).
 // Invariant: an accepted token has no crit header, an alg allowed for its
 // issuer, the typ its issuer requires, a configured iss, an accepted aud,
-// and an unexpired exp.
+// an unexpired exp, and a sub that is the identity's subject (non-empty
+// unless its issuer opts out).
 func FuzzVerify(f *testing.F) {
 	v := tableVerifier(f)
 	for _, tc := range append(tokenRows(), idpRows()...) {
@@ -83,41 +85,88 @@ func FuzzVerify(f *testing.F) {
 		if _, ok := claims["cnf"]; ok {
 			t.Fatal("accepted a sender-constrained token")
 		}
+		sub, isString := claims["sub"].(string)
+		if _, present := claims["sub"]; present && !isString {
+			t.Fatalf("accepted a sub that is not a string: %v", claims["sub"])
+		}
+		if sub != id.Subject {
+			t.Fatalf("Identity.Subject %q differs from the claim %q", id.Subject, sub)
+		}
+		if is.requireSubject && id.Subject == "" {
+			t.Fatalf("accepted a token without sub for issuer %s, which requires one", is.name)
+		}
 	})
 }
 
-// BenchmarkVerify measures full verifications (the cache is disabled; see
-// BenchmarkVerifyCache for hits).
+// BenchmarkVerify measures each class of token a Verifier sees, one
+// token per iteration:
+//
+//   - cached_valid: a token verified before (the verified-token cache);
+//   - new_valid/ALG: a full verification (cache disabled);
+//   - malformed: structurally invalid tokens, refused before any crypto;
+//   - forged_known_kid: a real header and payload with a wrong signature
+//     (the costly kind: a signature verification each), and _repeated:
+//     the same forged token again (the negative cache);
+//   - unknown_kid: a kid the remote set lacks, the refetch rate-limited.
+//
+// make bench runs it with -count 6; compare with benchstat.
 func BenchmarkVerify(b *testing.B) {
 	k := keys(b)
+	ctx := context.Background()
 	jwks := writeFile(b, "jwks.json", mainJWKS(b))
-	v := newTestVerifier(b, []Issuer{{Issuer: testIss, JWKSFile: jwks, TokenType: "at+jwt"}}, Options{TokenCacheSize: -1})
-	for _, bc := range []struct {
-		name, hdr, alg string
-		key            any
-	}{
-		{"RS256", hdrRS256, "RS256", k.rsa},
-		{"ES256", `{"alg":"ES256","kid":"e1","typ":"at+jwt"}`, "ES256", k.ec},
-		{"EdDSA", `{"alg":"EdDSA","kid":"ed1","typ":"at+jwt"}`, "EdDSA", k.ed},
-	} {
-		tok := mint(b, bc.hdr, claimsJSON(), bc.alg, bc.key)
-		b.Run(bc.name, func(b *testing.B) {
-			ctx := context.Background()
+	issuer := []Issuer{{Issuer: testIss, JWKSFile: jwks, TokenType: "at+jwt"}}
+	cold := newTestVerifier(b, issuer, Options{TokenCacheSize: -1})
+	warm := newTestVerifier(b, issuer, Options{})
+	run := func(name string, v *Verifier, toks []string, want error) {
+		b.Run(name, func(b *testing.B) {
+			for _, tok := range toks {
+				_, err := v.Verify(ctx, tok)
+				checkErr(b, "Verify", err, want)
+			}
 			b.ReportAllocs()
+			i := 0
 			for b.Loop() {
-				if _, err := v.Verify(ctx, tok); err != nil {
-					b.Fatal(err)
-				}
+				v.Verify(ctx, toks[i%len(toks)])
+				i++
 			}
 		})
 	}
-	b.Run("reject-garbage", func(b *testing.B) {
-		ctx := context.Background()
-		b.ReportAllocs()
-		for b.Loop() {
-			v.Verify(ctx, "eyJhbGciOiJSUzI1NiJ9.e30.AAAA")
-		}
-	})
+
+	run("cached_valid", warm, []string{validToken(b)}, nil)
+	for _, bc := range []struct {
+		alg, hdr string
+		key      any
+	}{
+		{"RS256", hdrRS256, k.rsa},
+		{"ES256", `{"alg":"ES256","kid":"e1","typ":"at+jwt"}`, k.ec},
+		{"EdDSA", `{"alg":"EdDSA","kid":"ed1","typ":"at+jwt"}`, k.ed},
+	} {
+		run("new_valid/"+bc.alg, cold, []string{mint(b, bc.hdr, claimsJSON(), bc.alg, bc.key)}, nil)
+	}
+	run("malformed", warm, []string{
+		"eyJhbGciOiJSUzI1NiJ9.e30",             // two segments
+		"eyJhbGciOiJSUzI1NiJ9.e30.AA+A",        // not base64url
+		"bm90IGpzb24.eyJpc3MiOiJ4In0.AAAA",     // header not JSON
+		"e30.eyJpc3MiOiJ4In0.AAAA",             // no alg
+		strings.Repeat("A", 600) + ".e30.AAAA", // a long garbage header
+		enc.EncodeToString([]byte(`{"alg":"RS256","kid":"k1","jku":"https://x"}`)) + ".e30.AAAA",
+	}, ErrMalformed)
+	forged := withSig(validToken(b), bytes.Repeat([]byte{0x5a}, 256))
+	run("forged_known_kid", cold, []string{forged}, ErrBadSignature)
+	run("forged_known_kid_repeated", warm, []string{forged}, ErrBadSignature)
+
+	srv := newJWKSServer(b, mainJWKS(b))
+	remote := newTestVerifier(b, []Issuer{{Issuer: testIss, JWKSURI: srv.URL, TokenType: "at+jwt"}}, Options{})
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := remote.WaitReady(wctx); err != nil {
+		b.Fatal(err)
+	}
+	unknown := make([]string, 64)
+	for i := range unknown {
+		unknown[i] = mint(b, fmt.Sprintf(`{"alg":"RS256","kid":"rand-%d","typ":"at+jwt"}`, i), claimsJSON(), "RS256", k.attacker)
+	}
+	run("unknown_kid", remote, unknown, ErrUnknownKey)
 }
 
 // FuzzIntrospectionResponse checks introspection answers against an issuer
@@ -127,7 +176,8 @@ func BenchmarkVerify(b *testing.B) {
 // an accepted answer is a strict JSON object in which a lenient,
 // last-wins parser (encoding/json v1) also sees exactly one active: true,
 // the expected iss and aud (when present), an access token_type (when
-// present), an unexpired exp within max_lifetime (when present), no cnf.
+// present), an unexpired exp within max_lifetime (when present), no cnf,
+// and a non-empty string sub that is the identity's subject.
 func FuzzIntrospectionResponse(f *testing.F) {
 	for _, tc := range introRows() {
 		if len(tc.answer.body) < 4096 {
@@ -200,6 +250,9 @@ func FuzzIntrospectionResponse(f *testing.F) {
 		}
 		if _, ok := m["cnf"]; ok {
 			t.Fatal("accepted a sender-constrained token")
+		}
+		if sub, _ := m["sub"].(string); sub == "" || sub != id.Subject {
+			t.Fatalf("accepted sub %v as subject %q (the issuer requires one)", m["sub"], id.Subject)
 		}
 		if times.hasExp {
 			if !testNow.Before(times.exp.Add(is.leeway)) {

@@ -11,7 +11,8 @@ import (
 // verified-token cache and with other requests: callers must not modify
 // them.
 type Identity struct {
-	Issuer   string
+	Issuer string
+	// Subject is sub; empty only for issuers with require_subject false.
 	Subject  string
 	ClientID string
 	Audience []string
@@ -57,6 +58,9 @@ var (
 	ErrNotYetValid    = errors.New("token not yet valid")
 	ErrIssuedInFuture = errors.New("token issued in the future")
 	ErrMissingClaim   = errors.New("required claim missing")
+	// ErrMissingSubject means sub is absent or empty and the issuer
+	// requires a subject (the default).
+	ErrMissingSubject = errors.New("subject missing")
 	ErrAudience       = errors.New("audience not accepted")
 	ErrIssuer         = errors.New("issuer mismatch")
 	ErrInactive       = errors.New("token inactive")
@@ -112,6 +116,7 @@ func (e *unavailableError) Unwrap() error { return e.parent }
 //	issued_in_future            ErrIssuedInFuture
 //	lifetime_too_long           ErrLifetime
 //	missing_claim               ErrMissingClaim
+//	missing_subject             ErrMissingSubject
 //	wrong_audience              ErrAudience
 //	wrong_issuer                ErrIssuer
 //	inactive                    ErrInactive
@@ -166,6 +171,7 @@ var reasons = []struct {
 	{ErrIssuedInFuture, "issued_in_future"},
 	{ErrLifetime, "lifetime_too_long"},
 	{ErrMissingClaim, "missing_claim"},
+	{ErrMissingSubject, "missing_subject"},
 	{ErrAudience, "wrong_audience"},
 	{ErrIssuer, "wrong_issuer"},
 	{ErrInactive, "inactive"},

@@ -343,6 +343,11 @@ func (is *issuer) introspectionIdentity(body []byte, now time.Time) (*Identity, 
 	if id.Subject, _, err = stringMember(c, "sub"); err != nil {
 		return nil, times, badAnswer("%w", err)
 	}
+	if id.Subject == "" && is.requireSubject {
+		// RFC 7662 makes sub optional; required by default all the same,
+		// for the same reasons as for JWTs (see Issuer.RequireSubject).
+		return nil, times, invalid(ErrMissingSubject, "sub missing or empty")
+	}
 	if id.JTI, _, err = stringMember(c, "jti"); err != nil {
 		return nil, times, badAnswer("%w", err)
 	}

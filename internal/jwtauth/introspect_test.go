@@ -170,6 +170,9 @@ func introVerifier(t testing.TB, srv *introServer, clock *fakeClock, mod ...func
 	return newTestVerifier(t, []Issuer{c}, Options{Clock: clock.Now})
 }
 
+// noSubject opts the issuer out of requiring sub.
+func noSubject(c *Issuer) { c.RequireSubject = new(false) }
+
 func randomOpaque() string {
 	b := make([]byte, 24)
 	rand.Read(b)
@@ -181,6 +184,8 @@ type introCase struct {
 	answer introAnswer
 	want   error
 	check  func(t *testing.T, id *Identity)
+	// issuer changes the issuer's options (nil: introVerifier's).
+	issuer func(*Issuer)
 }
 
 // introRows are hostile, malformed and failed introspection answers, each
@@ -196,8 +201,8 @@ func introRows() []introCase {
 				t.Fatalf("identity = %+v", id)
 			}
 		}},
-		{name: "control/minimal-active", answer: introAnswer{body: `{"active":true}`}, check: func(t *testing.T, id *Identity) {
-			if id.Issuer != testIss || id.Expiry != 0 || id.Audience != nil || len(id.Scopes) != 0 {
+		{name: "control/minimal-active", answer: introAnswer{body: `{"active":true,"sub":"alice"}`}, check: func(t *testing.T, id *Identity) {
+			if id.Issuer != testIss || id.Subject != "alice" || id.Expiry != 0 || id.Audience != nil || len(id.Scopes) != 0 {
 				t.Fatalf("identity = %+v", id)
 			}
 		}},
@@ -237,6 +242,18 @@ func introRows() []introCase {
 		{name: "issuer/trailing-slash", answer: introAnswer{body: activeJSON("iss", testIss+"/")}, want: ErrIssuer},
 		{name: "token-type/sender-constrained", answer: introAnswer{body: activeJSON("cnf", map[string]string{"jkt": "x"})}, want: ErrType},
 		{name: "claim-type/sub-not-string", answer: introAnswer{body: activeJSON("sub", 7)}, want: ErrIntrospectionResponse},
+		// RFC 7662 makes sub optional; mcpauthz requires it by default, as
+		// for JWTs (identity headers, subject revocation key on it).
+		{name: "anonymous-token/sub-absent", answer: introAnswer{body: activeJSON("sub", del)}, want: ErrMissingSubject},
+		{name: "anonymous-token/sub-empty", answer: introAnswer{body: activeJSON("sub", "")}, want: ErrMissingSubject},
+		{name: "anonymous-token/sub-null", answer: introAnswer{body: activeJSON("sub", nil)}, want: ErrIntrospectionResponse},
+		{name: "anonymous-token/client-credentials-shape", answer: introAnswer{body: `{"active":true,"client_id":"svc-1","scope":"tools:read"}`}, want: ErrMissingSubject},
+		{name: "anonymous-token/opt-out-sub-absent", answer: introAnswer{body: activeJSON("sub", del)}, issuer: noSubject, check: func(t *testing.T, id *Identity) {
+			if id.Subject != "" || id.ClientID != "client-1" {
+				t.Fatalf("identity = %+v, want no subject", id)
+			}
+		}},
+		{name: "anonymous-token/opt-out-sub-not-string", answer: introAnswer{body: activeJSON("sub", 7)}, issuer: noSubject, want: ErrIntrospectionResponse},
 		{name: "claim-type/scope-not-string", answer: introAnswer{body: activeJSON("scope", map[string]int{})}, want: ErrIntrospectionResponse},
 		{name: "endpoint-failure/500", answer: introAnswer{status: 500, body: `{"active":true}`}, want: ErrUnavailable},
 		{name: "endpoint-failure/503", answer: introAnswer{status: 503}, want: ErrUnavailable},
@@ -259,7 +276,11 @@ func TestIntrospectionRows(t *testing.T) {
 	for _, tc := range introRows() {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := newIntroServer(t, always(tc.answer))
-			v := introVerifier(t, srv, newFakeClock(testNow))
+			var mod []func(*Issuer)
+			if tc.issuer != nil {
+				mod = append(mod, tc.issuer)
+			}
+			v := introVerifier(t, srv, newFakeClock(testNow), mod...)
 			id, err := v.Verify(context.Background(), opaqueToken)
 			checkErr(t, "Verify(opaque)", err, tc.want)
 			if n := srv.hits.Load(); n != 1 {
@@ -301,6 +322,7 @@ func TestIntrospectionRowsCoverEveryAttackClass(t *testing.T) {
 		"time-claim/",         // expired, not yet valid, issued in the future
 		"issuer/",             // an unexpected issuer
 		"claim-type/",         // claims of the wrong JSON type
+		"anonymous-token/",    // no subject to key identity and revocation on
 		"endpoint-failure/",   // error statuses, redirects, timeouts: cannot decide
 		"unreadable-answer/",  // not one JSON object, oversized, slow
 	} {
@@ -356,7 +378,7 @@ func TestIntrospectionClientAuthentication(t *testing.T) {
 		mu.Lock()
 		gotAuth, gotBody = r.Header.Get("Authorization"), string(b)
 		mu.Unlock()
-		io.WriteString(w, `{"active":true}`)
+		io.WriteString(w, `{"active":true,"sub":"alice"}`)
 	}))
 	t.Cleanup(s.Close)
 	t.Setenv("TEST_INTROSPECTION_SECRET", secret)

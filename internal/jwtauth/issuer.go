@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/go-json-experiment/json/jsontext"
+	"github.com/lestrrat-go/jwx/v2/jwa"
+	"github.com/lestrrat-go/jwx/v2/jws"
 
 	"github.com/mcpauthz/mcpauthz/internal/oauth"
 	"github.com/mcpauthz/mcpauthz/internal/problem"
@@ -67,6 +69,7 @@ type issuer struct {
 	scopeClaims    []string
 	claimScopes    []claimScope
 	requiredClaims []string
+	requireSubject bool
 	maxTokenSize   int
 	maxLifetime    time.Duration // 0: unlimited
 
@@ -76,7 +79,12 @@ type issuer struct {
 	minRefresh         time.Duration
 	maxRefresh         time.Duration
 	unknownKIDInterval time.Duration
+	unknownKIDWait     time.Duration
 	fetchTimeout       time.Duration
+
+	// verifiers are jwx's signature verifiers of the allowed algorithms
+	// (stateless, shared by all requests).
+	verifiers map[string]jws.Verifier
 
 	// keys is the current verification set; nil until the first usable set
 	// is loaded. It is never replaced by an empty set.
@@ -125,6 +133,7 @@ func newIssuer(c Issuer, defaultAudience string) (*issuer, error) {
 		minRefresh:         durationOr(c.JWKS.MinRefresh, defaultMinRefresh),
 		maxRefresh:         durationOr(c.JWKS.MaxRefresh, defaultMaxRefresh),
 		unknownKIDInterval: durationOr(c.JWKS.UnknownKIDInterval, defaultUnknownKIDInterval),
+		unknownKIDWait:     durationOr(c.JWKS.UnknownKIDWait, defaultUnknownKIDWait),
 		fetchTimeout:       durationOr(c.JWKS.FetchTimeout, defaultFetchTimeout),
 		maxLifetime:        c.MaxLifetime,
 	}
@@ -149,7 +158,8 @@ func newIssuer(c Issuer, defaultAudience string) (*issuer, error) {
 		d    time.Duration
 	}{
 		{"leeway", c.Leeway}, {"jwks.min_refresh", c.JWKS.MinRefresh}, {"jwks.max_refresh", c.JWKS.MaxRefresh},
-		{"jwks.unknown_kid_interval", c.JWKS.UnknownKIDInterval}, {"jwks.fetch_timeout", c.JWKS.FetchTimeout},
+		{"jwks.unknown_kid_interval", c.JWKS.UnknownKIDInterval}, {"jwks.unknown_kid_wait", c.JWKS.UnknownKIDWait},
+		{"jwks.fetch_timeout", c.JWKS.FetchTimeout},
 		{"max_lifetime", c.MaxLifetime},
 	} {
 		if d.d < 0 {
@@ -167,6 +177,9 @@ func newIssuer(c Issuer, defaultAudience string) (*issuer, error) {
 	}
 	if is.unknownKIDInterval < time.Second {
 		errs.Add("jwks.unknown_kid_interval", "must be at least 1s")
+	}
+	if is.unknownKIDWait > maxUnknownKIDWait {
+		errs.Add("jwks.unknown_kid_wait", "must be at most %s (Envoy gives a check 200ms by default)", maxUnknownKIDWait)
 	}
 
 	switch {
@@ -216,6 +229,10 @@ func newIssuer(c Issuer, defaultAudience string) (*issuer, error) {
 	}
 	slices.SortFunc(is.claimScopes, func(a, b claimScope) int { return strings.Compare(a.claim, b.claim) })
 	is.requiredClaims = c.RequiredClaims
+	is.requireSubject = c.RequireSubject == nil || *c.RequireSubject
+	if !is.requireSubject && slices.Contains(c.RequiredClaims, "sub") {
+		errs.Add("require_subject", "is false, but required_claims lists sub")
+	}
 
 	if c.HMACSecretFile != "" {
 		secret, err := os.ReadFile(c.HMACSecretFile)
@@ -258,6 +275,16 @@ func newIssuer(c Issuer, defaultAudience string) (*issuer, error) {
 		default:
 			is.algs[a] = true
 		}
+	}
+
+	is.verifiers = make(map[string]jws.Verifier, len(is.algs))
+	for a := range is.algs {
+		jv, err := jws.NewVerifier(jwa.SignatureAlgorithm(a))
+		if err != nil {
+			errs.Add("algorithms", "%s: %v", a, err)
+			continue
+		}
+		is.verifiers[a] = jv
 	}
 
 	if c.Introspection != nil {

@@ -28,6 +28,8 @@ type jose struct {
 	header  map[string]jsontext.Value
 	payload []byte // decoded payload: exactly the bytes that were signed
 	claims  map[string]jsontext.Value
+	signed  string // the JWS signing input: header and payload segments
+	sig     []byte // decoded signature
 
 	alg    string
 	kid    string
@@ -80,30 +82,29 @@ func parseJOSE(token string) (*jose, error) {
 		return nil, malformed("empty segment")
 	}
 
+	// Cheapest first: the header decides most rejections (alg, kid, crit,
+	// key references) and is the smallest segment.
 	hdr, err := b64.DecodeString(hseg)
 	if err != nil {
 		return nil, malformed("header is not canonical base64url")
 	}
-	payload, err := b64.DecodeString(pseg)
-	if err != nil {
-		return nil, malformed("payload is not canonical base64url")
-	}
-	// The signature is decoded again by jws.Verify; decoding it here makes
-	// sure the string is canonical (no trailing bits), so that jws.Verify
-	// cannot see bytes other than the ones checked here.
-	if _, err := b64.DecodeString(sseg); err != nil {
-		return nil, malformed("signature is not canonical base64url")
-	}
-
-	j := &jose{payload: payload}
+	j := &jose{signed: token[:dot2]}
 	if j.header, err = decodeObject(hdr); err != nil {
 		return nil, malformed("header: %w", err)
 	}
-	if j.claims, err = decodeObject(payload); err != nil {
-		return nil, malformed("payload: %w", err)
-	}
 	if err := j.readHeader(); err != nil {
 		return nil, err
+	}
+	if j.payload, err = b64.DecodeString(pseg); err != nil {
+		return nil, malformed("payload is not canonical base64url")
+	}
+	// Canonical (no trailing bits), so that one signature has one
+	// spelling and the bytes verified are the ones decoded here.
+	if j.sig, err = b64.DecodeString(sseg); err != nil {
+		return nil, malformed("signature is not canonical base64url")
+	}
+	if j.claims, err = decodeObject(j.payload); err != nil {
+		return nil, malformed("payload: %w", err)
 	}
 	return j, nil
 }

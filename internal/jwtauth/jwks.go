@@ -51,10 +51,6 @@ import (
 //     Verifier's context, reads at most 1 MiB, closes the body itself, and
 //     refuses redirects away from https (or loopback http).
 
-// unknownKIDWait bounds how long a request waits for a refetch caused by
-// an unknown kid (or by missing keys).
-const unknownKIDWait = time.Second
-
 // Backoff of the startup fetch loop, until the first usable set.
 const (
 	initialRetry = 250 * time.Millisecond
@@ -73,6 +69,10 @@ type remoteKeys struct {
 	registered bool          // jwksURL is registered with cache
 	inflight   chan struct{} // closed when the running fetch ends
 	lastDemand time.Time     // last request-triggered fetch, by v.now
+	// current is true while the last fetch that ended (request-triggered,
+	// startup or periodic) published a usable set: a kid missing from it
+	// is missing at the issuer.
+	current bool
 }
 
 func newRemoteKeys(v *Verifier, is *issuer) *remoteKeys {
@@ -138,22 +138,44 @@ func (r *remoteKeys) run() {
 }
 
 // refresh runs a refetch for a request that found no key (unknown kid, or
-// no keys yet) and waits for it, at most unknownKIDWait and never past
-// ctx. A running fetch is joined; if what it brought does not satisfy
-// found (it may have started before the key was published), one more fetch
-// is attempted. A new fetch starts only if the last request-triggered one
-// is at least unknown_kid_interval old: otherwise refresh returns at once.
-func (r *remoteKeys) refresh(ctx context.Context, found func() bool) {
-	ctx, cancel := context.WithTimeout(ctx, unknownKIDWait)
-	defer cancel()
-	if r.demand(ctx) && ctx.Err() == nil && !found() {
-		r.demand(ctx)
+// no keys yet) and waits for it, at most the issuer's unknown_kid_wait
+// and never past ctx; the fetch itself goes on in the background. A
+// running fetch is joined; if what it brought does not satisfy found (it
+// may have started before the key was published), one more fetch is
+// attempted. A new fetch starts only if the last request-triggered one is
+// at least unknown_kid_interval old: otherwise refresh returns at once.
+//
+// It reports whether the set is known to be current: the wait did not end
+// before the fetch, and the last fetch that ended succeeded.
+func (r *remoteKeys) refresh(ctx context.Context, found func() bool) bool {
+	// Both waits share one bound, so a request never waits longer in
+	// total; the timer starts with the first wait (a rate-limited request
+	// waits for nothing and needs none).
+	var timer <-chan time.Time
+	timeout := func() <-chan time.Time {
+		if timer == nil {
+			timer = r.v.after(r.iss.unknownKIDWait)
+		}
+		return timer
 	}
+	waited, joined := r.demand(ctx, timeout)
+	if waited && joined && !found() {
+		waited, _ = r.demand(ctx, timeout)
+	}
+	if !waited {
+		return false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.current
 }
 
 // demand joins the running fetch or starts one (rate-limited), and waits
-// for it or ctx. It reports whether it joined a fetch it did not start.
-func (r *remoteKeys) demand(ctx context.Context) (joined bool) {
+// for it, for timeout or for ctx. waited is false when the wait ended
+// before the fetch, or when no fetch can run (before Start, after Close);
+// a rate-limited demand waits for nothing and reports true. joined
+// reports that it waited for a fetch it did not start.
+func (r *remoteKeys) demand(ctx context.Context, timeout func() <-chan time.Time) (waited, joined bool) {
 	r.mu.Lock()
 	ch := r.inflight
 	joined = ch != nil
@@ -161,20 +183,22 @@ func (r *remoteKeys) demand(ctx context.Context) (joined bool) {
 		now := r.v.now()
 		if !r.lastDemand.IsZero() && now.Sub(r.lastDemand) < r.iss.unknownKIDInterval {
 			r.mu.Unlock()
-			return false
+			return true, false
 		}
 		r.lastDemand = now
 		ch = r.startLocked()
 	}
 	r.mu.Unlock()
 	if ch == nil {
-		return false // not started, or closed: no fetch can help
+		return false, false // not started, or closed: no fetch can help
 	}
 	select {
 	case <-ch:
+		return true, joined
+	case <-timeout():
 	case <-ctx.Done():
 	}
-	return joined
+	return false, joined
 }
 
 // startLocked starts a fetch and returns the channel closed when it ends,
@@ -270,6 +294,7 @@ func (r *remoteKeys) postFetch(u string, set jwk.Set) (jwk.Set, error) {
 		return nil, err
 	}
 	old := r.iss.keys.Swap(ks)
+	r.setCurrent(true)
 	r.v.purgeRemovedKeys(r.iss, old, ks)
 	r.v.log.Info("jwks loaded", append([]any{"issuer", r.iss.name, "jwks_uri", u}, st.logAttrs()...)...)
 	if r.v.onRefresh != nil {
@@ -279,8 +304,15 @@ func (r *remoteKeys) postFetch(u string, set jwk.Set) (jwk.Set, error) {
 	return set, nil
 }
 
+func (r *remoteKeys) setCurrent(ok bool) {
+	r.mu.Lock()
+	r.current = ok
+	r.mu.Unlock()
+}
+
 // failed reports a failed fetch; the last good set stays in use.
 func (r *remoteKeys) failed(err error) {
+	r.setCurrent(false)
 	inUse := 0
 	if ks := r.iss.keys.Load(); ks != nil {
 		inUse = len(ks.keys)

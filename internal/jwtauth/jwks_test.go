@@ -161,10 +161,11 @@ func TestFetchedKeySetHygiene(t *testing.T) {
 		srv.set(http.StatusOK, mainJWKS(t))
 		clock.Advance(time.Minute)
 		checkErr(t, "Verify(after a good set)", verifyTok(v, validToken(t)), nil)
-		// A later oversized set keeps the last good one.
+		// A later oversized set keeps the last good one (and the unknown
+		// kid that made mcpauthz fetch it cannot be decided).
 		srv.set(http.StatusOK, jwksJSON(many...))
 		clock.Advance(time.Minute)
-		checkErr(t, "Verify(unknown kid triggers a refetch)", verifyTok(v, tokenFor(t, "k2", k.rsa2)), ErrUnknownKey)
+		checkErr(t, "Verify(unknown kid triggers a refetch)", verifyTok(v, tokenFor(t, "k2", k.rsa2)), ErrKeysUnavailable)
 		checkErr(t, "Verify(last good set)", verifyTok(v, validToken(t)), nil)
 	})
 	t.Run("jwks-url-never-from-token", func(t *testing.T) {
@@ -238,20 +239,24 @@ func TestJWKSRotation(t *testing.T) {
 
 func TestJWKSUnknownKIDFlood(t *testing.T) {
 	// Unknown-kid flood: 1000 tokens with random kids cause a handful of
-	// fetches, not one each.
+	// fetches, not one each, and are rejected as unknown (the set is
+	// current: the JWKS answers).
 	srv := newJWKSServer(t, mainJWKS(t))
 	clock := newFakeClock(testNow)
-	v := remoteVerifier(t, srv, clock, true)
+	// A wait long enough for the joined fetch even on a loaded machine:
+	// this test counts fetches (the bound is TestUnknownKIDWaitBounded's).
+	v := remoteVerifier(t, srv, clock, true, func(c *Issuer) { c.JWKS.UnknownKIDWait = 10 * time.Second })
+	toks := make([]string, 1000)
+	for i := range toks {
+		toks[i] = mint(t, fmt.Sprintf(`{"alg":"RS256","kid":"rand-%d","typ":"at+jwt"}`, i), claimsJSON(), "RS256", keys(t).attacker)
+	}
 	base := srv.hits.Load()
 	var wg sync.WaitGroup
-	var accepted atomic.Int64
-	for i := range 1000 {
+	for _, tok := range toks {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			tok := mint(t, fmt.Sprintf(`{"alg":"RS256","kid":"rand-%d","typ":"at+jwt"}`, i), claimsJSON(), "RS256", keys(t).attacker)
 			if err := verifyTok(v, tok); !errors.Is(err, ErrUnknownKey) {
-				accepted.Add(1)
 				t.Errorf("Verify(random kid) = %v, want ErrUnknownKey", err)
 			}
 		}()
@@ -265,7 +270,9 @@ func TestJWKSUnknownKIDFlood(t *testing.T) {
 
 func TestJWKSLastGoodKept(t *testing.T) {
 	// A bad answer (error status, not JSON, empty, truncated, oversized,
-	// only unusable keys) never replaces the last good set.
+	// only unusable keys) never replaces the last good set. The unknown
+	// kid that made mcpauthz ask cannot be decided then (503): the key may
+	// be in the set the IdP failed to deliver.
 	k := keys(t)
 	bad := map[string]struct {
 		status int
@@ -305,7 +312,7 @@ func TestJWKSLastGoodKept(t *testing.T) {
 			srv.set(b.status, b.body)
 			before := srv.hits.Load()
 			clock.Advance(time.Minute)
-			checkErr(t, "Verify(unknown kid)", verifyTok(v, tokenFor(t, "k2", k.rsa2)), ErrUnknownKey)
+			checkErr(t, "Verify(unknown kid)", verifyTok(v, tokenFor(t, "k2", k.rsa2)), ErrKeysUnavailable)
 			if srv.hits.Load() == before {
 				t.Fatal("no refetch happened")
 			}
@@ -634,7 +641,7 @@ func TestDemandWaitIsBoundedByRequestContext(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
 	_, err := v.Verify(ctx, tokenFor(t, "k2", keys(t).rsa2))
-	checkErr(t, "Verify(unknown kid, slow JWKS)", err, ErrUnknownKey)
+	checkErr(t, "Verify(unknown kid, slow JWKS)", err, ErrKeysUnavailable)
 	if ctx.Err() == nil {
 		// Verify returned before the request deadline: fine only if the
 		// fetch finished, which it cannot have.
@@ -670,7 +677,7 @@ func TestOnJWKSRefreshHook(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv.set(http.StatusInternalServerError, nil)
-	checkErr(t, "Verify(unknown kid)", verifyTok(v, tokenFor(t, "k2", keys(t).rsa2)), ErrUnknownKey)
+	checkErr(t, "Verify(unknown kid)", verifyTok(v, tokenFor(t, "k2", keys(t).rsa2)), ErrKeysUnavailable)
 	want := []call{{issB, 1, false}, {testIss, 4, false}, {testIss, 4, true}}
 	waitFor(t, "three hook calls", func() bool {
 		mu.Lock()
@@ -722,4 +729,181 @@ func TestConcurrentVerifyDuringRefresh(t *testing.T) {
 	}
 	close(stop)
 	wg.Wait()
+}
+
+// hangingJWKS serves mainJWKS once, then holds every request until
+// release is closed and answers it with the main set plus k2 (a rotation
+// the IdP published while its endpoint hung). entered receives one value
+// per held request.
+func hangingJWKS(t *testing.T) (srv *httptest.Server, entered <-chan struct{}, release chan struct{}, hits *atomic.Int64) {
+	k := keys(t)
+	release = make(chan struct{})
+	in := make(chan struct{}, 16)
+	hits = new(atomic.Int64)
+	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if hits.Add(1) == 1 {
+			w.Write(mainJWKS(t))
+			return
+		}
+		in <- struct{}{}
+		select {
+		case <-release:
+			w.Write(jwksJSON(jwkOf(k.rsa, "k1", "RS256"), jwkOf(k.rsa2, "k2", "RS256")))
+		case <-r.Context().Done():
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return srv, in, release, hits
+}
+
+// TestUnknownKIDWaitBounded: while the JWKS endpoint hangs, a token with
+// an unknown kid waits jwks.unknown_kid_wait (here 75ms, observed through
+// the timer the wait uses), not the fetch: it is answered "cannot
+// decide" (ErrKeysUnavailable, 503, so that the client retries instead of
+// discarding a token that may be valid) while the fetch is still held.
+// The fetch goes on in the background; once the JWKS answers, the same
+// kid verifies without another fetch.
+func TestUnknownKIDWaitBounded(t *testing.T) {
+	srv, entered, release, hits := hangingJWKS(t)
+	clock := newFakeClock(testNow)
+	v := newTestVerifier(t, []Issuer{{Issuer: testIss, JWKSURI: srv.URL, JWKS: JWKS{
+		UnknownKIDWait: 75 * time.Millisecond, FetchTimeout: 30 * time.Second,
+	}}}, Options{Clock: clock.Now})
+	waits := make(chan time.Duration, 4)
+	fire := make(chan time.Time)
+	v.after = func(d time.Duration) <-chan time.Time {
+		waits <- d
+		return fire
+	}
+	wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer wcancel()
+	if err := v.WaitReady(wctx); err != nil {
+		t.Fatal(err)
+	}
+
+	k2 := tokenFor(t, "k2", keys(t).rsa2)
+	result := make(chan error, 1)
+	go func() { result <- verifyTok(v, k2) }()
+	<-entered // the refetch is at the (hanging) endpoint
+	if d := <-waits; d != 75*time.Millisecond {
+		t.Fatalf("the unknown-kid wait used a %s timer, want the configured 75ms", d)
+	}
+	select {
+	case err := <-result:
+		t.Fatalf("Verify returned %v before its wait ended or the fetch did", err)
+	default:
+	}
+	close(fire) // the bound elapses
+	err := <-result
+	checkErr(t, "Verify(unknown kid, JWKS hanging)", err, ErrKeysUnavailable)
+	if hits.Load() != 2 {
+		t.Fatalf("%d fetches, want 2 (the first, and the one still held)", hits.Load())
+	}
+	// Known keys keep working meanwhile, without waiting.
+	checkErr(t, "Verify(k1 during the hang)", verifyTok(v, validToken(t)), nil)
+
+	close(release)
+	is := v.exact[testIss]
+	waitFor(t, "the background fetch to publish k2", func() bool { return len(is.keys.Load().byKID["k2"]) > 0 })
+	checkErr(t, "Verify(k2 after the JWKS answered)", verifyTok(v, k2), nil)
+	if hits.Load() != 2 {
+		t.Fatalf("%d fetches, want 2: the held fetch was the one that completed", hits.Load())
+	}
+}
+
+// TestUnknownKIDWaitDefault: the same with the default bound and a real
+// timer: the answer arrives while the fetch is still held, so the wait
+// was not the fetch's (the bound's value is TestIssuerDefaults').
+func TestUnknownKIDWaitDefault(t *testing.T) {
+	srv, entered, release, hits := hangingJWKS(t)
+	defer close(release)
+	clock := newFakeClock(testNow)
+	v := remoteVerifierURL(t, srv.URL, clock)
+	start := time.Now()
+	err := verifyTok(v, tokenFor(t, "k2", keys(t).rsa2))
+	elapsed := time.Since(start)
+	checkErr(t, "Verify(unknown kid, JWKS hanging)", err, ErrKeysUnavailable)
+	select {
+	case <-entered:
+	default:
+		t.Fatal("no refetch reached the endpoint")
+	}
+	if hits.Load() != 2 {
+		t.Fatalf("%d fetches, want 2", hits.Load())
+	}
+	t.Logf("unknown kid answered after %s with the fetch still held (bound %s)", elapsed, defaultUnknownKIDWait)
+
+	// A second unknown kid joins the fetch still held (no new fetch) and
+	// waits its own bound.
+	checkErr(t, "Verify(another unknown kid)", verifyTok(v, tokenFor(t, "k3", keys(t).rsa2)), ErrKeysUnavailable)
+	if hits.Load() != 2 {
+		t.Fatalf("%d fetches, want 2", hits.Load())
+	}
+}
+
+// remoteVerifierURL is a started, ready Verifier of testIss with its
+// keys at url.
+func remoteVerifierURL(t *testing.T, url string, clock *fakeClock) *Verifier {
+	t.Helper()
+	v := newTestVerifier(t, []Issuer{{Issuer: testIss, JWKSURI: url}}, Options{Clock: clock.Now})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := v.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// TestUnknownKIDDecision: whether an unknown kid is a rejection (401) or
+// "cannot decide" (503) depends on whether the key set is known to be
+// current, that is on the last fetch that ended.
+func TestUnknownKIDDecision(t *testing.T) {
+	k := keys(t)
+	rotated := jwksJSON(jwkOf(k.rsa, "k1", "RS256"), jwkOf(k.rsa2, "k2", "RS256"))
+	// One request: the endpoint answers status and body from now on, the
+	// clock moves by advance first (0: within the rate limit of the
+	// previous refetch), and the token names kid.
+	type step struct {
+		status  int
+		body    []byte
+		advance time.Duration
+		kid     string
+		want    error
+	}
+	tests := []struct {
+		name  string
+		steps []step
+	}{
+		{"fetched-kid-absent-is-unknown", []step{{200, mainJWKS(t), time.Minute, "k9", ErrUnknownKey}}},
+		{"fetched-kid-present-is-accepted", []step{{200, rotated, time.Minute, "k2", nil}}},
+		{"rate-limited-after-a-good-fetch-is-unknown", []step{
+			{200, mainJWKS(t), time.Minute, "k9", ErrUnknownKey},
+			{200, rotated, 0, "k2", ErrUnknownKey}, // not refetched yet
+		}},
+		{"fetch-failed-cannot-decide", []step{{500, nil, time.Minute, "k2", ErrKeysUnavailable}}},
+		{"rate-limited-after-a-failed-fetch-cannot-decide", []step{
+			{500, nil, time.Minute, "k9", ErrKeysUnavailable},
+			{200, rotated, 0, "k2", ErrKeysUnavailable},
+		}},
+		{"recovered-after-the-interval", []step{
+			{500, nil, time.Minute, "k2", ErrKeysUnavailable},
+			{200, rotated, 10 * time.Second, "k2", nil},
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := newJWKSServer(t, mainJWKS(t))
+			clock := newFakeClock(testNow)
+			v := remoteVerifierURL(t, srv.URL, clock)
+			for i, st := range tt.steps {
+				srv.set(st.status, st.body)
+				clock.Advance(st.advance)
+				priv := k.rsa2
+				if st.kid == "k9" {
+					priv = k.attacker
+				}
+				checkErr(t, fmt.Sprintf("step %d: Verify(kid %s)", i, st.kid), verifyTok(v, tokenFor(t, st.kid, priv)), st.want)
+			}
+		})
+	}
 }

@@ -16,9 +16,10 @@ type Options struct {
 	// DefaultAudience is the audience of issuers that list none (normally
 	// the protected resource's URL).
 	DefaultAudience string
-	// TokenCacheSize is the capacity of the verified-token cache (and of the
-	// introspection negative cache): 0 means 10000, -1 disables both
-	// caches, at most 10000000.
+	// TokenCacheSize is the capacity of the verified-token cache (and of
+	// each negative cache: recently rejected JWTs, introspection
+	// rejections): 0 means 10000, -1 disables every cache, at most
+	// 10000000.
 	TokenCacheSize int
 
 	// Logger receives key set events (issuer URLs and counts only, never
@@ -76,6 +77,13 @@ type Issuer struct {
 	ClaimScopes map[string]string
 	// RequiredClaims must be present and not null (exp always is).
 	RequiredClaims []string
+	// RequireSubject, when nil or true, rejects tokens (JWTs and
+	// introspection answers) without a non-empty string sub
+	// (ErrMissingSubject): identity headers, subject revocation and
+	// session binding all key on it (RFC 9068 §2.2 requires it). Set it
+	// to false for an issuer whose tokens lack sub; Identity.Subject is
+	// then empty for them. A sub of another type is malformed either way.
+	RequireSubject *bool
 	// MaxTokenSize caps the bearer token in bytes before any parsing
 	// (default 16384, between 256 and 1048576).
 	MaxTokenSize int
@@ -97,6 +105,11 @@ type JWKS struct {
 	// UnknownKIDInterval rate-limits refetches caused by an unknown kid
 	// (default 10s, at least 1s).
 	UnknownKIDInterval time.Duration
+	// UnknownKIDWait bounds how long a request waits for the refetch its
+	// unknown kid (or a missing key set) caused (default 100ms, at most
+	// 10s): well inside Envoy's default ext_authz timeout of 200ms. The
+	// fetch itself goes on in the background, within FetchTimeout.
+	UnknownKIDWait time.Duration
 	// FetchTimeout bounds one fetch (default 5s).
 	FetchTimeout time.Duration
 }
@@ -137,6 +150,8 @@ const (
 	defaultMinRefresh         = 5 * time.Minute
 	defaultMaxRefresh         = time.Hour
 	defaultUnknownKIDInterval = 10 * time.Second
+	defaultUnknownKIDWait     = 100 * time.Millisecond
+	maxUnknownKIDWait         = 10 * time.Second
 	defaultFetchTimeout       = 5 * time.Second
 
 	defaultIntrospectionCacheTTL    = 5 * time.Minute

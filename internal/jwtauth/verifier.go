@@ -1,7 +1,6 @@
 package jwtauth
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -12,8 +11,6 @@ import (
 	"time"
 
 	"github.com/go-json-experiment/json/jsontext"
-	"github.com/lestrrat-go/jwx/v2/jwa"
-	"github.com/lestrrat-go/jwx/v2/jws"
 	"github.com/mcpauthz/mcpauthz/internal/oauth"
 	"github.com/mcpauthz/mcpauthz/internal/problem"
 )
@@ -38,6 +35,12 @@ type Verifier struct {
 
 	// cache holds verified identities by token hash; nil when disabled.
 	cache *clockCache[*cacheEntry]
+	// rejected holds recent rejections that cost a signature check, by
+	// token hash; nil when the cache is disabled.
+	rejected *clockCache[*rejection]
+	// after is time.After; tests replace it to observe and end the
+	// unknown-kid wait.
+	after func(time.Duration) <-chan time.Time
 	// intro introspects opaque tokens; nil when no issuer has
 	// introspection.
 	intro *introspector
@@ -68,6 +71,7 @@ func NewVerifier(opts Options) (*Verifier, error) {
 		onRefresh: opts.OnJWKSRefresh,
 		exact:     make(map[string]*issuer),
 		readyCh:   make(chan struct{}),
+		after:     time.After,
 	}
 	if v.log == nil {
 		v.log = slog.New(slog.DiscardHandler)
@@ -134,6 +138,7 @@ func NewVerifier(opts Options) (*Verifier, error) {
 
 	v.ctx, v.cancel = context.WithCancel(context.Background())
 	v.cache = newClockCache[*cacheEntry](size)
+	v.rejected = newClockCache[*rejection](size)
 	for _, is := range v.issuers {
 		if is.introspection != nil {
 			v.intro = newIntrospector(v, is, size)
@@ -230,7 +235,9 @@ func (v *Verifier) checkReady() {
 // Verify verifies an access token and returns its identity.
 //
 // A token already verified and still cached (see the package doc) is
-// answered from the cache, after its time claims are checked again. Any
+// answered from the cache, after its time claims are checked again; a JWT
+// rejected after its signature check in the last 30 seconds is answered
+// from the negative cache. Any
 // other token with the shape of a compact JWS (see looksLikeJWS) is
 // verified as a JWT; when an issuer has introspection, every other token
 // is introspected. A token takes one of these paths only: a JWT that fails
@@ -242,22 +249,27 @@ func (v *Verifier) checkReady() {
 // verifier cannot decide):
 //
 //  1. size (ErrTooLarge), then structure: three non-empty segments of
-//     canonical base64url, header and payload strict JSON objects
-//     (ErrMalformed);
+//     the base64url alphabet, the header canonical base64url and a strict
+//     JSON object (ErrMalformed);
 //  2. header: crit present (ErrCritical); jwk, jku, x5u or b64 present,
 //     alg missing or not a string, kid or typ not a string (ErrMalformed);
+//     then the payload and the signature canonical base64url, the
+//     payload a strict JSON object (ErrMalformed);
 //  3. issuer: the unverified iss selects exactly one configured issuer
 //     (ErrUnknownIssuer; ErrMissingClaim without iss); an issuer without
 //     keys (introspection only) takes no JWTs (ErrType);
 //  4. typ, when the issuer requires at+jwt (ErrType);
 //  5. alg in the issuer's allow-list (ErrAlgorithm);
 //  6. key: by kid among that issuer's keys only, refetching once
-//     (rate-limited) on an unknown kid (ErrUnknownKey); the key must fit
-//     alg by type, curve and its own alg (ErrAlgorithm);
-//  7. signature, with jws.Verify and that single key (ErrBadSignature);
+//     (rate-limited, waiting at most unknown_kid_wait) on an unknown kid
+//     (ErrUnknownKey, or ErrKeysUnavailable when the set could not be
+//     confirmed current); the key must fit alg by type, curve and its
+//     own alg (ErrAlgorithm);
+//  7. signature, with jwx's verifier of alg and that single key
+//     (ErrBadSignature);
 //  8. claims, read only now that they are authentic: exp, nbf, iat,
-//     max_lifetime (ErrLifetime), aud, tenant, required claims, cnf, and
-//     the types of the claims used.
+//     max_lifetime (ErrLifetime), aud, tenant, required claims, cnf, sub
+//     (ErrMissingSubject), and the types of the claims used.
 //
 // Introspection is described in the package doc. ctx bounds the wait for
 // a key refetch or an introspection call; it never cancels a call other
@@ -274,6 +286,9 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*Identity, error) 
 		now := v.now()
 		if e, ok := v.cache.get(key, now.UnixNano()); ok {
 			return e.identity(now)
+		}
+		if r, ok := v.rejected.get(key, now.UnixNano()); ok && r.valid() {
+			return nil, r.err
 		}
 	}
 	if v.intro != nil && !looksLikeJWS(token) {
@@ -315,22 +330,23 @@ func (v *Verifier) verifyJWT(ctx context.Context, token string, key tokenKey) (*
 	}
 	// Read before the key set: see purgeRemovedKeys.
 	gen := is.keyGen.Load()
-	vk, err := v.selectKey(ctx, is, j)
+	vk, ks, err := v.selectKey(ctx, is, j)
 	if err != nil {
 		return nil, err
 	}
-	payload, err := jws.Verify([]byte(token), jws.WithKey(jwa.SignatureAlgorithm(j.alg), vk.pub))
-	if err != nil {
-		return nil, invalid(ErrBadSignature, "signature verification failed")
-	}
-	if !bytes.Equal(payload, j.payload) {
-		// Cannot happen with canonical base64url; guards the invariant
-		// that the claims returned are the ones verified.
-		return nil, malformed("verified payload differs from the parsed one")
+	// The signature, with the key and algorithm chosen above only. jwx's
+	// verifier of that algorithm runs on the signing input as sent:
+	// parseJOSE has checked and decoded it, so jws.Verify's own parse
+	// (half the cost of an RS256 verification) would only repeat it.
+	if err := is.verifiers[j.alg].Verify([]byte(j.signed), j.sig, vk.pub); err != nil {
+		err = invalid(ErrBadSignature, "signature verification failed")
+		v.reject(key, is, ks, err)
+		return nil, err
 	}
 	now := v.now()
 	id, times, err := is.identity(j, iss, tenant, now)
 	if err != nil {
+		v.reject(key, is, ks, err)
 		return nil, err
 	}
 	if v.cache != nil {
@@ -395,11 +411,19 @@ func isATJWT(j *jose) bool {
 }
 
 // selectKey finds the verification key of the token in the issuer's set
-// (for HMAC, a key holding the issuer's secret).
-func (v *Verifier) selectKey(ctx context.Context, is *issuer, j *jose) (*verificationKey, error) {
+// (for HMAC, a key holding the issuer's secret) and returns the set it
+// used (nil for HMAC).
+//
+// An unknown kid triggers a refetch (see remoteKeys.refresh). If the kid
+// is still unknown, the answer depends on whether the set is known to be
+// current: after a successful fetch it is ErrUnknownKey (401); when the
+// wait ended first or the last fetch failed, it is ErrKeysUnavailable
+// (503): the key may exist, and a 401 would make an MCP client throw away
+// a token that is possibly valid, where a 503 makes it retry.
+func (v *Verifier) selectKey(ctx context.Context, is *issuer, j *jose) (*verificationKey, *keySet, error) {
 	if algFamily[j.alg] == famHMAC {
 		// Allowed only when the issuer has a secret.
-		return &verificationKey{family: famHMAC, alg: j.alg, pub: is.hmacKey}, nil
+		return &verificationKey{family: famHMAC, alg: j.alg, pub: is.hmacKey}, nil, nil
 	}
 	ks := is.keys.Load()
 	if ks == nil && is.remote != nil {
@@ -407,28 +431,32 @@ func (v *Verifier) selectKey(ctx context.Context, is *issuer, j *jose) (*verific
 		ks = is.keys.Load()
 	}
 	if ks == nil {
-		return nil, fmt.Errorf("%w: no key set loaded yet for the issuer", ErrKeysUnavailable)
+		return nil, nil, fmt.Errorf("%w: no key set loaded yet for the issuer", ErrKeysUnavailable)
 	}
 	cands, refreshable := ks.lookup(j.kid, j.hasKID)
 	if refreshable && is.remote != nil {
-		is.remote.refresh(ctx, func() bool {
+		current := is.remote.refresh(ctx, func() bool {
 			c, _ := is.keys.Load().lookup(j.kid, j.hasKID)
 			return len(c) > 0
 		})
-		cands, _ = is.keys.Load().lookup(j.kid, j.hasKID)
+		ks = is.keys.Load()
+		cands, _ = ks.lookup(j.kid, j.hasKID)
+		if len(cands) == 0 && !current {
+			return nil, nil, fmt.Errorf("%w: the token's kid is unknown and the key set could not be refreshed in time", ErrKeysUnavailable)
+		}
 	}
 	if len(cands) == 0 {
 		if !j.hasKID {
-			return nil, invalid(ErrUnknownKey, "token has no kid and the issuer has several keys")
+			return nil, nil, invalid(ErrUnknownKey, "token has no kid and the issuer has several keys")
 		}
-		return nil, invalid(ErrUnknownKey, "no key with the token's kid")
+		return nil, nil, invalid(ErrUnknownKey, "no key with the token's kid")
 	}
 	for _, k := range cands {
 		if k.fits(j.alg) {
-			return k, nil
+			return k, ks, nil
 		}
 	}
-	return nil, invalid(ErrAlgorithm, "the key does not fit the algorithm")
+	return nil, nil, invalid(ErrAlgorithm, "the key does not fit the algorithm")
 }
 
 // identity checks the verified claims and builds the Identity.
@@ -485,6 +513,9 @@ func (is *issuer) identity(j *jose, iss, tenant string, now time.Time) (*Identit
 	}
 	if id.Subject, _, err = stringMember(c, "sub"); err != nil {
 		return nil, times, malformed("%w", err)
+	}
+	if id.Subject == "" && is.requireSubject {
+		return nil, times, invalid(ErrMissingSubject, "sub missing or empty")
 	}
 	if id.JTI, _, err = stringMember(c, "jti"); err != nil {
 		return nil, times, malformed("%w", err)

@@ -39,6 +39,7 @@ const (
 	issAuth0    = "https://tenant.eu.auth0.com/"
 	issKeycloak = "https://kc.example.com/realms/mcp"
 	issShort    = "https://short-lived.example.com"
+	issNoSub    = "https://nosub.example.com"
 
 	entraTenant = "9188040d-6c67-4c5b-b112-36a304b66dad"
 	entraAppID  = "6e74172b-be56-4843-9ff4-e66a39bb12e3"
@@ -71,6 +72,7 @@ func tableVerifier(tb testing.TB) *Verifier {
 		{Issuer: issAuth0, JWKSFile: fileA, ClaimScopes: map[string]string{"permissions": ""}},
 		{Issuer: issKeycloak, JWKSFile: fileA},
 		{Issuer: issShort, JWKSFile: fileA, MaxLifetime: time.Duration(24 * time.Hour)},
+		{Issuer: issNoSub, JWKSFile: fileA, TokenType: "at+jwt", RequireSubject: new(false)},
 	}, Options{})
 }
 
@@ -511,15 +513,50 @@ func tokenRows() []verifyCase {
 	add("scope/number", ErrMalformed, func(t testing.TB) string { return validToken(t, "scope", 1) })
 	add("scope/scp-object", ErrMalformed, func(t testing.TB) string { return validToken(t, "scp", map[string]any{"a": 1}) })
 
-	// Missing RFC 9068 claims: tolerated by default, rejected with
-	// required_claims (issuer "strict").
-	for _, c := range []string{"sub", "client_id", "jti", "iat"} {
+	// Missing RFC 9068 claims: tolerated by default (sub excepted: see
+	// below), rejected with required_claims (issuer "strict").
+	for _, c := range []string{"client_id", "jti", "iat"} {
 		add("rfc9068-claims/"+c+"-missing-tolerated", nil, func(t testing.TB) string { return validToken(t, c, del) })
+	}
+	for _, c := range []string{"sub", "client_id", "jti", "iat"} {
 		add("rfc9068-claims/"+c+"-missing-required", ErrMissingClaim, func(t testing.TB) string { return validToken(t, "iss", issStrict, c, del) })
 	}
 	add("rfc9068-claims/required-claim-null", ErrMissingClaim, func(t testing.TB) string { return validToken(t, "iss", issStrict, "jti", raw("null")) })
 	add("rfc9068-claims/strict-control", nil, func(t testing.TB) string { return validToken(t, "iss", issStrict) })
-	add("rfc9068-claims/sub-not-string", ErrMalformed, func(t testing.TB) string { return validToken(t, "sub", 7) })
+
+	// Anonymous tokens: without a subject, identity headers, subject
+	// revocation and session binding silently have nothing to key on, so
+	// sub is required unless the issuer opts out (issuer "nosub"). A sub
+	// of another type is malformed whatever the issuer says: the policy
+	// would read claims.sub differently from the identity's subject.
+	noSub := func(t *testing.T, id *Identity) {
+		if id.Subject != "" || id.ClientID != "client-1" {
+			t.Fatalf("identity = %+v, want no subject", id)
+		}
+	}
+	add("anonymous-token/sub-absent", ErrMissingSubject, func(t testing.TB) string { return validToken(t, "sub", del) })
+	add("anonymous-token/sub-empty", ErrMissingSubject, func(t testing.TB) string { return validToken(t, "sub", "") })
+	add("anonymous-token/sub-absent-hs256", ErrMissingSubject, func(t testing.TB) string {
+		return mint(t, `{"alg":"HS256"}`, claimsJSON("iss", issHMAC, "sub", del), "HS256", hmacSecret)
+	})
+	add("anonymous-token/sub-null", ErrMalformed, func(t testing.TB) string { return validToken(t, "sub", raw("null")) })
+	add("anonymous-token/sub-number", ErrMalformed, func(t testing.TB) string { return validToken(t, "sub", 7) })
+	add("anonymous-token/sub-array", ErrMalformed, func(t testing.TB) string { return validToken(t, "sub", []string{"alice"}) })
+	add("anonymous-token/sub-object", ErrMalformed, func(t testing.TB) string { return validToken(t, "sub", map[string]any{"id": "alice"}) })
+	add("anonymous-token/sub-bool", ErrMalformed, func(t testing.TB) string { return validToken(t, "sub", false) })
+	add("anonymous-token/opt-out-sub-absent", nil, func(t testing.TB) string { return validToken(t, "iss", issNoSub, "sub", del) }, noSub)
+	add("anonymous-token/opt-out-sub-empty", nil, func(t testing.TB) string { return validToken(t, "iss", issNoSub, "sub", "") }, noSub)
+	add("anonymous-token/opt-out-sub-kept", nil, func(t testing.TB) string { return validToken(t, "iss", issNoSub) }, func(t *testing.T, id *Identity) {
+		if id.Subject != "alice" {
+			t.Fatalf("Subject = %q, want alice", id.Subject)
+		}
+	})
+	add("anonymous-token/opt-out-sub-null", ErrMalformed, func(t testing.TB) string { return validToken(t, "iss", issNoSub, "sub", raw("null")) })
+	add("anonymous-token/opt-out-sub-number", ErrMalformed, func(t testing.TB) string { return validToken(t, "iss", issNoSub, "sub", 7) })
+	// The claim checks before it still decide first.
+	add("anonymous-token/sub-absent-and-expired", ErrExpired, func(t testing.TB) string {
+		return validToken(t, "sub", del, "exp", now-3600, "iat", now-7200, "nbf", now-7200)
+	})
 	add("rfc9068-claims/client_id-not-string", ErrMalformed, func(t testing.TB) string { return validToken(t, "client_id", []string{"x"}) })
 
 	// Non-canonical base64url: one token, one spelling (except ECDSA high s).
