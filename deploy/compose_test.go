@@ -195,14 +195,14 @@ func TestCompose(t *testing.T) {
 	if len(m.Command) == 0 || m.Command[0] != "serve" {
 		t.Fatalf("mcpauthz command %v", m.Command)
 	}
-	serveSrc := readRoot(t, "cmd/mcpauthz/serve.go")
+	serveSrc := append(readRoot(t, "cmd/mcpauthz/serve.go"), readRoot(t, "cmd/mcpauthz/dev.go")...)
 	listen := map[string]int{}
 	for i, a := range m.Command[1:] {
 		name, _, _ := strings.Cut(strings.TrimPrefix(a, "--"), "=")
 		if !strings.HasPrefix(a, "--") {
 			continue
 		}
-		if !regexp.MustCompile(`fs\.\w+\("` + regexp.QuoteMeta(name) + `"`).Match(serveSrc) {
+		if !regexp.MustCompile(`fs\.\w+\((?:&[\w.]+, )?"` + regexp.QuoteMeta(name) + `"`).Match(serveSrc) {
 			t.Errorf("mcpauthz serve has no flag --%s", name)
 		}
 		if name == "grpc-addr" || name == "http-addr" {

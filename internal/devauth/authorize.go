@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/ory/fosite"
+
+	"github.com/mcpauthz/mcpauthz/internal/oauth"
 )
 
 // pendingTTL bounds how long a consent page may stay open.
@@ -133,7 +135,7 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 // the authorization endpoint and receive a code for the development user.
 // Other redirects get the consent page even in auto mode.
 func isLoopbackRedirect(u *url.URL) bool {
-	return u != nil && u.Scheme == "http" && isLoopbackHost(u.Hostname())
+	return u != nil && u.Scheme == "http" && oauth.IsLoopbackHost(u.Hostname())
 }
 
 // checkAuthorizeRequest makes the checks fosite leaves to later or does not

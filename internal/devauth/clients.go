@@ -168,7 +168,7 @@ func checkRedirectURI(s string) *oauthError {
 		return invalidRedirect("redirect URI " + quote(s) + " contains spaces or non-ASCII characters")
 	case u.Scheme == "https" && u.Host == "":
 		return invalidRedirect("redirect URI " + quote(s) + " has no host")
-	case u.Scheme == "http" && !isLoopbackHost(u.Hostname()):
+	case u.Scheme == "http" && !oauth.IsLoopbackHost(u.Hostname()):
 		return invalidRedirect("redirect URI " + quote(s) + ": plain http is allowed only on loopback hosts (RFC 8252 §7.3)")
 	}
 	return nil
@@ -183,7 +183,7 @@ func redirectMatches(registered []string, requested string) bool {
 		return true
 	}
 	req, err := url.Parse(requested)
-	if err != nil || req.Scheme != "http" || !isLoopbackHost(req.Hostname()) || req.User != nil || req.Fragment != "" {
+	if err != nil || req.Scheme != "http" || !oauth.IsLoopbackHost(req.Hostname()) || req.User != nil || req.Fragment != "" {
 		return false
 	}
 	for _, r := range registered {

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	jsonv2 "github.com/go-json-experiment/json"
+
+	"github.com/mcpauthz/mcpauthz/internal/oauth"
 )
 
 // Limits of a client ID metadata document fetch.
@@ -49,7 +51,7 @@ func checkDocumentURL(id string) *oauthError {
 		return docError(id, "the URL is longer than 2000 characters")
 	case err != nil:
 		return docError(id, "not a URL")
-	case u.Scheme != "https" && !(u.Scheme == "http" && isLoopbackHost(u.Hostname())):
+	case u.Scheme != "https" && !(u.Scheme == "http" && oauth.IsLoopbackHost(u.Hostname())):
 		return docError(id, "the client ID must be an https URL (http only on a loopback host)")
 	case u.Host == "" || u.User != nil || u.Fragment != "" || strings.Contains(id, "#"):
 		return docError(id, "the URL must have a host, and no user info or fragment")

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -261,7 +260,7 @@ func parseIssuer(s string, allowRemote bool) (*url.URL, error) {
 		return nil, fmt.Errorf("issuer %q: no query or fragment allowed (RFC 8414 §2)", s)
 	case strings.HasSuffix(u.Path, "/"):
 		return nil, fmt.Errorf("issuer %q: no trailing slash", s)
-	case u.Scheme == "http" && !isLoopbackHost(u.Hostname()) && !allowRemote:
+	case u.Scheme == "http" && !oauth.IsLoopbackHost(u.Hostname()) && !allowRemote:
 		return nil, fmt.Errorf("issuer %q: a plain-http issuer must be on a loopback host (127.0.0.1, [::1], localhost)", s)
 	}
 	return u, nil
@@ -331,16 +330,6 @@ func (c Client) normalize() (Client, error) {
 		}
 	}
 	return c, nil
-}
-
-// isLoopbackHost reports whether host (no port, no brackets) is a loopback
-// IP address or the name localhost.
-func isLoopbackHost(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 func looksLikeURL(id string) bool {

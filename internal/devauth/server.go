@@ -19,6 +19,7 @@ import (
 	"github.com/ory/fosite/token/hmac"
 
 	"github.com/mcpauthz/mcpauthz/internal/devissuer"
+	"github.com/mcpauthz/mcpauthz/internal/oauth"
 )
 
 // maxBodyBytes bounds every request body.
@@ -320,7 +321,7 @@ func Listen(ctx context.Context, addr string, allowRemote bool) (net.Listener, e
 	if err != nil {
 		return nil, fmt.Errorf("devauth: address %q: %w", addr, err)
 	}
-	if !allowRemote && !isLoopbackHost(host) {
+	if !allowRemote && !oauth.IsLoopbackHost(host) {
 		return nil, fmt.Errorf("devauth: address %q is not a loopback address (use 127.0.0.1:PORT)", addr)
 	}
 	var lc net.ListenConfig

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mcpauthz/mcpauthz/internal/oauth"
 )
 
 func TestBoundedMap(t *testing.T) {
@@ -141,7 +143,7 @@ func FuzzRegistration(f *testing.F) {
 				t.Fatalf("accepted redirect %q: %v", r, e)
 			}
 			u, _ := url.Parse(r)
-			if u.Scheme == "http" && !isLoopbackHost(u.Hostname()) || strings.ContainsAny(r, "# \n") {
+			if u.Scheme == "http" && !oauth.IsLoopbackHost(u.Hostname()) || strings.ContainsAny(r, "# \n") {
 				t.Fatalf("accepted redirect %q", r)
 			}
 		}
@@ -164,7 +166,7 @@ func FuzzRedirectMatches(f *testing.F) {
 		}
 		req, err1 := url.Parse(requested)
 		reg, err2 := url.Parse(registered)
-		if err1 != nil || err2 != nil || req.Scheme != "http" || reg.Scheme != "http" || !isLoopbackHost(req.Hostname()) ||
+		if err1 != nil || err2 != nil || req.Scheme != "http" || reg.Scheme != "http" || !oauth.IsLoopbackHost(req.Hostname()) ||
 			!strings.EqualFold(req.Hostname(), reg.Hostname()) || req.EscapedPath() != reg.EscapedPath() || req.RawQuery != reg.RawQuery || req.Fragment != "" {
 			t.Fatalf("%q matched %q", requested, registered)
 		}

@@ -7,11 +7,11 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"github.com/mcpauthz/mcpauthz/internal/oauth"
 	"io"
 	"log/slog"
 	"mime"
 	"net/http"
-	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -593,21 +593,10 @@ func checkEndpointURL(raw string) error {
 	case "https":
 		return nil
 	case "http":
-		if isLoopbackHost(u.Hostname()) {
+		if oauth.IsLoopbackHost(u.Hostname()) {
 			return nil
 		}
 		return fmt.Errorf("URL %q: http is only allowed for loopback hosts; use https", raw)
 	}
 	return fmt.Errorf("URL %q: scheme must be https", raw)
-}
-
-func isLoopbackHost(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip, err := netip.ParseAddr(host)
-	if err != nil {
-		return false
-	}
-	return ip.Unmap().IsLoopback()
 }
