@@ -229,7 +229,21 @@ func TestConsentPageInBrowser(t *testing.T) {
 			fmt.Fprintf(w, `<!doctype html><iframe src="/plain"></iframe><iframe src="%s"></iframe>`, consentURL)
 		}))
 		defer framer.Close()
-		step("open the framing page", chromedp.Navigate(framer.URL))
+		// From a blank page, so that no navigation of the step before (the
+		// deny's redirect) is still under way; Chromium reports a navigation
+		// that another one superseded as ERR_ABORTED, which is retried.
+		var err error
+		for range 3 {
+			sctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+			err = chromedp.Do(sctx, chromedp.Navigate("about:blank"), chromedp.Navigate(framer.URL))
+			cancel()
+			if err == nil || !strings.Contains(err.Error(), "ERR_ABORTED") {
+				break
+			}
+		}
+		if err != nil {
+			t.Fatalf("open the framing page: %v", err)
+		}
 		var frames map[string]string // src prefix -> rendered URL
 		deadline := time.Now().Add(10 * time.Second)
 		for {
