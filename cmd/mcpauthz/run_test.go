@@ -249,6 +249,9 @@ func TestShutdownWithChecksInFlight(t *testing.T) {
 	defer slow.Close()
 	cfg.Issuers[0].JWKSFile = ""
 	cfg.Issuers[0].JWKSURI = slow.URL + "/jwks"
+	// Checks wait for the slow refetch, well past the moment shutdown
+	// begins (the default wait is bounded far below the JWKS's 700ms).
+	cfg.Issuers[0].JWKS.UnknownKIDWait = config.Duration(5 * time.Second)
 	cfg.Shutdown.Timeout = config.Duration(10 * time.Second)
 	srv := startServer(t, cfg)
 	client := srv.client
