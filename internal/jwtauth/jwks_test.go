@@ -23,7 +23,10 @@ import (
 // from srv, on clock, and waits until it is ready when wantReady.
 func remoteVerifier(t *testing.T, srv *jwksServer, clock *fakeClock, wantReady bool, mod ...func(*Issuer)) *Verifier {
 	t.Helper()
-	c := Issuer{Issuer: testIss, JWKSURI: srv.URL + "/jwks"}
+	// On-demand refetches are answered by a local server, but a loaded
+	// machine (and the race detector) can take longer than the default
+	// wait; the wait bound has tests of its own.
+	c := Issuer{Issuer: testIss, JWKSURI: srv.URL + "/jwks", JWKS: JWKS{UnknownKIDWait: 10 * time.Second}}
 	for _, m := range mod {
 		m(&c)
 	}
