@@ -573,30 +573,10 @@ func stringMember(m map[string]jsontext.Value, name string) (string, bool, error
 	return s, true, nil
 }
 
-// checkEndpointURL accepts absolute https URLs, and http URLs whose host is
-// a loopback address or localhost. User info and fragments are refused.
+// checkEndpointURL accepts what every OAuth endpoint of mcpauthz accepts
+// (oauth.ParseEndpointURL): absolute https URLs, http only for loopback
+// hosts, no user information, no fragment.
 func checkEndpointURL(raw string) error {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return errors.New("invalid URL")
-	}
-	if !u.IsAbs() || u.Host == "" {
-		return fmt.Errorf("URL %q is not absolute", raw)
-	}
-	if u.User != nil {
-		return errors.New("URL must not contain user information")
-	}
-	if u.Fragment != "" || strings.Contains(raw, "#") {
-		return fmt.Errorf("URL %q must not contain a fragment", raw)
-	}
-	switch u.Scheme {
-	case "https":
-		return nil
-	case "http":
-		if oauth.IsLoopbackHost(u.Hostname()) {
-			return nil
-		}
-		return fmt.Errorf("URL %q: http is only allowed for loopback hosts; use https", raw)
-	}
-	return fmt.Errorf("URL %q: scheme must be https", raw)
+	_, err := oauth.ParseEndpointURL(raw)
+	return err
 }

@@ -619,7 +619,7 @@ func TestNewTokenExchangeErrors(t *testing.T) {
 	}{
 		{"no name", func(c *TokenExchangeConfig) { c.Name = "" }, "name is required"},
 		{"no endpoint", func(c *TokenExchangeConfig) { c.TokenEndpoint = "" }, "token_endpoint or issuer"},
-		{"http endpoint", func(c *TokenExchangeConfig) { c.TokenEndpoint = "http://idp.example.com/token" }, "http is only allowed for loopback"},
+		{"http endpoint", func(c *TokenExchangeConfig) { c.TokenEndpoint = "http://idp.example.com/token" }, "http is allowed only for loopback hosts"},
 		{"user info in endpoint", func(c *TokenExchangeConfig) { c.TokenEndpoint = "https://u:p@idp.example.com/token" }, "user information"},
 		{"unknown profile", func(c *TokenExchangeConfig) { c.Profile = "magic" }, `unknown profile "magic"`},
 		{"entra with audience", func(c *TokenExchangeConfig) {
