@@ -258,7 +258,7 @@ func TestUpstreamCredentialsChosenByPolicy(t *testing.T) {
 	t.Run("exchange fails: 503 upstream_credential_unavailable, never a forward", func(t *testing.T) {
 		e.exchange.fail.Store(true)
 		defer e.exchange.fail.Store(false)
-		other := e.token(t, "tools:create_issue") // not in the cache
+		other := e.token(t, "tools:create_issue", "tools:get_weather") // not in the cache
 		resp := e.call(t, other, "create_issue", nil)
 		d := resp.GetDeniedResponse()
 		if d == nil || d.GetStatus().GetCode() != 503 {
@@ -270,6 +270,12 @@ func TestUpstreamCredentialsChosenByPolicy(t *testing.T) {
 		if n := metricValue(t, e.rt, "mcpauthz_decisions_total", map[string]string{"status": "503", "reason": "upstream_credential_unavailable"}); n != 1 {
 			t.Errorf("decisions_total{reason=upstream_credential_unavailable} = %v, want 1", n)
 		}
+		// Only the calls that need the credential fail: mcpauthz stays
+		// ready, and a tool without a credential is still allowed.
+		if !e.rt.Ready() {
+			t.Error("not ready while the token endpoint fails; readiness must not depend on an upstream authorization server")
+		}
+		upstreamHeaders(t, e.call(t, other, "get_weather", nil))
 	})
 
 	t.Run("no secret in any log line", func(t *testing.T) {
