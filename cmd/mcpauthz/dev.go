@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -37,7 +39,15 @@ type devFlags struct {
 	resource   string
 	approve    string
 	tokenTTL   time.Duration
+	introspect bool
+	// introspectSecret is the resource server's client secret at the
+	// authorization server, with introspect.
+	introspectSecret string
 }
+
+// devIntrospectClient is mcpauthz's client at the development authorization
+// server with --dev-introspect.
+const devIntrospectClient = "mcpauthz-introspection"
 
 func devFlagSet(fs *flag.FlagSet) *devFlags {
 	d := &devFlags{}
@@ -46,6 +56,7 @@ func devFlagSet(fs *flag.FlagSet) *devFlags {
 	fs.StringVar(&d.resource, "resource", devResource, "with --dev: the protected resource URL (the URL Envoy serves the MCP endpoint at): audience of the tokens and base of the metadata URLs")
 	fs.StringVar(&d.approve, "dev-approve", "page", `with --dev: "page" shows a consent page for every authorization; "auto" grants the requested scopes to dev-user at once (scripts, CI; loopback redirect URIs only)`)
 	fs.DurationVar(&d.tokenTTL, "dev-token-ttl", devauth.DefaultTokenTTL, "with --dev: lifetime of the access tokens the authorization server issues")
+	fs.BoolVar(&d.introspect, "dev-introspect", false, "with --dev: the authorization server issues opaque access tokens and mcpauthz checks them by introspection (RFC 7662), so a revocation (RFC 7009) takes effect at the next check")
 	return d
 }
 
@@ -83,7 +94,7 @@ func (d *devFlags) authorizationServer(iss *devissuer.Issuer, cfg *config.Config
 		return nil, fmt.Errorf("--dev-approve: %w", err)
 	}
 	u, _ := oauth.ParseEndpointURL(iss.URL)
-	srv, err := devauth.New(devauth.Options{
+	opts := devauth.Options{
 		Issuer:      iss.URL,
 		AllowRemote: u == nil || !oauth.IsLoopbackHost(u.Hostname()),
 		Key:         iss.Key,
@@ -92,11 +103,37 @@ func (d *devFlags) authorizationServer(iss *devissuer.Issuer, cfg *config.Config
 		Approve:     mode,
 		TokenTTL:    d.tokenTTL,
 		Logger:      log.With("component", "devauth"),
-	})
+	}
+	if d.introspect {
+		opts.OpaqueAccessTokens = true
+		opts.Clients = []devauth.Client{{ID: devIntrospectClient, Secret: d.introspectSecret, Name: "mcpauthz", Introspect: true}}
+	}
+	srv, err := devauth.New(opts)
 	if err != nil {
 		return nil, fmt.Errorf("dev authorization server: %w", err)
 	}
 	return srv, nil
+}
+
+// useIntrospection points the development issuer's configuration at the
+// authorization server's introspection endpoint, with a fresh client
+// secret written to dir. Answers are cached for a second only, so that a
+// revocation shows at once.
+func (d *devFlags) useIntrospection(cfg *config.Config, dir string) error {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return err
+	}
+	d.introspectSecret = base64.RawURLEncoding.EncodeToString(b)
+	file := filepath.Join(dir, "introspection-secret")
+	if err := os.WriteFile(file, []byte(d.introspectSecret), 0o600); err != nil {
+		return fmt.Errorf("--dev-introspect: %w", err)
+	}
+	cfg.Issuers[0].Introspection = &config.Introspection{
+		Endpoint: cfg.Issuers[0].Issuer + "/introspect", ClientID: devIntrospectClient,
+		ClientSecretFile: file, CacheTTL: config.Duration(time.Second),
+	}
+	return nil
 }
 
 // devSetup prepares development mode: a signing key in dir (a fresh one when

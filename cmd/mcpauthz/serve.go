@@ -49,6 +49,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		defer o.devListener.Close()
 		o.dev, cfg, err = devSetup(*devDir, df.issuerURL(o.devListener), df.resource, true, false)
+		if err == nil && df.introspect {
+			err = df.useIntrospection(cfg, *devDir)
+		}
 	case *cfgPath != "":
 		cfg, err = config.Load(*cfgPath)
 		if err != nil {

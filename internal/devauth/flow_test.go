@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"slices"
@@ -290,5 +291,35 @@ func checkJWT(t *testing.T, tok, clientID, scope string) {
 	// Exactly the lifespan, whatever fraction of a second the grant began at.
 	if exp, iat := claims["exp"].(float64), claims["iat"].(float64); exp-iat != 3600 {
 		t.Errorf("exp - iat = %v, want the 1h TTL", exp-iat)
+	}
+}
+
+// TestOpaqueAccessTokens: with OpaqueAccessTokens the access token is no
+// JWT; introspection describes it from the grant, and after revocation
+// (RFC 7009) it is inactive: revocation shown end to end for a resource
+// server that introspects.
+func TestOpaqueAccessTokens(t *testing.T) {
+	e := newEnv(t, func(o *devauth.Options) { o.OpaqueAccessTokens = true })
+	c := &sdkClient{t: t, e: e, clientID: otherPublicID, redirect: devauth.DevClientRedirectURIs[0]}
+	c.md = e.get("/.well-known/oauth-authorization-server").json(t)
+	p := newPKCE("opaque")
+	code, _ := c.authorize("tools:get_weather", p, nil)
+	tk := c.exchange(code, p)
+	if strings.Count(tk.Access, ".") == 2 {
+		t.Fatalf("access token %.20s… is a JWS, want an opaque token", tk.Access)
+	}
+	in := introspect(t, e, tk.Access)
+	exp, _ := in["exp"].(float64)
+	iat, _ := in["iat"].(float64)
+	if in["active"] != true || in["sub"] != devauth.DefaultSubject || in["client_id"] != otherPublicID ||
+		in["scope"] != "tools:get_weather" || in["token_type"] != "Bearer" || in["token_use"] != "access_token" ||
+		in["iss"] != e.issuer || fmt.Sprint(in["aud"]) != "["+resource+"]" || exp-iat < 3590 || exp-iat > 3600 {
+		t.Fatalf("introspection of an active opaque token: %v", in)
+	}
+	if r := e.postForm("/revoke", url.Values{"token": {tk.Access}, "client_id": {otherPublicID}}, ""); r.status != http.StatusOK {
+		t.Fatalf("revoke: %d %s", r.status, r.body)
+	}
+	if in := introspect(t, e, tk.Access); in["active"] != false || len(in) != 1 {
+		t.Errorf("introspection after revocation = %v, want exactly {active: false}", in)
 	}
 }

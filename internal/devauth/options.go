@@ -93,6 +93,11 @@ type Options struct {
 	Subject string
 	// TokenTTL is the access-token lifetime (default 1h).
 	TokenTTL time.Duration
+	// OpaqueAccessTokens issues opaque access tokens (fosite's HMAC
+	// tokens, stored by signature) instead of at+jwt: a resource server
+	// can only check them by introspection, so a revocation takes effect
+	// at its next introspection.
+	OpaqueAccessTokens bool
 	// RefreshTTL is the refresh-token lifetime (default 24h).
 	RefreshTTL time.Duration
 	// CodeTTL is the authorization-code lifetime (default 60s).
@@ -145,6 +150,7 @@ type serverConfig struct {
 	approve    ApproveMode
 	subject    string
 	tokenTTL   time.Duration
+	opaque     bool
 	refreshTTL time.Duration
 	codeTTL    time.Duration
 	clients    []Client
@@ -158,6 +164,7 @@ func (o Options) validate() (*serverConfig, error) {
 		approve:    o.Approve,
 		subject:    o.Subject,
 		tokenTTL:   o.TokenTTL,
+		opaque:     o.OpaqueAccessTokens,
 		refreshTTL: o.RefreshTTL,
 		codeTTL:    o.CodeTTL,
 		httpClient: o.HTTPClient,

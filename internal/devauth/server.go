@@ -144,6 +144,7 @@ func New(opts Options) (*Server, error) {
 		issuer:                    &devissuer.Issuer{URL: cfg.issuerStr, Key: cfg.key},
 		pub:                       pub,
 		lifespan:                  cfg.tokenTTL,
+		opaque:                    cfg.opaque,
 	}
 	s.provider = newProvider(fcfg, s.store, strategy)
 

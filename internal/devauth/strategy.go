@@ -30,13 +30,17 @@ type tokenStrategy struct {
 	issuer   *devissuer.Issuer
 	pub      jwk.Key
 	lifespan time.Duration // of an access token
+	opaque   bool          // access tokens are HMAC tokens, not JWTs
 }
 
 var _ oauth2.CoreStrategy = (*tokenStrategy)(nil)
 
 // AccessTokenSignature is the storage key of an access token: the signature
 // part of the JWS.
-func (s *tokenStrategy) AccessTokenSignature(_ context.Context, token string) string {
+func (s *tokenStrategy) AccessTokenSignature(ctx context.Context, token string) string {
+	if s.opaque {
+		return s.HMACSHAStrategyUnPrefixed.AccessTokenSignature(ctx, token)
+	}
 	parts := strings.Split(token, ".")
 	if len(parts) != 3 {
 		return ""
@@ -59,6 +63,9 @@ func (s *tokenStrategy) GenerateAccessToken(_ context.Context, req fosite.Reques
 		return "", "", errors.New("devauth: access token lifespan under a second")
 	}
 	req.GetSession().SetExpiresAt(fosite.AccessToken, now.Add(ttl))
+	if s.opaque {
+		return s.HMACSHAStrategyUnPrefixed.GenerateAccessToken(context.Background(), req)
+	}
 	tok, err := s.issuer.Mint(devissuer.MintOptions{
 		Subject:  req.GetSession().GetSubject(),
 		ClientID: req.GetClient().GetID(),
@@ -75,7 +82,10 @@ func (s *tokenStrategy) GenerateAccessToken(_ context.Context, req fosite.Reques
 
 // ValidateAccessToken checks the signature and expiry of an access token
 // found in storage (introspection, revocation).
-func (s *tokenStrategy) ValidateAccessToken(_ context.Context, req fosite.Requester, token string) error {
+func (s *tokenStrategy) ValidateAccessToken(ctx context.Context, req fosite.Requester, token string) error {
+	if s.opaque {
+		return s.HMACSHAStrategyUnPrefixed.ValidateAccessToken(ctx, req, token)
+	}
 	if _, err := jws.Verify([]byte(token), jws.WithKey(jwa.RS256, s.pub)); err != nil {
 		return fosite.ErrTokenSignatureMismatch
 	}

@@ -226,7 +226,7 @@ func (s *Server) introspectionClient(r *http.Request) *oauthError {
 
 // introspection is the RFC 7662 §2.2 answer for an active token.
 func (s *Server) introspection(ir fosite.IntrospectionResponder, token string) map[string]any {
-	if ir.GetTokenUse() == fosite.AccessToken {
+	if ir.GetTokenUse() == fosite.AccessToken && !s.cfg.opaque {
 		claims, err := accessTokenClaims(token)
 		if err != nil {
 			return nil
@@ -237,9 +237,13 @@ func (s *Server) introspection(ir fosite.IntrospectionResponder, token string) m
 		return claims
 	}
 	ar := ir.GetAccessRequester()
+	use, kind := "refresh_token", fosite.RefreshToken
+	if ir.GetTokenUse() == fosite.AccessToken {
+		use, kind = "access_token", fosite.AccessToken
+	}
 	out := map[string]any{
 		"active":    true,
-		"token_use": "refresh_token",
+		"token_use": use,
 		"iss":       s.cfg.issuerStr,
 		"client_id": ar.GetClient().GetID(),
 		"sub":       ar.GetSession().GetSubject(),
@@ -247,7 +251,10 @@ func (s *Server) introspection(ir fosite.IntrospectionResponder, token string) m
 		"scope":     strings.Join(ar.GetGrantedScopes(), " "),
 		"iat":       ar.GetRequestedAt().Unix(),
 	}
-	if exp := ar.GetSession().GetExpiresAt(fosite.RefreshToken); !exp.IsZero() {
+	if kind == fosite.AccessToken {
+		out["token_type"] = "Bearer"
+	}
+	if exp := ar.GetSession().GetExpiresAt(kind); !exp.IsZero() {
 		out["exp"] = exp.Unix()
 	}
 	return out
