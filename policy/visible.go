@@ -101,6 +101,12 @@ var ErrInvalidVisibility = errors.New("invalid visibility")
 // decision for each item. The result is parallel to q.Items. Any error
 // means the list must not be shown.
 func (g *Generation) Visible(ctx context.Context, q ListQuery) ([]bool, error) {
+	return g.visibleWith(ctx, q)
+}
+
+// visibleWith is Visible with extra evaluation options (the activation
+// check collects builtin errors).
+func (g *Generation) visibleWith(ctx context.Context, q ListQuery, opts ...rego.EvalOption) ([]bool, error) {
 	if g == nil {
 		return nil, ErrNotReady
 	}
@@ -152,7 +158,7 @@ func (g *Generation) Visible(ctx context.Context, q ListQuery) ([]bool, error) {
 		defer cancel()
 	}
 	rs, err := safeEval(func() (rego.ResultSet, error) {
-		return g.visible.Eval(ctx, rego.EvalParsedInput(input))
+		return g.visible.Eval(ctx, append([]rego.EvalOption{rego.EvalParsedInput(input)}, opts...)...)
 	})
 	if err != nil {
 		if cerr := ctx.Err(); cerr != nil {
