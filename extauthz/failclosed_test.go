@@ -98,12 +98,16 @@ func TestFailClosed(t *testing.T) {
 }
 
 // TestPolicyTimeoutIs503Timeout: a real Rego evaluation that outlasts
-// policy.eval_timeout is reported as timeout, not as a policy error.
+// policy.eval_timeout is reported as timeout, not as a policy error. (It is
+// slow for the test's caller only: a policy slow for every request would
+// not pass the policy engine's activation check.)
 func TestPolicyTimeoutIs503Timeout(t *testing.T) {
 	dir := t.TempDir()
 	writeFile(t, dir+"/p.rego", `package mcp.authz
 
-decision := {"allow": count([x | some x in numbers.range(1, 50000000); x % 7 == 0]) > 0, "reason": "slow"}
+default decision := {"allow": false, "reason": "fast"}
+
+decision := {"allow": count([x | some x in numbers.range(1, 50000000); x % 7 == 0]) > 0, "reason": "slow"} if input.token.subject == "alice"
 `)
 	e := newEnv(t, func(c *config.Config, s *envSetup) {
 		s.policySrc = &policy.Source{Paths: []string{dir}}
@@ -119,13 +123,19 @@ decision := {"allow": count([x | some x in numbers.range(1, 50000000); x % 7 == 
 }
 
 // TestPolicyRuntimeErrorIs503 uses a real Rego policy that fails at
-// evaluation time (a conflict between two complete rules).
+// evaluation time (a conflict between two complete rules), for the test's
+// caller only: one that fails for every request would not pass the policy
+// engine's activation check.
 func TestPolicyRuntimeErrorIs503(t *testing.T) {
 	dir := t.TempDir()
 	writeFile(t, dir+"/p.rego", `package mcp.authz
 
+default decision := {"allow": false, "reason": "c", "required_scopes": [], "headers": {}}
 decision := {"allow": true, "reason": "a", "required_scopes": [], "headers": {}} if input.mcp.kind == "request"
-decision := {"allow": false, "reason": "b", "required_scopes": [], "headers": {}} if input.mcp.method == "tools/call"
+decision := {"allow": false, "reason": "b", "required_scopes": [], "headers": {}} if {
+	input.mcp.method == "tools/call"
+	input.token.subject == "alice"
+}
 scopes_supported := []
 scope_prefixes := []
 `)

@@ -259,6 +259,10 @@ type bundleRunner struct {
 
 	done    chan struct{} // closed by the update callback of the current poll
 	lastErr string        // last error logged at Warn, to log it once
+	// failing is set by a failed poll and cleared by a successful one;
+	// stale is set while the last bundle received was not activated (the
+	// downloader keeps its ETag, so a 304 then means "still that bundle").
+	failing, stale bool
 }
 
 func newBundleRunner(e *Engine, src BundleSource) (*bundleRunner, error) {
@@ -371,36 +375,49 @@ func (r *bundleRunner) update(ctx context.Context, u download.Update) error {
 	}
 	if u.Error != nil {
 		err := fmt.Errorf("policy: bundle: %w", u.Error)
+		r.failing = true
 		r.e.reloaded("", err)
 		r.warn(ctx, err)
 		return nil // the downloader returns u.Error itself
 	}
 	if u.Bundle == nil {
-		return nil // 304 Not Modified: keep the current policy
+		// 304 Not Modified: keep the current policy. After failed polls,
+		// when the bundle the server still serves is the one that is
+		// active, the policy is current again: report it.
+		if r.failing && !r.stale {
+			if g := r.e.Current(); g != nil {
+				r.e.reloaded(g.revision, nil)
+			}
+		}
+		r.failing = false
+		return nil
 	}
 	revision, err := r.e.activateBundle(ctx, u.Bundle, slog.String("bundle", r.name), slog.String("etag", u.ETag))
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		r.failing, r.stale = true, true
 		r.warn(ctx, err, slog.String("rejected", revision), slog.String("etag", u.ETag))
 		return err
 	}
+	r.failing, r.stale = false, false
 	r.lastErr = ""
 	return nil
 }
 
-// warn logs a failed poll at Warn the first time its error is seen, and at
+// warn logs a failed poll the first time its error is seen (at Warn, or
+// Error for a bundle the activation check refused; see logRejected), and at
 // Debug while it repeats.
 func (r *bundleRunner) warn(ctx context.Context, err error, attrs ...slog.Attr) {
-	level := slog.LevelWarn
-	if text := err.Error(); text == r.lastErr {
-		level = slog.LevelDebug
-	} else {
-		r.lastErr = text
+	attrs = append([]slog.Attr{slog.String("bundle", r.name)}, attrs...)
+	if err.Error() == r.lastErr {
+		attrs = append([]slog.Attr{slog.String("revision", r.e.Revision())}, attrs...)
+		r.e.logger.LogAttrs(ctx, slog.LevelDebug, "policy bundle update failed; keeping the last good policy", append(attrs, slog.Any("error", err))...)
+		return
 	}
-	attrs = append([]slog.Attr{slog.String("bundle", r.name), slog.String("revision", r.e.Revision())}, attrs...)
-	r.e.logger.LogAttrs(ctx, level, "policy bundle update failed; keeping the last good policy", append(attrs, slog.Any("error", err))...)
+	r.lastErr = err.Error()
+	r.e.logRejected(ctx, "policy bundle update failed; keeping the last good policy", err, attrs...)
 }
 
 // activateBundle compiles b and publishes it, through the same path as
@@ -413,7 +430,7 @@ func (e *Engine) activateBundle(ctx context.Context, b *bundle.Bundle, attrs ...
 		return revision, err
 	}
 	return revision, e.publish(ctx, sum, revision, func() (*Generation, error) {
-		return newGeneration(ctx, b.ParsedModules(""), b.Data, sum, revision, e.logger)
+		return newGeneration(ctx, b.ParsedModules(""), b.Data, sum, revision, e.logger, e.timeout)
 	}, "policy bundle activated", append(attrs, slog.Int("modules", len(b.Modules)))...)
 }
 

@@ -73,10 +73,12 @@ func TestDefaultPolicyIsCacheable(t *testing.T) {
 	}
 }
 
+// loadModule loads a policy of body and a default denial, so that the
+// decision is defined for every input of the activation check.
 func loadModule(t *testing.T, body string) *Engine {
 	t.Helper()
 	dir := t.TempDir()
-	src := "package mcp.authz\n\n" + body + "\n"
+	src := "package mcp.authz\n\ndefault decision := {\"allow\": false}\n\n" + body + "\n"
 	if err := os.WriteFile(filepath.Join(dir, "p.rego"), []byte(src), 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -25,20 +25,35 @@
 //
 // # Reload and concurrency
 //
-// [Engine.Load] reads the policy files, compiles them (Rego v1) and
-// prepares the decision query into an immutable generation, which it
-// publishes with an atomic pointer swap only if every step succeeded; on
-// failure the previous generation keeps serving and the error lists every
-// problem with its file:line. Decide loads the current generation once per
-// call, so all messages of a batch see the same policy, and never blocks on
-// a reload. Loads are serialised; loading content identical to the current
+// [Engine.Load] reads the policy files, compiles them (Rego v1), prepares
+// the decision query into an immutable generation and checks it (see
+// Activation check), and publishes it with an atomic pointer swap only if
+// every step succeeded; on failure the previous generation keeps serving
+// and the error lists every problem with its file:line. Decide loads the
+// current generation once per call, so all messages of a batch see the
+// same policy, and never blocks on a reload. Loads are serialised; loading content identical to the current
 // generation keeps it. [Engine.Watch] polls file contents and calls Load on
 // change, logging and skipping broken edits. [Compile] runs the same path
 // without publishing, for configuration checks.
 //
 // The revision ([Engine.Revision], [Decision.Revision]) is a short SHA-256
-// of the policy files' relative names and contents, so the same files give
-// the same revision embedded or on disk.
+// of the policy files' relative names and contents (tests included), so the
+// same files give the same revision embedded or on disk.
+//
+// # Activation check
+//
+// A policy that compiles can still fail every request (two rules giving
+// decision different values, a builtin error, a decision that is not a
+// decision document). So a compiled generation becomes current only after
+// it passed its own Rego tests, run by OPA's tester as "opa test" runs
+// them (the *_test.rego files of the source or bundle, compiled for the
+// check only, never into the decision), and a built-in set of smoke inputs
+// evaluated through its decision and visibility queries (see
+// activation.go). A generation that fails is refused with an
+// [*ActivationError] listing every problem at its file:line: Load and
+// Compile return it, OnReload receives it ([ReloadResult] says
+// ReloadRefused), Watch and RunBundle log it at Error, and the last good
+// generation keeps serving. [Engine.LastReload] reports the last attempt.
 //
 // # Bundles
 //

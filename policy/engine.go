@@ -51,10 +51,14 @@ type Options struct {
 	EvalTimeout time.Duration
 	// OnReload, if set, is called after every Load attempt, including those
 	// made by Watch, and after every bundle RunBundle receives or fails to
-	// receive (not after a 304 Not Modified): with the new revision and nil
-	// on success, or with the revision of the files or bundle it tried (""
-	// if they could not be read or downloaded) and the error. It runs
-	// synchronously while loads are serialised; keep it cheap.
+	// receive (not after a 304 Not Modified, except the first after failed
+	// polls, which reports the active bundle as current again): with the
+	// new revision and nil on success, or with the revision of the files or
+	// bundle it tried ("" if they could not be read or downloaded) and the
+	// error, an *ActivationError when the policy compiled but failed its
+	// activation check (see ReloadResult). Watch also reports a success
+	// when the files return to the serving content after a failed change.
+	// It runs synchronously while loads are serialised; keep it cheap.
 	OnReload func(revision string, err error)
 	// OnActivate, if set, is called with every generation that becomes
 	// current, in the order they are published, before any Decide can
@@ -64,7 +68,8 @@ type Options struct {
 	// DecisionCacheSize bounds the decision cache (see cache.go): zero
 	// selects DefaultDecisionCacheSize, -1 disables it.
 	DecisionCacheSize int
-	// Now is the clock that expires cached decisions; nil means time.Now.
+	// Now is the clock that expires cached decisions and stamps
+	// LastReload; nil means time.Now.
 	Now func() time.Time
 }
 
@@ -89,10 +94,27 @@ type Engine struct {
 	cacheMax   int
 	now        func() time.Time
 
-	loadMu  sync.Mutex // serialises Load so generations are published in order
-	gen     atomic.Pointer[Generation]
-	readyCh chan struct{} // closed at the first activation
+	loadMu     sync.Mutex // serialises Load so generations are published in order
+	gen        atomic.Pointer[Generation]
+	readyCh    chan struct{} // closed at the first activation
+	lastReload atomic.Pointer[Reload]
 }
+
+// Reload is the outcome of one load attempt: a Load, a change Watch saw, a
+// bundle RunBundle received or failed to receive. See Engine.LastReload.
+type Reload struct {
+	// Time is when the attempt ended.
+	Time time.Time
+	// Revision is the revision of what was tried ("" if it could not be
+	// read or downloaded); on success, the revision that now serves.
+	Revision string
+	// Err is nil on success; an *ActivationError when the policy compiled
+	// but failed its activation check.
+	Err error
+}
+
+// Result is ReloadSuccess, ReloadError or ReloadRefused.
+func (r Reload) Result() string { return ReloadResult(r.Err) }
 
 // Generation is one compiled policy with everything read from it at load
 // time. It is never modified once published, so a request that holds one
@@ -140,12 +162,14 @@ func New(opts Options) *Engine {
 	return e
 }
 
-// Load reads, compiles and prepares the policy of src and makes it the
-// current one. On any error the current policy stays in place and the error
-// lists every problem found, Rego errors with their file:line. Loading files
-// identical to the current policy is a no-op.
+// Load reads, compiles, prepares and checks (its Rego tests and the smoke
+// inputs, see activation.go) the policy of src and makes it the current
+// one. On any error the current policy stays in place and the error lists
+// every problem found, Rego errors with their file:line; a policy that
+// compiles but fails the check gives an *ActivationError. Loading files
+// identical to the current policy keeps it (and reports success).
 func (e *Engine) Load(ctx context.Context, src Source) error {
-	snap, err := readSource(src, false)
+	snap, err := readSource(src, true)
 	if err != nil {
 		e.reloaded("", err)
 		return err
@@ -155,7 +179,7 @@ func (e *Engine) Load(ctx context.Context, src Source) error {
 
 func (e *Engine) loadSnapshot(ctx context.Context, src Source, snap *snapshot) error {
 	return e.publish(ctx, snap.sum, snap.revision(), func() (*Generation, error) {
-		return build(ctx, src, snap, e.logger)
+		return build(ctx, src, snap, e.logger, e.timeout)
 	}, "policy loaded", slog.Int("files", len(snap.files)))
 }
 
@@ -197,6 +221,7 @@ func (e *Engine) publish(ctx context.Context, sum [32]byte, revision string, mk 
 }
 
 func (e *Engine) reloaded(revision string, err error) {
+	e.lastReload.Store(&Reload{Time: e.now(), Revision: revision, Err: err})
 	if e.onReload != nil {
 		e.onReload(revision, err)
 	}
@@ -205,11 +230,11 @@ func (e *Engine) reloaded(revision string, err error) {
 // Compile checks the policy of src exactly as Load would, without making it
 // current. Use it to validate configuration.
 func Compile(ctx context.Context, src Source) error {
-	snap, err := readSource(src, false)
+	snap, err := readSource(src, true)
 	if err != nil {
 		return err
 	}
-	_, err = build(ctx, src, snap, slog.New(slog.DiscardHandler))
+	_, err = build(ctx, src, snap, slog.New(slog.DiscardHandler), DefaultEvalTimeout)
 	return err
 }
 
@@ -228,6 +253,19 @@ func (e *Engine) WaitReady(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// LastReload returns the outcome of the last load attempt, and false
+// before the first. Unlike Revision, which names what serves, it tells
+// whether the last change was taken: after a refused or broken change the
+// last good policy keeps serving, and LastReload says why the change did
+// not.
+func (e *Engine) LastReload() (Reload, bool) {
+	r := e.lastReload.Load()
+	if r == nil {
+		return Reload{}, false
+	}
+	return *r, true
 }
 
 // Current returns the current generation, nil before the first load.
@@ -308,28 +346,32 @@ func clone(s []string) []string {
 }
 
 // build compiles a snapshot into a generation. It never touches the engine.
-func build(ctx context.Context, src Source, snap *snapshot, logger *slog.Logger) (*Generation, error) {
+func build(ctx context.Context, src Source, snap *snapshot, logger *slog.Logger, evalTimeout time.Duration) (*Generation, error) {
 	sfs := &snapshotFS{base: src.FS, files: snap.files, read: map[string]bool{}}
 	res, err := loader.NewFileLoader().
 		WithFS(sfs).
 		WithRegoVersion(ast.RegoV1).
 		WithProcessAnnotation(true).
-		Filtered(src.Paths, newFilter(false))
+		Filtered(src.Paths, newFilter(true))
 	if err != nil {
 		return nil, fmt.Errorf("policy: %w", errors.Join(flatten(err)...))
 	}
 	if err := sfs.complete(); err != nil {
 		return nil, fmt.Errorf("policy: %w", err)
 	}
-	return newGeneration(ctx, res.ParsedModules(), res.Documents, snap.sum, snap.revision(), logger)
+	return newGeneration(ctx, res.ParsedModules(), res.Documents, snap.sum, snap.revision(), logger, evalTimeout)
 }
 
 // newGeneration compiles parsed modules and data documents into a
 // generation: the one compile path for local files and bundles. It checks
-// that data.mcp.authz.decision is defined, prepares it, and reads
-// scopes_supported and scope_prefixes. sum identifies the content (see
-// Engine.publish) and revision names it. It never touches the engine.
-func newGeneration(ctx context.Context, modules map[string]*ast.Module, docs map[string]any, sum [32]byte, revision string, logger *slog.Logger) (*Generation, error) {
+// that data.mcp.authz.decision is defined, prepares it, reads
+// scopes_supported and scope_prefixes, and runs the activation check (see
+// activation.go) with the modules' tests. Test modules (*_test.rego) are
+// compiled for the check only, never into the decision. sum identifies the
+// content (see Engine.publish) and revision names it; evalTimeout is the
+// engine's evaluation bound. It never touches the engine.
+func newGeneration(ctx context.Context, modules map[string]*ast.Module, docs map[string]any, sum [32]byte, revision string, logger *slog.Logger, evalTimeout time.Duration) (*Generation, error) {
+	modules, tests := splitTests(modules)
 	store := inmem.NewFromObjectWithOpts(docs, inmem.OptReturnASTValuesOnRead(true))
 	compiler, err := compile(ctx, store, modules)
 	if err != nil {
@@ -379,6 +421,9 @@ func newGeneration(ctx context.Context, modules map[string]*ast.Module, docs map
 		return nil, err
 	}
 	g.plan = planCache(compiler.Modules)
+	if err := checkActivation(ctx, g, modules, tests, store, evalTimeout); err != nil {
+		return nil, err
+	}
 	return g, nil
 }
 

@@ -458,10 +458,20 @@ func TestDecideNotReady(t *testing.T) {
 	}
 }
 
-// slowPolicy takes far longer than any timeout used in the tests.
+// faultyCaller is a condition only the tests' own caller (testToken's
+// subject) meets, never a smoke input of the activation check: a fault
+// behind it passes the check and fails at request time, the case the check
+// cannot catch and Decide must still fail closed on.
+const faultyCaller = `input.token.subject == "alice"`
+
+// slowPolicy takes far longer than any timeout used in the tests, for the
+// tests' caller.
 const slowPolicy = `package mcp.authz
 
+default decision := {"allow": false, "reason": "fast"}
+
 decision := {"allow": n > 0, "reason": "slow"} if {
+	` + faultyCaller + `
 	n := count([1 | some i in numbers.range(1, 100000); some j in numbers.range(1, 100000); i != j])
 }
 `
@@ -502,25 +512,43 @@ func TestDecideTimeoutAndCancel(t *testing.T) {
 	})
 }
 
+// TestDecideInvalidDecision: a decision that is not a decision document is
+// refused by the activation check when every request gets it, and an error
+// of Decide when only some do.
 func TestDecideInvalidDecision(t *testing.T) {
 	t.Parallel()
-	tests := map[string]string{
-		"undefined":               `decision := {"allow": true, "reason": "x"} if input.nothing`,
-		"not an object":           `decision := true`,
-		"allow missing":           `decision := {"reason": "x"}`,
-		"allow not a bool":        `decision := {"allow": "true", "reason": "x"}`,
-		"reason not a string":     `decision := {"allow": false, "reason": 1}`,
-		"required_scopes string":  `decision := {"allow": false, "reason": "x", "required_scopes": "tools:a"}`,
-		"required_scopes numbers": `decision := {"allow": false, "reason": "x", "required_scopes": [1]}`,
-		"headers not an object":   `decision := {"allow": true, "reason": "x", "headers": ["a"]}`,
-		"header value not string": `decision := {"allow": true, "reason": "x", "headers": {"a": 1}}`,
-		"shadow not a bool":       `decision := {"allow": false, "reason": "x", "shadow": "yes"}`,
+	tests := map[string]struct{ body, problem string }{
+		"undefined":               {`decision := {"allow": true, "reason": "x"} if input.nothing`, "data.mcp.authz.decision is undefined"},
+		"not an object":           {`decision := true`, "decision is boolean, want an object"},
+		"allow missing":           {`decision := {"reason": "x"}`, "decision.allow: missing"},
+		"allow not a bool":        {`decision := {"allow": "true", "reason": "x"}`, "decision.allow: want a boolean"},
+		"reason not a string":     {`decision := {"allow": false, "reason": 1}`, "decision.reason: want a string"},
+		"required_scopes string":  {`decision := {"allow": false, "reason": "x", "required_scopes": "tools:a"}`, "decision.required_scopes: got string, want an array of strings"},
+		"required_scopes numbers": {`decision := {"allow": false, "reason": "x", "required_scopes": [1]}`, "decision.required_scopes: element 0 is number, want a string"},
+		"headers not an object":   {`decision := {"allow": true, "reason": "x", "headers": ["a"]}`, "decision.headers: want an object"},
+		"header value not string": {`decision := {"allow": true, "reason": "x", "headers": {"a": 1}}`, "decision.headers: want string names and values"},
+		"shadow not a bool":       {`decision := {"allow": false, "reason": "x", "shadow": "yes"}`, "decision.shadow: want a boolean"},
 	}
-	for name, body := range tests {
+	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			dir := writePolicy(t, map[string]string{"p.rego": "package mcp.authz\n\n" + body + "\n"})
-			e := newEngine(t, Source{Paths: []string{dir}}, Options{})
+			dir := writePolicy(t, map[string]string{"p.rego": "package mcp.authz\n\n" + tt.body + "\n"})
+			ae := refused(t, Source{Paths: []string{dir}})
+			if p := ae.Problems[0]; p.Reason != RefusedInvalidDecision || p.Message != tt.problem || len(ae.Problems) != 1 {
+				t.Errorf("Load() refused with %+v, want one %s problem %q for every input", ae.Problems, RefusedInvalidDecision, tt.problem)
+			}
+
+			// The same decision for the tests' caller only.
+			rule, _ := strings.CutPrefix(tt.body, "decision := ")
+			rule, cond, found := strings.Cut(rule, " if ")
+			if !found {
+				cond = "true"
+			}
+			guarded := "package mcp.authz\n\ndefault decision := {\"allow\": false}\n\ndecision := " + rule + " if {\n\t" + faultyCaller + "\n\t" + cond + "\n}\n"
+			if name == "undefined" {
+				guarded = "package mcp.authz\n\ndecision := {\"allow\": true} if not " + faultyCaller + "\n"
+			}
+			e := newEngine(t, Source{Paths: []string{writePolicy(t, map[string]string{"p.rego": guarded})}}, Options{})
 			got, err := e.Decide(t.Context(), testRequest, testToken(), []MCP{req("ping")})
 			if !errors.Is(err, ErrInvalidDecision) {
 				t.Errorf("Decide() = %+v, %v; want ErrInvalidDecision", got, err)
@@ -529,18 +557,45 @@ func TestDecideInvalidDecision(t *testing.T) {
 	}
 }
 
+// refused loads src into a new engine and returns the activation error it
+// must fail with.
+func refused(t *testing.T, src Source) *ActivationError {
+	t.Helper()
+	e := New(Options{})
+	err := e.Load(t.Context(), src)
+	var ae *ActivationError
+	if !errors.As(err, &ae) {
+		t.Fatalf("Load(%v) = %v, want an *ActivationError", src.Paths, err)
+	}
+	if e.Ready() || e.Current() != nil {
+		t.Fatalf("Load(%v) refused, but the engine is Ready with revision %q", src.Paths, e.Revision())
+	}
+	return ae
+}
+
 func TestDecideEvalError(t *testing.T) {
 	t.Parallel()
 	// Two complete definitions with different values: a conflict error at
-	// evaluation time.
-	dir := writePolicy(t, map[string]string{"p.rego": `package mcp.authz
+	// evaluation time, refused by the activation check.
+	conflict := `package mcp.authz
 
-decision := {"allow": true, "reason": "a"} if input.mcp
-decision := {"allow": false, "reason": "b"} if input.mcp
-`})
-	e := newEngine(t, Source{Paths: []string{dir}}, Options{})
+default decision := {"allow": false, "reason": "default"}
+
+decision := {"allow": true, "reason": "a"} if input.mcp.method == "ping"
+decision := {"allow": false, "reason": "b"} if input.mcp.kind == "request"
+`
+	ae := refused(t, Source{Paths: []string{writePolicy(t, map[string]string{"p.rego": conflict})}})
+	if p := ae.Problems[0]; p.Reason != RefusedEvalError || !strings.HasSuffix(p.Location, "p.rego:6") ||
+		!strings.HasPrefix(p.Message, "eval_conflict_error: ") || p.Check != `input "ping, scoped token" and 4 more` {
+		t.Errorf("refused with %+v, want the conflict at p.rego:6 for the four ping inputs and the batch", ae.Problems)
+	}
+
+	// The same conflict for the tests' caller only passes the check and
+	// fails at request time.
+	guarded := strings.Replace(conflict, `if input.mcp.kind == "request"`, `if { input.mcp.kind == "request"; `+faultyCaller+` }`, 1)
+	e := newEngine(t, Source{Paths: []string{writePolicy(t, map[string]string{"p.rego": guarded})}}, Options{})
 	got, err := e.Decide(t.Context(), testRequest, testToken(), []MCP{req("ping")})
-	if err == nil || errors.Is(err, ErrInvalidDecision) {
+	if err == nil || errors.Is(err, ErrInvalidDecision) || !strings.Contains(err.Error(), "eval_conflict_error") {
 		t.Errorf("Decide() = %+v, %v; want an evaluation error", got, err)
 	}
 }
@@ -745,7 +800,6 @@ func TestLoadSkipsNonPolicyFiles(t *testing.T) {
 		"notes.txt":                   broken,
 		"mcp/authz.rego~":             broken,
 		"mcp/.authz.rego.swp":         broken,
-		"mcp/extra_test.rego":         broken,
 		".git/config.json":            "{",
 		"..2026_01_01/mcp/authz.rego": broken,
 	} {

@@ -14,10 +14,11 @@ import (
 )
 
 // TestRegoUnitTests runs the Rego unit tests of the default policy exactly
-// as "opa test rego/mcp rego/data.json" does, so "go test ./policy/" fails
-// when a Rego test fails.
+// as "opa test rego/mcp rego/data.json policy/testdata" does, so "go test
+// ./policy/" fails when a Rego test fails. testdata holds the tests of the
+// shipped data file, which do not ship with the policy (see there).
 func TestRegoUnitTests(t *testing.T) {
-	modules, store, err := tester.Load([]string{"../rego/mcp", "../rego/data.json"}, nil)
+	modules, store, err := tester.Load([]string{"../rego/mcp", "../rego/data.json", "testdata/shipped_data_test.rego"}, nil)
 	if err != nil {
 		t.Fatalf("tester.Load(../rego) = %v", err)
 	}

@@ -28,9 +28,10 @@ type Source struct {
 	// them, loaded with OPA's loader convention: a data file found in a
 	// directory is mounted under data at the path of that directory relative
 	// to the path given, as "opa test" and "opa eval -d" do. Inside
-	// directories, files ending in _test.rego, files with other extensions,
-	// and names starting with "." (editor files, the ..data links of a
-	// Kubernetes ConfigMap volume) are skipped.
+	// directories, files with other extensions and names starting with "."
+	// (editor files, the ..data links of a Kubernetes ConfigMap volume) are
+	// skipped. Files ending in _test.rego are the policy's tests: they run
+	// in the activation check and are never compiled into the decision.
 	Paths []string
 }
 

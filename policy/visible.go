@@ -102,6 +102,12 @@ var ErrInvalidVisibility = errors.New("invalid visibility")
 // means the list must not be shown; one of an evaluation that ran out of
 // time wraps ctx.Err(), as Decide's does.
 func (g *Generation) Visible(ctx context.Context, q ListQuery) ([]bool, error) {
+	return g.visibleWith(ctx, q)
+}
+
+// visibleWith is Visible with extra evaluation options (the activation
+// check collects builtin errors).
+func (g *Generation) visibleWith(ctx context.Context, q ListQuery, opts ...rego.EvalOption) ([]bool, error) {
 	if g == nil {
 		return nil, ErrNotReady
 	}
@@ -153,7 +159,7 @@ func (g *Generation) Visible(ctx context.Context, q ListQuery) ([]bool, error) {
 		defer cancel()
 	}
 	rs, err := safeEval(func() (rego.ResultSet, error) {
-		return g.visible.Eval(ctx, rego.EvalParsedInput(input))
+		return g.visible.Eval(ctx, append([]rego.EvalOption{rego.EvalParsedInput(input)}, opts...)...)
 	})
 	if err = cutShort(ctx, err); err != nil {
 		return nil, fmt.Errorf("policy: evaluate visibility: %w", err)

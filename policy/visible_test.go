@@ -131,25 +131,33 @@ func TestVisibleFailsClosed(t *testing.T) {
 			t.Errorf("%s: Visible = nil error", name)
 		}
 	}
-	// A policy whose visible rule is not one boolean per item.
+	// A policy whose visible rule is not a set of strings: refused when
+	// every list gets it, an error of Visible when only the tests' caller
+	// does (see faultyCaller).
 	dir := t.TempDir()
 	writeFile(t, filepath.Join(dir, "p.rego"), "package mcp.authz\n\ndecision := {\"allow\": true}\n\nvisible := {true}\n")
+	ae := refused(t, Source{Paths: []string{dir}})
+	if p := ae.Problems[0]; len(ae.Problems) != 1 || p.Reason != RefusedInvalidVisibility || p.Check != `list "tools, scoped token" and 7 more` ||
+		p.Message != "policy: invalid visibility: boolean is not a string" {
+		t.Errorf("Load(visible := {true}) refused with %+v, want one invalid_visibility problem for all 8 lists", ae.Problems)
+	}
+	writeFile(t, filepath.Join(dir, "p.rego"), "package mcp.authz\n\ndecision := {\"allow\": true}\n\nvisible := {true} if "+faultyCaller+"\n")
 	bad := newEngine(t, Source{Paths: []string{dir}}, Options{}).Current()
 	_, err := bad.Visible(t.Context(), ListQuery{Input: good, Kind: ListTools, Items: []string{"a", "b"}})
 	if err == nil || !strings.Contains(err.Error(), "boolean is not a string") {
 		t.Errorf("Visible(set of booleans) = %v", err)
 	}
-	writeFile(t, filepath.Join(dir, "p.rego"), "package mcp.authz\n\ndecision := {\"allow\": true}\n\nvisible := true\n")
+	writeFile(t, filepath.Join(dir, "p.rego"), "package mcp.authz\n\ndecision := {\"allow\": true}\n\nvisible := true if "+faultyCaller+"\n")
 	bad = newEngine(t, Source{Paths: []string{dir}}, Options{}).Current()
 	if _, err := bad.Visible(t.Context(), ListQuery{Input: good, Kind: ListTools, Items: []string{"a"}}); err == nil || !strings.Contains(err.Error(), "visible is not a set") {
 		t.Errorf("Visible(boolean) = %v", err)
 	}
-	// A decision that is not an object: calls fail on their own; lists
-	// cannot be filtered at all.
-	writeFile(t, filepath.Join(dir, "p.rego"), "package mcp.authz\n\ndecision := true\n")
+	// A visible rule the engine cannot read as a document (a function):
+	// calls are decided, lists cannot be filtered at all.
+	writeFile(t, filepath.Join(dir, "p.rego"), "package mcp.authz\n\ndecision := {\"allow\": true}\n\nvisible(x) := true\n")
 	broken := newEngine(t, Source{Paths: []string{dir}}, Options{}).Current()
-	if _, err := broken.Visible(t.Context(), ListQuery{Input: good, Kind: ListTools, Items: []string{"a"}}); err == nil {
-		t.Error("Visible with a malformed decision = nil error")
+	if _, err := broken.Visible(t.Context(), ListQuery{Input: good, Kind: ListTools, Items: []string{"a"}}); err == nil || !strings.Contains(err.Error(), "list visibility cannot be decided") {
+		t.Errorf("Visible with an unpreparable visibility = %v, want the preparation error", err)
 	}
 }
 

@@ -74,6 +74,8 @@ func exportedMetrics(t *testing.T) map[string]string {
 		"mcpauthz_checks_in_flight", "mcpauthz_jwks_refreshes_total", "mcpauthz_jwks_keys",
 		"mcpauthz_jwks_last_success_timestamp_seconds", "mcpauthz_policy_reloads_total",
 		"mcpauthz_policy_info", "mcpauthz_policy_last_reload_success_timestamp_seconds",
+		"mcpauthz_policy_last_reload_successful", "mcpauthz_policy_last_reload_timestamp_seconds",
+		"mcpauthz_policy_activation_refusals_total",
 		"grpc_server_handled_total", "grpc_server_handling_seconds_bucket", "go_goroutines",
 		"mcpauthz_list_filter_total", "mcpauthz_list_filter_duration_seconds_bucket",
 		"mcpauthz_upstream_credential_fetches_total", "mcpauthz_upstream_credential_cache_total",

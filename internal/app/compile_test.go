@@ -258,7 +258,7 @@ func TestLifecycleLeavesNothingRunning(t *testing.T) {
 			t.Errorf("%s: Compile = nil", name)
 		}
 	}
-	cfg, err := config.Parse("c.yaml", []byte(base+"policy: {reload_interval: 10ms, paths: [../../rego]}\n"))
+	cfg, err := config.Parse("c.yaml", []byte(base+"policy: {reload_interval: 10ms, paths: [../../rego/mcp, ../../rego/data.json]}\n"))
 	if err != nil {
 		t.Fatal(err)
 	}

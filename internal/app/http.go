@@ -1,6 +1,7 @@
 package app
 
 import (
+	"encoding/json"
 	"log/slog"
 	"net"
 	"net/http"
@@ -93,7 +94,8 @@ func (rt *Runtime) HTTPListener(ln net.Listener) net.Listener {
 
 // HTTPHandler serves http_addr: the protected resource metadata (the same
 // answers the ext_authz service gives through Envoy), /healthz (alive),
-// /readyz (ready exactly when gRPC health says SERVING) and, when
+// /readyz (ready exactly when gRPC health says SERVING; the body is
+// Readiness as JSON, with the serving policy and its last reload) and, when
 // observing, /metrics, paced and bounded by rt.HTTP.
 func (rt *Runtime) HTTPHandler() http.Handler {
 	mux := http.NewServeMux()
@@ -105,13 +107,14 @@ func (rt *Runtime) HTTPHandler() http.Handler {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain")
-		if why := rt.NotReadyReason(); why != "" {
+		ready := rt.Readiness()
+		body, _ := json.Marshal(ready)
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		if ready.Status != "ready" {
 			w.WriteHeader(http.StatusServiceUnavailable)
-			_, _ = w.Write([]byte("not ready: " + why + "\n"))
-			return
 		}
-		_, _ = w.Write([]byte("ready\n"))
+		_, _ = w.Write(append(body, '\n'))
 	})
 	if rt.Registry != nil {
 		h := promhttp.HandlerFor(rt.Registry, promhttp.HandlerOpts{

@@ -185,9 +185,10 @@ func TestListFilteringThroughBothServices(t *testing.T) {
 // answers the list with a JSON-RPC error for its id, never the list.
 func TestListFilteringFailsClosed(t *testing.T) {
 	dir := t.TempDir()
-	// Calls are allowed, but visible is not a set: the list cannot be
-	// decided.
-	if err := os.WriteFile(filepath.Join(dir, "p.rego"), []byte("package mcp.authz\n\ndecision := {\"allow\": true}\n\nvisible := 1\n"), 0o600); err != nil {
+	// Calls are allowed, but visible is not a set for this caller: the
+	// list cannot be decided. (For every caller, the activation check
+	// would refuse the policy.)
+	if err := os.WriteFile(filepath.Join(dir, "p.rego"), []byte("package mcp.authz\n\ndecision := {\"allow\": true}\n\nvisible := 1 if input.token.subject == \"alice\"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	e := newListEnv(t, dir)

@@ -6,6 +6,7 @@ package metrics
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -17,8 +18,10 @@ import (
 
 	"github.com/mcpauthz/mcpauthz/extauthz"
 	"github.com/mcpauthz/mcpauthz/extproc"
+	"github.com/mcpauthz/mcpauthz/internal/jwtauth"
 	"github.com/mcpauthz/mcpauthz/internal/mcprpc"
 	"github.com/mcpauthz/mcpauthz/internal/upstream"
+	"github.com/mcpauthz/mcpauthz/policy"
 )
 
 // Metrics records decisions and serves as an extauthz.Recorder.
@@ -32,8 +35,11 @@ type Metrics struct {
 	jwksKeys     *prometheus.GaugeVec
 	jwksSuccess  *prometheus.GaugeVec
 	reloads      *prometheus.CounterVec
+	refusals     *prometheus.CounterVec
 	policyInfo   *prometheus.GaugeVec
 	reloadTime   prometheus.Gauge
+	lastReloadOK prometheus.Gauge
+	lastReload   prometheus.Gauge
 	lists        *prometheus.CounterVec
 	listRemoved  *prometheus.CounterVec
 	listErrors   *prometheus.CounterVec
@@ -88,8 +94,20 @@ func New(reg prometheus.Registerer, issuers []string) *Metrics {
 		}, []string{"issuer"}),
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mcpauthz_policy_reloads_total",
-			Help: "Policy loads by result (success, error).",
+			Help: "Policy loads by result: success, error (unreadable, does not compile, download failed) or refused (compiles but fails its activation check).",
 		}, []string{"result"}),
+		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mcpauthz_policy_activation_refusals_total",
+			Help: "Policies that compiled but were not activated because their activation check failed, by reason (test_failed, test_error, eval_error, invalid_decision, invalid_visibility).",
+		}, []string{"reason"}),
+		lastReloadOK: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "mcpauthz_policy_last_reload_successful",
+			Help: "1 if the last policy load attempt succeeded, 0 if it failed or was refused (the last good policy serves) or none was made yet.",
+		}),
+		lastReload: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "mcpauthz_policy_last_reload_timestamp_seconds",
+			Help: "Unix time of the last policy load attempt, successful or not; 0 before the first.",
+		}),
 		policyInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "mcpauthz_policy_info",
 			Help: "The active policy revision (value 1).",
@@ -152,8 +170,30 @@ func New(reg prometheus.Registerer, issuers []string) *Metrics {
 	for _, r := range extproc.Reasons() {
 		m.listErrors.WithLabelValues(string(r))
 	}
+	// Every decision and token series of the request path exists from the
+	// start, at 0: rate() and increase() need a sample before the first
+	// event to count it, and a ratio needs both sides to exist. Decisions
+	// are pre-created without MCP method and tool (the labels of a
+	// request that carries none).
+	for _, o := range extauthz.Outcomes() {
+		m.decisions.WithLabelValues(o.Outcome, strconv.Itoa(o.Status), o.Reason, "", "")
+	}
+	for _, is := range issuers {
+		m.tokens.WithLabelValues(is, "valid")
+	}
+	for _, r := range jwtauth.Reasons() {
+		// A rejected token has no verified issuer.
+		m.tokens.WithLabelValues("unknown", r)
+	}
+	for _, r := range policy.ReloadResults() {
+		m.reloads.WithLabelValues(r)
+	}
+	for _, r := range policy.ActivationReasons() {
+		m.refusals.WithLabelValues(r)
+	}
 	reg.MustRegister(m.decisions, m.duration, m.policyEval, m.tokens, m.inFlight,
-		m.jwksRefresh, m.jwksKeys, m.jwksSuccess, m.reloads, m.policyInfo, m.reloadTime, m.grpc,
+		m.jwksRefresh, m.jwksKeys, m.jwksSuccess, m.reloads, m.refusals, m.policyInfo, m.reloadTime,
+		m.lastReloadOK, m.lastReload, m.grpc,
 		m.lists, m.listRemoved, m.listErrors, m.listDuration,
 		m.credFetches, m.credLatency, m.credCache,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -173,14 +213,23 @@ func (m *Metrics) JWKSRefresh(issuer string, keys int, err error) {
 	m.jwksSuccess.WithLabelValues(issuer).SetToCurrentTime()
 }
 
-// PolicyReload records one policy load; it has the signature of
-// policy.Options.OnReload.
+// PolicyReload records one policy load attempt; it has the signature of
+// policy.Options.OnReload. The last attempt's outcome stays in
+// mcpauthz_policy_last_reload_successful until the next attempt, so an
+// alert on it holds for as long as the last change is not serving, however
+// long ago it failed.
 func (m *Metrics) PolicyReload(revision string, err error) {
+	m.reloads.WithLabelValues(policy.ReloadResult(err)).Inc()
+	m.lastReload.SetToCurrentTime()
 	if err != nil {
-		m.reloads.WithLabelValues("error").Inc()
+		m.lastReloadOK.Set(0)
+		var ae *policy.ActivationError
+		if errors.As(err, &ae) {
+			m.refusals.WithLabelValues(ae.Reason()).Inc()
+		}
 		return
 	}
-	m.reloads.WithLabelValues("success").Inc()
+	m.lastReloadOK.Set(1)
 	m.reloadTime.SetToCurrentTime()
 	if old := m.lastRevision.Swap(&revision); old == nil || *old != revision {
 		m.policyInfo.Reset()

@@ -432,28 +432,9 @@ test_scope_prefixes if {
 }
 
 # ---------------------------------------------------------------------------
-# The shipped data file (rego/data.json) is well formed.
-
-test_shipped_data_open_methods if {
-	count(data.mcp.config.open_methods) > 0
-	every m in data.mcp.config.open_methods {
-		authz.decision == _allow("open_method") with input as _input([], {"method": m})
-	}
-}
-
-# The embedded default maps no scope to any tool, prompt or resource: only
-# tools:<name>, tools:*, prompts:<name>, prompts:* and resources:* grant
-# anything, and nothing is advertised. (Example mappings live in
-# rego/examples/scope-mappings.)
-test_shipped_data_maps_nothing if {
-	data.mcp.config.scopes == {"tools": {}, "prompts": {}, "resources": {}}
-	authz.scopes_supported == []
-	authz.baseline_scopes == []
-	authz.known_tools == []
-	authz.decision == _need(["tools:get_weather"]) with input as _input(["weather:read", "files:write"], {"method": "tools/call", "tool": "get_weather"})
-	authz.decision == _allow("tool_scope") with input as _input(["tools:write_file"], {"method": "tools/call", "tool": "write_file"})
-	authz.decision == _need(["resources:*"]) with input as _input(["files:read"], {"method": "resources/read", "resource_uri": "file:///srv/data/a.csv"})
-}
+# Metadata rules. (The tests of the shipped rego/data.json itself are in
+# policy/testdata: these tests run before every activation against whatever
+# data the policy is loaded with, so they must not depend on it.)
 
 test_baseline_scopes_sorted_unique if {
 	authz.baseline_scopes == ["a", "mcp:connect"] with data.mcp.config.baseline_scopes as ["mcp:connect", "a", "a"]
