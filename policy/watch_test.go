@@ -49,7 +49,9 @@ func (r *recorder) find(level slog.Level, msg string) []string {
 // waitFor polls cond until it holds or the bounded wait ends.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	// A load runs the policy's own Rego tests first: seconds under -race
+	// on a busy machine.
+	deadline := time.Now().Add(30 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)

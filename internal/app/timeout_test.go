@@ -24,8 +24,13 @@ func TestPolicyTimeoutIsTimeout(t *testing.T) {
 		name   string
 		policy string
 	}{
-		{"decision loops", "package mcp.authz\n\ndecision := {\"allow\": true, \"reason\": \"slow\"} if " + slowRule + "\n"},
-		{"visibility loops", "package mcp.authz\n\ndecision := {\"allow\": true, \"reason\": \"fast\"}\n\nvisible contains t if {\n\tsome t in input.list.items\n\t" + slowRule + "\n}\n"},
+		// Slow only for one caller: the activation check's smoke inputs
+		// must pass, or the policy would never be activated.
+		{"decision loops", "package mcp.authz\n\ndefault decision := {\"allow\": true, \"reason\": \"fast\"}\n\n" +
+			"decision := {\"allow\": true, \"reason\": \"slow\"} if {\n\tinput.token.subject == \"slow-caller\"\n\t" + slowRule + "\n}\n"},
+		{"visibility loops", "package mcp.authz\n\ndecision := {\"allow\": true, \"reason\": \"fast\"}\n\n" +
+			"visible contains t if {\n\tsome t in input.list.items\n\tinput.token.subject != \"slow-caller\"\n}\n\n" +
+			"visible contains t if {\n\tsome t in input.list.items\n\tinput.token.subject == \"slow-caller\"\n\t" + slowRule + "\n}\n"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -34,7 +39,7 @@ func TestPolicyTimeoutIsTimeout(t *testing.T) {
 				t.Fatal(err)
 			}
 			e := newListEnvYAML(t, dir, "eval_timeout: 5ms")
-			tok, err := e.iss.Mint(devissuer.MintOptions{Subject: "alice", Audience: []string{"https://mcp.example.com/mcp"}, TTL: time.Hour, Now: time.Now()})
+			tok, err := e.iss.Mint(devissuer.MintOptions{Subject: "slow-caller", Audience: []string{"https://mcp.example.com/mcp"}, TTL: time.Hour, Now: time.Now()})
 			if err != nil {
 				t.Fatal(err)
 			}
