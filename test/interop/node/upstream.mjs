@@ -16,10 +16,13 @@
 // the upstream (identity headers, no Authorization) for every request, GET
 // streams and DELETEs included.
 //
-// Usage: node upstream.mjs. Prints {"ready":true,"addr":"127.0.0.1:PORT"}
+// Usage: node upstream.mjs [--json]. With --json the transport answers
+// POSTs with a JSON body (enableJsonResponse), else with an SSE stream (the
+// SDK's default). Prints {"ready":true,"addr":"127.0.0.1:PORT"}
 // first; exits when stdin closes.
 import http from 'node:http';
 import { createHash, randomUUID } from 'node:crypto';
+import { parseArgs } from 'node:util';
 
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
@@ -29,6 +32,8 @@ import { z } from 'zod';
 // shown replaces a credential by its length and a SHA-256 prefix: what
 // reaches the upstream is printed and returned, a token must not be, yet the
 // test must tell which token arrived.
+const { values: flags } = parseArgs({ options: { json: { type: 'boolean', default: false } } });
+
 function shown(headers) {
     const h = { ...headers };
     if (h.authorization !== undefined) {
@@ -96,6 +101,7 @@ async function handle(req, res) {
         }
         transport = new StreamableHTTPServerTransport({
             sessionIdGenerator: () => randomUUID(),
+            enableJsonResponse: flags.json,
             onsessioninitialized: id => transports.set(id, transport)
         });
         transport.onclose = () => transports.delete(transport.sessionId);

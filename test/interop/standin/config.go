@@ -66,6 +66,11 @@ type Config struct {
 	// UseRemoteAddress appends the peer address to x-forwarded-for
 	// (use_remote_address).
 	UseRemoteAddress bool
+
+	// ExtProc is the composite filter after ext_authz that runs an
+	// ext_proc filter on the responses of matching requests (the mcpauthz
+	// list filter); nil when the chain has none.
+	ExtProc *ExtProcConfig
 }
 
 // Envoy's defaults where the bootstrap leaves a setting out.
@@ -142,8 +147,17 @@ func fromHCM(hcm *hcmv3.HttpConnectionManager) (Config, bool, error) {
 	if err := unsupportedExtAuthz(&ea); err != nil {
 		return Config{}, false, err
 	}
-	if err := noPerRouteExtAuthz(hcm, name); err != nil {
+	if err := noPerRouteConfig(hcm, name); err != nil {
 		return Config{}, false, err
+	}
+	ep, err := extProcFromHCM(hcm, ea.GetGrpcService().GetEnvoyGrpc().GetClusterName())
+	if err != nil {
+		return Config{}, false, err
+	}
+	if ep != nil {
+		if err := noPerRouteConfig(hcm, ep.Name); err != nil {
+			return Config{}, false, err
+		}
 	}
 	cfg := Config{
 		Timeout:                   defaultTimeout,
@@ -157,6 +171,7 @@ func fromHCM(hcm *hcmv3.HttpConnectionManager) (Config, bool, error) {
 		MergeSlashes:              hcm.GetMergeSlashes(),
 		RejectEscapedSlashes:      hcm.GetPathWithEscapedSlashesAction() == hcmv3.HttpConnectionManager_REJECT_REQUEST,
 		UseRemoteAddress:          hcm.GetUseRemoteAddress().GetValue(),
+		ExtProc:                   ep,
 	}
 	if t := ea.GetGrpcService().GetTimeout(); t != nil {
 		cfg.Timeout = t.AsDuration()
@@ -214,25 +229,25 @@ func unsupportedExtAuthz(ea *extauthzv3.ExtAuthz) error {
 	return nil
 }
 
-// noPerRouteExtAuthz rejects per-route ext_authz settings: the stand-in has
-// one route, so a configuration that disables the check or changes its
-// settings somewhere cannot be followed. A route that answers itself
+// noPerRouteConfig rejects per-route settings of a filter (ext_authz, the
+// list filter): the stand-in has one route, so a configuration that
+// disables the filter or changes its settings somewhere cannot be followed. A route that answers itself
 // (direct_response, redirect: the shipped 404 for every path that is not
 // MCP or metadata) may disable it: in Envoy nothing reaches the upstream
 // there, and the stand-in, which does not route, checks and forwards those
 // paths like any other.
-func noPerRouteExtAuthz(hcm *hcmv3.HttpConnectionManager, filter string) error {
+func noPerRouteConfig(hcm *hcmv3.HttpConnectionManager, filter string) error {
 	has := func(m map[string]*anypb.Any) bool {
 		_, ok := m[filter]
 		return ok
 	}
 	for _, vh := range hcm.GetRouteConfig().GetVirtualHosts() {
 		if has(vh.GetTypedPerFilterConfig()) {
-			return fmt.Errorf("virtual host %q: per-route ext_authz settings are not supported by the stand-in", vh.GetName())
+			return fmt.Errorf("virtual host %q: per-route %s settings are not supported by the stand-in", vh.GetName(), filter)
 		}
 		for _, r := range vh.GetRoutes() {
 			if has(r.GetTypedPerFilterConfig()) && r.GetRoute() != nil {
-				return fmt.Errorf("route %q: per-route ext_authz settings are not supported by the stand-in", r.GetName()+r.GetMatch().GetPath()+r.GetMatch().GetPrefix())
+				return fmt.Errorf("route %q: per-route %s settings are not supported by the stand-in", r.GetName()+r.GetMatch().GetPath()+r.GetMatch().GetPrefix(), filter)
 			}
 		}
 	}

@@ -18,8 +18,13 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
+
+// extAuthzNamespace is the dynamic metadata namespace of Envoy's ext_authz
+// filter (hard-coded in Envoy).
+const extAuthzNamespace = "envoy.filters.http.ext_authz"
 
 // Outcome is how Envoy classifies a check.
 type Outcome string
@@ -149,6 +154,14 @@ func (f *extAuthzStream) DecodeHeaders(ctx context.Context, s *Stream) *LocalRep
 	resp, err := f.e.client.Check(cctx, req)
 	cancel()
 	c := Check{Stream: s.ID, Request: req, Response: resp, Err: err}
+	if md := resp.GetDynamicMetadata(); md != nil {
+		// Envoy's ext_authz filter writes its namespace, whatever the
+		// filter's name.
+		if s.DynamicMetadata == nil {
+			s.DynamicMetadata = map[string]*structpb.Struct{}
+		}
+		s.DynamicMetadata[extAuthzNamespace] = md
+	}
 	lr := f.decide(s, &c)
 	if lr != nil {
 		c.Status = lr.Status

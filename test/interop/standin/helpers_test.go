@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -159,6 +160,16 @@ var shipped = Config{
 	MergeSlashes:            true,
 	RejectEscapedSlashes:    true,
 	UseRemoteAddress:        true,
+	ExtProc: &ExtProcConfig{
+		Name:                 "mcpauthz.list_filter",
+		MatchNamespace:       "envoy.filters.http.ext_authz",
+		MatchKey:             "list_filter",
+		MatchValue:           true,
+		Cluster:              "mcpauthz",
+		ForwardingNamespaces: []string{"envoy.filters.http.ext_authz"},
+		MessageTimeout:       time.Second,
+		StatusOnError:        503,
+	},
 }
 
 func allow(opts ...func(*authv3.OkHttpResponse)) func(context.Context, *authv3.CheckRequest) (*authv3.CheckResponse, error) {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/types/known/structpb"
 )
 
 // A Filter is one HTTP filter of a stream, created per request by a
@@ -48,6 +49,9 @@ type Stream struct {
 	Remote, Local net.Addr
 	// Response is the upstream's response, set before EncodeHeaders.
 	Response *Response
+	// DynamicMetadata is the stream's dynamic metadata by namespace: what
+	// the filters set (ext_authz's under envoy.filters.http.ext_authz).
+	DynamicMetadata map[string]*structpb.Struct
 }
 
 // Response is an upstream response on its way to the client.
@@ -55,6 +59,9 @@ type Response struct {
 	Status int
 	Header http.Header
 	Body   io.ReadCloser
+	// Trailer is the upstream's trailers, filled once Body has been read
+	// to its end.
+	Trailer http.Header
 }
 
 // LocalReply is an answer the proxy gives itself instead of the upstream's.
@@ -77,6 +84,9 @@ type Proxy struct {
 
 	// ExtAuthz is the ext_authz filter of a proxy made by New.
 	ExtAuthz *ExtAuthz
+	// ExtProc is the composite ext_proc filter of a proxy made by New from
+	// a Config with one; nil otherwise.
+	ExtProc *ExtProc
 }
 
 // NewProxy returns a proxy to upstream (scheme://host:port) that runs the
@@ -162,7 +172,7 @@ func (p *Proxy) encode(resp *http.Response) error {
 		return nil
 	}
 	s := st.stream
-	s.Response = &Response{Status: resp.StatusCode, Header: resp.Header, Body: resp.Body}
+	s.Response = &Response{Status: resp.StatusCode, Header: resp.Header, Body: resp.Body, Trailer: resp.Trailer}
 	for i := len(st.filters) - 1; i >= 0; i-- {
 		if lr := st.filters[i].EncodeHeaders(resp.Request.Context(), s); lr != nil {
 			_ = s.Response.Body.Close()
@@ -300,11 +310,31 @@ func removeDotSegments(p string) string {
 // New returns the stand-in for the Envoy of cfg: the connection manager,
 // the ext_authz filter calling mcpauthz over authz, then the filters of
 // extra (for example an ext_proc stand-in), and the router to upstream.
+//
+// When cfg has an ExtProc filter, it follows ext_authz and opens its
+// ext_proc streams over authz too (the stand-in requires both filters to
+// use one cluster).
 func New(cfg Config, authz grpc.ClientConnInterface, upstream *url.URL, log *slog.Logger, extra ...FilterFactory) *Proxy {
 	ea := NewExtAuthz(cfg, authz, log)
-	p := NewProxy(cfg, upstream, log, append([]FilterFactory{ea.Factory}, extra...)...)
+	chain := []FilterFactory{ea.Factory}
+	var ep *ExtProc
+	if cfg.ExtProc != nil {
+		ep = NewExtProc(*cfg.ExtProc, authz, log)
+		chain = append(chain, ep.Factory)
+	}
+	p := NewProxy(cfg, upstream, log, append(chain, extra...)...)
 	p.ExtAuthz = ea
+	p.ExtProc = ep
 	return p
+}
+
+// Exchanges returns the ext_proc conversations of the proxy's list filter,
+// in the order they ended; nil without one.
+func (p *Proxy) Exchanges() []Exchange {
+	if p.ExtProc == nil {
+		return nil
+	}
+	return p.ExtProc.Exchanges()
 }
 
 // Checks returns the checks the proxy's ext_authz filter made, in order.

@@ -111,7 +111,7 @@ func TestLoadConfig(t *testing.T) {
                   envoy.filters.http.ext_authz:
                     "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute
                     disabled: true`),
-			wantErr: `route "/": per-route ext_authz settings are not supported by the stand-in`,
+			wantErr: `route "/": per-route envoy.filters.http.ext_authz settings are not supported by the stand-in`,
 		},
 		{
 			name: "disabled on a route that answers itself",
