@@ -606,9 +606,26 @@ func (x *expect) wantBearer(t *testing.T, e exchange, aud, scope string) {
 func (x *expect) listTools(t *testing.T, s *step, _ *clientRun) {
 	wantSequence(t, x, s, "mcp POST tools/list → 200")
 	res := decodeResult[struct{ Tools []string }](t, s)
-	if diff := cmp.Diff([]string{"announce", "delete_file", "get_weather", "whoami"}, res.Tools); diff != "" {
-		t.Errorf("tools (-want +got):\n%s", diff)
+	if diff := cmp.Diff(visibleTools(x.scope), res.Tools); diff != "" {
+		t.Errorf("tools (-want +got); the list filter shows only the tools the token's scope grants:\n%s", diff)
 	}
+}
+
+// visibleTools are the upstream's tools a token of scope may call, as the
+// list filter leaves them in tools/list: tools:NAME grants NAME, tools:*
+// every tool.
+func visibleTools(scope string) []string {
+	all := []string{"announce", "delete_file", "get_weather", "whoami"}
+	out := []string{}
+	for _, name := range all {
+		for _, sc := range strings.Fields(scope) {
+			if sc == "tools:*" || sc == "tools:"+name {
+				out = append(out, name)
+				break
+			}
+		}
+	}
+	return out
 }
 
 func (x *expect) getWeather(t *testing.T, s *step, _ *clientRun) {
@@ -842,7 +859,7 @@ func (x *expect) expiry(t *testing.T, s *step, _ *clientRun) {
 	}
 	allowed := the(t, s, "the retried call", mcpCall("tools/list", 200))
 	x.wantBearer(t, allowed, x.env.Resource, x.scope)
-	if diff := cmp.Diff([]string{"announce", "delete_file", "get_weather", "whoami"}, res.Tools); diff != "" {
+	if diff := cmp.Diff(visibleTools(x.scope), res.Tools); diff != "" {
 		t.Errorf("tools after the refresh (-want +got):\n%s", diff)
 	}
 }
