@@ -79,6 +79,15 @@
 // and mcpauthz's decision log, JSON or text), and on every request the MCP
 // server received. Each step is a subtest: a failure names it.
 //
+// The shipped Envoy configuration runs mcpauthz's list filter (ext_proc) on
+// list responses, so tools/list shows each client the tools its token's
+// scope can call. TestListFiltering checks that on its own: the official
+// SDK client (node/list.mjs, a static bearer token) lists the tools through
+// the stand-in with a tools:get_weather token (get_weather only) and a
+// tools:* token (all four), against the MCP server answering with SSE and
+// with JSON (upstream.mjs --json), and its tools/call answer passes
+// unchanged.
+//
 // # Timing
 //
 // Nothing sleeps for a fixed time. The expiry step waits until the token's

@@ -38,13 +38,20 @@
 //     failure_mode_allow.
 //  3. The router: the request goes to the upstream with its body streamed
 //     (only what ext_authz buffered is held), the :authority kept.
-//  4. Encoding, in reverse chain order: the ext_authz filter adds the OK
+//  4. Encoding, in reverse chain order. The list filter (a composite
+//     filter whose matcher tests a bool of ext_authz's dynamic metadata,
+//     list_filter: true, and whose action is an ext_proc filter) opens an
+//     ext_proc stream over the same gRPC connection for a matching
+//     request and processes the response in FULL_DUPLEX_STREAMED mode as
+//     Envoy does (ExtProc documents the conversation); every other
+//     response passes untouched. Then the ext_authz filter adds the OK
 //     answer's response_headers_to_add. The response body streams: every
 //     write is flushed at once, so SSE events and long-lived GET streams
 //     reach the client as they are sent.
 //
 // Every check is recorded with its CheckRequest, CheckResponse (dynamic
-// metadata included) and outcome (Proxy.Checks). A response-phase filter,
+// metadata included) and outcome (Proxy.Checks), every ext_proc
+// conversation with its messages and outcome (Proxy.Exchanges). A response-phase filter,
 // such as an ext_proc stand-in, is added with New's extra factories: it sees
 // the request after ext_authz and the response before ext_authz.
 //
@@ -58,7 +65,10 @@
 // percent-encoding normalisation, Envoy's own response headers (server,
 // x-envoy-upstream-service-time), retries, timeouts other than the check's,
 // stream and connection limits, health checking of the mcpauthz cluster,
-// and mutations of pseudo-headers by the OK answer (answered 500). Settings
-// of the ext_authz filter that are not listed above are refused by
-// LoadConfig.
+// and mutations of pseudo-headers by the OK answer (answered 500). Of
+// ext_proc: request processing, processing modes other than the one above,
+// failure_mode_allow, attributes, mutation rules, received metadata, and
+// the fail-open of a processor that ends its stream with OK (the stand-in
+// fails closed and records it). Settings of the ext_authz and ext_proc
+// filters that are not listed above are refused by LoadConfig.
 package standin

@@ -524,12 +524,19 @@ func (x *exchange) Read(p []byte) (int, error) {
 // stops the goroutines and records the exchange.
 func (x *exchange) Close() error {
 	x.closeOnce.Do(func() {
-		if x.stream != nil {
-			_ = x.stream.CloseSend()
+		_ = x.up.Close()
+		// gRPC forbids CloseSend concurrent with Send: half-close only
+		// once the pump is done (it is, for a complete response); a pump
+		// still running is stopped by the reset.
+		select {
+		case <-x.pumpDone:
+			if x.stream != nil {
+				_ = x.stream.CloseSend()
+			}
+		default:
 		}
 		x.reset()
 		close(x.stop)
-		_ = x.up.Close()
 		<-x.pumpDone
 		<-x.recvDone
 		x.mu.Lock()

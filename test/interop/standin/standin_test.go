@@ -124,6 +124,43 @@ func TestLoadConfig(t *testing.T) {
 			want: Config{Timeout: 200 * time.Millisecond, StatusOnError: 403},
 		},
 		{
+			name: "list filter with request processing",
+			yaml: bootstrap(grpcService, `          - name: lf
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.common.matching.v3.ExtensionWithMatcher
+              extension_config:
+                name: envoy.filters.http.composite
+                typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.composite.v3.Composite }
+              xds_matcher:
+                matcher_list:
+                  matchers:
+                  - predicate:
+                      single_predicate:
+                        input:
+                          name: m
+                          typed_config:
+                            "@type": type.googleapis.com/envoy.extensions.matching.common_inputs.network.v3.DynamicMetadataInput
+                            filter: envoy.filters.http.ext_authz
+                            path: [{ key: list_filter }]
+                        custom_match:
+                          name: b
+                          typed_config:
+                            "@type": type.googleapis.com/envoy.extensions.matching.input_matchers.metadata.v3.Metadata
+                            value: { bool_match: true }
+                    on_match:
+                      action:
+                        name: a
+                        typed_config:
+                          "@type": type.googleapis.com/envoy.extensions.filters.http.composite.v3.ExecuteFilterAction
+                          typed_config:
+                            name: envoy.filters.http.ext_proc
+                            typed_config:
+                              "@type": type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor
+                              grpc_service: { envoy_grpc: { cluster_name: mcpauthz } }
+                              processing_mode: { response_header_mode: SEND, response_body_mode: FULL_DUPLEX_STREAMED, response_trailer_mode: SEND }`, ""),
+			wantErr: "ext_proc settings not supported by the stand-in: request processing",
+		},
+		{
 			name:    "no ext_authz",
 			yaml:    strings.Replace(bootstrap(grpcService, "", ""), "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz\n              transport_api_version: V3\n"+grpcService, "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router", 1),
 			wantErr: "no HTTP connection manager with an ext_authz filter",
