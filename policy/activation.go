@@ -241,6 +241,10 @@ func testProblems(ctx context.Context, modules map[string]*ast.Module, store sto
 		SetModules(modules).
 		SetDefaultRegoVersion(ast.RegoV1).
 		SetParallel(1).
+		// No per-test bound of its own (the tester's default is 5s): a
+		// slow machine must not refuse a good policy; the whole check is
+		// bounded by ActivationTimeout.
+		SetTimeout(ActivationTimeout).
 		CapturePrintOutput(true).
 		RunTests(ctx, txn)
 	if err != nil {
