@@ -60,7 +60,17 @@ func newListEnvYAML(t *testing.T, policyDir, extraPolicy string) *listEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rt, err := Compile(cfg, Options{Observe: true})
+	rt, conn := startRuntime(t, cfg, Options{Observe: true})
+	return &listEnv{rt: rt, authz: authv3.NewAuthorizationClient(conn), proc: extprocv3.NewExternalProcessorClient(conn),
+		iss: &devissuer.Issuer{URL: "https://idp.example.com", Key: key}}
+}
+
+// startRuntime compiles cfg, starts the runtime and serves its gRPC
+// services on a loopback port, and returns a connection to them; all of it
+// ends with the test.
+func startRuntime(t testing.TB, cfg *config.Config, opts Options) (*Runtime, *grpc.ClientConn) {
+	t.Helper()
+	rt, err := Compile(cfg, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,8 +88,7 @@ func newListEnvYAML(t *testing.T, policyDir, extraPolicy string) *listEnv {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return &listEnv{rt: rt, authz: authv3.NewAuthorizationClient(conn), proc: extprocv3.NewExternalProcessorClient(conn),
-		iss: &devissuer.Issuer{URL: "https://idp.example.com", Key: key}}
+	return rt, conn
 }
 
 // check asks ext_authz about a POST of body with a token of scopes, and

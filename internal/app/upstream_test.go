@@ -3,7 +3,6 @@ package app
 import (
 	"encoding/json"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -15,8 +14,6 @@ import (
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/mcpauthz/mcpauthz/internal/config"
 	"github.com/mcpauthz/mcpauthz/internal/devissuer"
@@ -120,24 +117,7 @@ func newUpstreamEnv(t testing.TB) *upstreamEnv {
 		t.Fatal(err)
 	}
 	logs := &syncBuffer{}
-	rt, err := Compile(cfg, Options{Observe: true, Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { rt.Close() })
-	rt.Start()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := rt.GRPCServer()
-	go gs.Serve(lis)
-	t.Cleanup(gs.Stop)
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
+	rt, conn := startRuntime(t, cfg, Options{Observe: true, Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	return &upstreamEnv{authz: authv3.NewAuthorizationClient(conn), rt: rt, exchange: x, logs: logs,
 		iss: &devissuer.Issuer{URL: "https://idp.example.com", Key: key}}
 }
