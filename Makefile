@@ -42,10 +42,7 @@ fmt: ## Format the code
 
 .PHONY: fuzz
 fuzz: ## Run every fuzz target for FUZZTIME each
-	@set -e; for pkg in $$($(GO) list ./...); do \
-	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
-	    echo "fuzz $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 5s $$pkg; \
-	  done; done
+	FUZZTIME=$(FUZZTIME) GO=$(GO) .ci/fuzz
 
 .PHONY: bench
 bench: ## Run the Go benchmarks (BENCHCOUNT times, for benchstat)
