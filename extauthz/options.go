@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/mcpauthz/mcpauthz/internal/oauth"
 	"github.com/mcpauthz/mcpauthz/internal/problem"
 	"github.com/mcpauthz/mcpauthz/policy"
@@ -53,6 +55,10 @@ type Options struct {
 	Logger *slog.Logger
 	// Recorders observe each decision, in order.
 	Recorders []Recorder
+	// Tracer records a span per check (CheckSpan) with children for the
+	// token, the policy and the upstream credential; nil traces nothing
+	// and costs nothing. Recorders get the check's span in their context.
+	Tracer trace.Tracer
 }
 
 // MCPOptions describe the MCP endpoints behind Envoy.

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -32,6 +33,7 @@ type Server struct {
 	authn     Authenticator
 	log       *slog.Logger
 	recorders []Recorder
+	tracer    trace.Tracer // nil: no tracing
 	shadow    bool
 
 	resource       string
@@ -83,6 +85,7 @@ func New(opts Options) (*Server, error) {
 		authn:     opts.Authenticator,
 		log:       opts.Logger,
 		recorders: opts.Recorders,
+		tracer:    opts.Tracer,
 		shadow:    opts.Shadow,
 		resource:  opts.Resource,
 		doc: prm.Document{
@@ -185,6 +188,7 @@ func (s *Server) Evaluate(ctx context.Context, req *authv3.CheckRequest) (d *Dec
 	st := s.state.Load() // one policy generation for the whole decision
 	r := newHTTPRequest(req.GetAttributes().GetRequest().GetHttp())
 	d = &Decision{RequestID: r.header("x-request-id"), HTTPMethod: r.method, Path: r.path}
+	ctx, span := s.startCheck(ctx, r)
 	defer func() {
 		if p := recover(); p != nil {
 			s.log.ErrorContext(ctx, "panic in check", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
@@ -193,6 +197,7 @@ func (s *Server) Evaluate(ctx context.Context, req *authv3.CheckRequest) (d *Dec
 		}
 		resp = s.respond(st, d)
 		d.Duration = time.Since(start)
+		endCheck(span, d)
 		rctx := context.WithoutCancel(ctx)
 		for _, rec := range s.recorders {
 			rec.Record(rctx, d)
@@ -258,7 +263,9 @@ func (s *Server) decide(ctx context.Context, st *state, r *httpRequest, d *Decis
 		d.unauthenticated("invalid_token", errInvalidToken, "malformed_token", s.challengeScopes(ctx, st, r, isMCP))
 		return
 	}
-	id, err := s.authn.Authenticate(ctx, token)
+	tctx, tspan := s.child(ctx, TokenSpan)
+	id, err := s.authn.Authenticate(tctx, token)
+	endToken(tspan, err)
 	if err != nil {
 		te, ok := err.(*TokenError)
 		if !ok {
@@ -292,8 +299,10 @@ func (s *Server) decide(ctx context.Context, st *state, r *httpRequest, d *Decis
 	}
 	pstart := time.Now()
 	preq, ptok := s.policyRequest(r), policyToken(id)
-	decisions, err := st.policy.Decide(ctx, preq, ptok, policyMessages(msgs, version, r.header("mcp-session-id")))
+	pctx, pspan := s.child(ctx, PolicySpan)
+	decisions, err := st.policy.Decide(pctx, preq, ptok, policyMessages(msgs, version, r.header("mcp-session-id")))
 	d.PolicyDuration = time.Since(pstart)
+	endPolicy(pspan, len(msgs), err)
 	switch {
 	case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled):
 		// The evaluation ran out of time: its own bound or the caller's.
@@ -339,15 +348,18 @@ func (s *Server) upstreamCredential(ctx context.Context, d *Decision, decisions 
 		return
 	}
 	d.UpstreamCredential = name
-	c, err := src.Credential(ctx, CredentialRequest{Token: token, Identity: id, Scopes: scopes})
+	cctx, cspan := s.child(ctx, CredentialSpan)
+	c, err := src.Credential(cctx, CredentialRequest{Token: token, Identity: id, Scopes: scopes})
 	if err != nil {
 		reason := "unavailable"
 		if r, ok := err.(interface{ Reason() string }); ok {
 			reason = r.Reason()
 		}
+		endCredential(cspan, name, reason)
 		d.unavailable("upstream_credential_unavailable", name+": "+reason)
 		return
 	}
+	endCredential(cspan, name, "")
 	d.credential = &c
 }
 

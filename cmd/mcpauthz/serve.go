@@ -114,7 +114,7 @@ type serveOptions struct {
 //  4. the HTTP server stops (by the timeout at the latest), then the
 //     runtime closes.
 func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, o serveOptions) error {
-	rt, err := compileConfig(cfg, app.Options{Logger: log, Observe: true})
+	rt, err := compileConfig(cfg, app.Options{Logger: log, Observe: true, Trace: true, Version: version})
 	if err != nil {
 		return err
 	}

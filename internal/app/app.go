@@ -34,6 +34,8 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"go.opentelemetry.io/otel/propagation"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -45,6 +47,7 @@ import (
 	"github.com/mcpauthz/mcpauthz/internal/jwtauth"
 	"github.com/mcpauthz/mcpauthz/internal/metrics"
 	"github.com/mcpauthz/mcpauthz/internal/problem"
+	"github.com/mcpauthz/mcpauthz/internal/tracing"
 	"github.com/mcpauthz/mcpauthz/internal/upstream"
 	"github.com/mcpauthz/mcpauthz/policy"
 )
@@ -58,6 +61,8 @@ const (
 	// DefaultDrainDelay is long enough for Kubernetes to take a pod out
 	// of its endpoints and for Envoy's health checks to see NOT_SERVING.
 	DefaultDrainDelay = 5 * time.Second
+	// TracingFlushTimeout bounds the export of the last spans in Close.
+	TracingFlushTimeout = 3 * time.Second
 )
 
 // Options are what Compile needs besides the configuration.
@@ -70,6 +75,14 @@ type Options struct {
 	Observe bool
 	// HTTPClient fetches metadata and key sets; nil selects the default.
 	HTTPClient *http.Client
+	// Trace exports the spans of checks as the tracing block and the
+	// OTEL_* variables say (`serve`); without it they are only validated
+	// (`check`, `validate`).
+	Trace bool
+	// Getenv reads the OTEL_* variables of tracing; nil means os.Getenv.
+	Getenv func(string) string
+	// Version is reported as the service.version of traces.
+	Version string
 }
 
 // Runtime is a compiled configuration: the request path and its
@@ -106,6 +119,8 @@ type Runtime struct {
 
 	// credentials are the upstream credential sources, by name.
 	credentials map[string]upstreamSource
+	// tracing exports the spans of checks; disabled unless configured.
+	tracing *tracing.Provider
 
 	health *health.Server
 	ready  atomic.Bool
@@ -196,6 +211,40 @@ func Compile(cfg *config.Config, opts Options) (_ *Runtime, err error) {
 		onJWKS = rt.Metrics.JWKSRefresh
 	}
 
+	tcfg := tracing.Config{
+		Enabled:     cfg.Tracing.Enabled,
+		Endpoint:    cfg.Tracing.Endpoint,
+		Protocol:    cfg.Tracing.Protocol,
+		SampleRatio: cfg.Tracing.SampleRatio,
+		ServiceName: cfg.Tracing.ServiceName,
+	}
+	topts := tracing.Options{Getenv: opts.Getenv, ServiceVersion: opts.Version, Logger: log}
+	if opts.Trace {
+		rt.tracing, err = tracing.New(rt.ctx, tcfg, topts)
+	} else {
+		err = tracing.Validate(tcfg, topts)
+	}
+	errs.Merge("tracing", err)
+	httpClient := opts.HTTPClient
+	var wrapTransport func(http.RoundTripper) http.RoundTripper
+	if tp := rt.tracing.TracerProvider(); tp != nil {
+		// Spans for the HTTP calls of a check (introspection, token
+		// exchange) as children of its span, and for key set fetches.
+		wrapTransport = func(rt http.RoundTripper) http.RoundTripper {
+			return otelhttp.NewTransport(rt, otelhttp.WithTracerProvider(tp), otelhttp.WithPropagators(propagation.TraceContext{}))
+		}
+		c := &http.Client{}
+		if httpClient != nil {
+			*c = *httpClient
+		}
+		base := c.Transport
+		if base == nil {
+			base = http.DefaultTransport
+		}
+		c.Transport = wrapTransport(base)
+		httpClient = c
+	}
+
 	popts := policy.Options{
 		Logger:            log,
 		EvalTimeout:       cfg.Policy.EvalTimeout.D(),
@@ -224,12 +273,12 @@ func Compile(cfg *config.Config, opts Options) (_ *Runtime, err error) {
 		DefaultAudience: cfg.Resource,
 		TokenCacheSize:  cfg.TokenCacheSize,
 		Logger:          log,
-		HTTPClient:      opts.HTTPClient,
+		HTTPClient:      httpClient,
 		OnJWKSRefresh:   onJWKS,
 	})
 	errs.Merge("", err)
 
-	rt.credentials, err = credentialSources(cfg, log, rt.Metrics)
+	rt.credentials, err = credentialSources(cfg, upstream.Options{Logger: log, WrapTransport: wrapTransport}, rt.Metrics)
 	errs.Merge("", err)
 	credentials := make(map[string]extauthz.CredentialSource, len(rt.credentials))
 	for name, src := range rt.credentials {
@@ -270,6 +319,7 @@ func Compile(cfg *config.Config, opts Options) (_ *Runtime, err error) {
 		Authenticator: authn,
 		Logger:        log,
 		Recorders:     recorders,
+		Tracer:        rt.tracing.Tracer(),
 	})
 	errs.Merge("", err)
 	lf := cfg.ListFiltering
@@ -300,8 +350,15 @@ func Compile(cfg *config.Config, opts Options) (_ *Runtime, err error) {
 			PolicyTimeout:    lf.PolicyTimeout.D(),
 			MaxBufferedBytes: lf.MaxBufferedBytes,
 		}
+		var recs listRecorders
 		if opts.Observe {
-			lopts.Recorder = listRecorders{rt.Metrics.ListFilter(), listLog{log}}
+			recs = append(recs, rt.Metrics.ListFilter(), listLog{log})
+		}
+		if rt.tracing.Enabled() {
+			recs = append(recs, listSpan{})
+		}
+		if len(recs) > 0 {
+			lopts.Recorder = recs
 		}
 		if rt.ListFilter, err = extproc.New(lopts); err != nil {
 			return nil, err
@@ -367,6 +424,13 @@ func (rt *Runtime) Close() error {
 		for _, src := range rt.credentials {
 			src.Close()
 		}
+		// The spans still queued go out before the process ends, within
+		// a bound: a collector that is down must not hold up the exit.
+		ctx, cancel := context.WithTimeout(context.Background(), TracingFlushTimeout)
+		if err := rt.tracing.Shutdown(ctx); err != nil {
+			rt.log.Warn("tracing: spans not exported at shutdown", "error", err.Error())
+		}
+		cancel()
 	})
 	return nil
 }
@@ -442,6 +506,9 @@ func (rt *Runtime) GRPCServer() *grpc.Server {
 	opts := grpcopts.ServerOptions()
 	if rt.Metrics != nil {
 		opts = append(opts, grpc.ChainUnaryInterceptor(rt.Metrics.GRPCUnaryInterceptor()))
+	}
+	if tr := rt.tracing.Tracer(); tr != nil && rt.ListFilter != nil {
+		opts = append(opts, grpc.ChainStreamInterceptor(listFilterSpans(tr)))
 	}
 	gs := grpc.NewServer(opts...)
 	authv3.RegisterAuthorizationServer(gs, rt.Server)
@@ -529,9 +596,8 @@ func (e credentialError) Reason() string { return string(upstream.ReasonOf(e.err
 
 // credentialSources builds the sources of upstream_credentials; problems
 // have the paths upstream_credentials.NAME.
-func credentialSources(cfg *config.Config, log *slog.Logger, m *metrics.Metrics) (map[string]upstreamSource, error) {
+func credentialSources(cfg *config.Config, opts upstream.Options, m *metrics.Metrics) (map[string]upstreamSource, error) {
 	var errs problem.List
-	opts := upstream.Options{Logger: log}
 	if m != nil {
 		m.SetCredentialSources(slices.Sorted(maps.Keys(cfg.UpstreamCredentials)))
 		opts.Observer = m.UpstreamObserver()
@@ -622,7 +688,7 @@ func (rs listRecorders) Record(ctx context.Context, o extproc.Outcome) {
 type listLog struct{ log *slog.Logger }
 
 func (l listLog) Record(ctx context.Context, o extproc.Outcome) {
-	attrs := []slog.Attr{slog.String("mcp_method", o.Method), slog.Int("items", o.Items), slog.Int("removed", o.Removed), slog.Duration("latency", o.Duration)}
+	attrs := traceAttrs(ctx, []slog.Attr{slog.String("mcp_method", o.Method), slog.Int("items", o.Items), slog.Int("removed", o.Removed), slog.Duration("latency", o.Duration)})
 	if o.Reason != "" {
 		l.log.LogAttrs(ctx, slog.LevelWarn, "list filter failed closed", append(attrs, slog.String("reason", string(o.Reason)))...)
 		return

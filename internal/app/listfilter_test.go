@@ -15,6 +15,7 @@ import (
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/mcpauthz/mcpauthz/internal/config"
@@ -28,6 +29,9 @@ type listEnv struct {
 	authz authv3.AuthorizationClient
 	proc  extprocv3.ExternalProcessorClient
 	iss   *devissuer.Issuer
+	// traceparent, when set, goes with every ext_proc stream (Envoy
+	// tracing).
+	traceparent string
 }
 
 func newListEnv(t *testing.T, policyDir string) *listEnv {
@@ -38,6 +42,13 @@ func newListEnv(t *testing.T, policyDir string) *listEnv {
 // newListEnvYAML is newListEnv with more configuration (policy keys go in
 // extraPolicy, e.g. "eval_timeout: 1ms").
 func newListEnvYAML(t *testing.T, policyDir, extraPolicy string) *listEnv {
+	t.Helper()
+	return newListEnvWith(t, policyDir, extraPolicy, "", Options{})
+}
+
+// newListEnvWith is newListEnvYAML with top-level configuration lines and
+// options (Observe is always set).
+func newListEnvWith(t *testing.T, policyDir, extraPolicy, extraYAML string, opts Options) *listEnv {
 	t.Helper()
 	dev := t.TempDir()
 	key, err := devissuer.LoadOrCreateKey(dev, true)
@@ -56,11 +67,12 @@ func newListEnvYAML(t *testing.T, policyDir, extraPolicy string) *listEnv {
 	case policyDir != "":
 		yaml += "policy: {paths: [" + policyDir + "]}\n"
 	}
-	cfg, err := config.Parse("c.yaml", []byte(yaml))
+	cfg, err := config.Parse("c.yaml", []byte(yaml+extraYAML))
 	if err != nil {
 		t.Fatal(err)
 	}
-	rt, conn := startRuntime(t, cfg, Options{Observe: true})
+	opts.Observe = true
+	rt, conn := startRuntime(t, cfg, opts)
 	return &listEnv{rt: rt, authz: authv3.NewAuthorizationClient(conn), proc: extprocv3.NewExternalProcessorClient(conn),
 		iss: &devissuer.Issuer{URL: "https://idp.example.com", Key: key}}
 }
@@ -117,6 +129,9 @@ func (e *listEnv) filter(t *testing.T, md *structpb.Struct, contentType, body st
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
+	if e.traceparent != "" {
+		ctx = metadata.AppendToOutgoingContext(ctx, "traceparent", e.traceparent)
+	}
 	stream, err := e.proc.Process(ctx)
 	if err != nil {
 		t.Fatal(err)

@@ -84,7 +84,11 @@ type upstreamEnv struct {
 // (token exchange at a token endpoint run here) and db (a static secret in
 // x-db-token), and the example policy data that gives create_issue the
 // first and query_db the second.
-func newUpstreamEnv(t testing.TB) *upstreamEnv {
+func newUpstreamEnv(t testing.TB) *upstreamEnv { return newUpstreamEnvWith(t, "", Options{}) }
+
+// newUpstreamEnvWith is newUpstreamEnv with extra configuration lines and
+// options (Observe and Logger are always set).
+func newUpstreamEnvWith(t testing.TB, extraYAML string, opts Options) *upstreamEnv {
 	t.Helper()
 	dir := t.TempDir()
 	key, err := devissuer.LoadOrCreateKey(dir, true)
@@ -111,13 +115,14 @@ func newUpstreamEnv(t testing.TB) *upstreamEnv {
 		"upstream_credentials:\n" +
 		"  github:\n    type: token_exchange\n    token_endpoint: " + ts.URL + "/token\n    audiences: [github]\n    scopes: [repo, admin]\n" +
 		"    client: {id: mcp-gateway, auth: client_secret_basic, secret_file: " + write("client-secret", "gateway-secret-do-not-log\n") + "}\n" +
-		"  db:\n    type: static\n    file: " + write("db-token", "db-static-secret-do-not-log\n") + "\n    header: x-db-token\n"
+		"  db:\n    type: static\n    file: " + write("db-token", "db-static-secret-do-not-log\n") + "\n    header: x-db-token\n" + extraYAML
 	cfg, err := config.Parse("c.yaml", []byte(yaml))
 	if err != nil {
 		t.Fatal(err)
 	}
 	logs := &syncBuffer{}
-	rt, conn := startRuntime(t, cfg, Options{Observe: true, Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	opts.Observe, opts.Logger = true, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	rt, conn := startRuntime(t, cfg, opts)
 	return &upstreamEnv{authz: authv3.NewAuthorizationClient(conn), rt: rt, exchange: x, logs: logs,
 		iss: &devissuer.Issuer{URL: "https://idp.example.com", Key: key}}
 }

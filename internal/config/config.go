@@ -46,10 +46,33 @@ type Config struct {
 	// checks are still enforced.
 	Shadow   bool     `yaml:"shadow"`
 	Shutdown Shutdown `yaml:"shutdown"`
+	// Tracing configures OpenTelemetry tracing; the OTEL_* environment
+	// variables alone configure it too, and these keys override them.
+	Tracing Tracing `yaml:"tracing"`
 
 	// Where the configuration came from, for Locate.
 	file string
 	doc  *yaml.Node
+}
+
+// Tracing is the OpenTelemetry tracing of checks (docs/operations.md,
+// Tracing). Every key overrides the OTEL_* variable named with it.
+type Tracing struct {
+	// Enabled forces tracing on or off; unset, it is on when an OTLP
+	// endpoint is named here or in OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT.
+	Enabled *bool `yaml:"enabled"`
+	// Endpoint is the OTLP traces endpoint URL (http: without TLS);
+	// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT.
+	Endpoint string `yaml:"endpoint"`
+	// Protocol is grpc or http/protobuf (default);
+	// OTEL_EXPORTER_OTLP_TRACES_PROTOCOL.
+	Protocol string `yaml:"protocol"`
+	// SampleRatio is the fraction of checks without a caller's trace that
+	// start a recorded trace; checks in a caller's trace follow its
+	// sampling decision. OTEL_TRACES_SAMPLER.
+	SampleRatio *float64 `yaml:"sample_ratio"`
+	// ServiceName is service.name (default mcpauthz); OTEL_SERVICE_NAME.
+	ServiceName string `yaml:"service_name"`
 }
 
 // Shutdown tunes the graceful stop on SIGTERM or SIGINT. From the signal

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/go-json-experiment/json/jsontext"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // maxIntrospectionBody caps the introspection answer read, so a hostile or
@@ -150,7 +151,8 @@ func (in *introspector) verify(ctx context.Context, token string, key tokenKey) 
 			return nil, fmt.Errorf("%w: more than %d calls per second (rate_limit)", ErrRateLimited, in.cfg.rateLimit)
 		}
 		c = &introCall{done: make(chan struct{})}
-		if !in.v.goBackground(func() { in.run(c, key, token) }) {
+		parent := trace.SpanFromContext(ctx)
+		if !in.v.goBackground(func() { in.run(parent, c, key, token) }) {
 			in.mu.Unlock()
 			return nil, fmt.Errorf("%w: the verifier is not running", ErrUnavailable)
 		}
@@ -173,9 +175,10 @@ func (in *introspector) verify(ctx context.Context, token string, key tokenKey) 
 
 // run performs the call for c, detached from the requests waiting for it
 // (bounded by the timeout and the Verifier's context), caches its result
-// and releases the waiters.
-func (in *introspector) run(c *introCall, key tokenKey, token string) {
-	ctx, cancel := context.WithTimeout(in.v.ctx, in.cfg.timeout)
+// and releases the waiters. The call is traced below parent, the span of
+// the request that started it.
+func (in *introspector) run(parent trace.Span, c *introCall, key tokenKey, token string) {
+	ctx, cancel := context.WithTimeout(trace.ContextWithSpan(in.v.ctx, parent), in.cfg.timeout)
 	body, err := in.call(ctx, token)
 	cancel()
 	now := in.v.now()

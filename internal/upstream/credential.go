@@ -111,6 +111,10 @@ type Options struct {
 	// its own); redirects are never followed. Nil means a clone of
 	// http.DefaultTransport.
 	HTTPClient *http.Client
+	// WrapTransport, when set, wraps the transport of every source's
+	// client (for tracing the token endpoint calls: the request's context
+	// carries the check's span).
+	WrapTransport func(http.RoundTripper) http.RoundTripper
 
 	// clock replaces the real clock in tests.
 	clock clock

@@ -97,6 +97,9 @@ func newTokenEndpoint(source string, cfg endpointConfig, auth *clientAuth, opts 
 	if err != nil {
 		return nil, err
 	}
+	if opts.WrapTransport != nil {
+		t.client.Transport = opts.WrapTransport(t.client.Transport)
+	}
 	return t, nil
 }
 

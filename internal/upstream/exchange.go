@@ -13,6 +13,7 @@ import (
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // The token type URIs of RFC 8693 §3.
@@ -351,7 +352,7 @@ func (s *TokenExchange) Credential(ctx context.Context, sub SubjectToken) (Crede
 		f = &flight{done: make(chan struct{})}
 		s.flights[key] = f
 		s.wg.Add(1)
-		go s.run(f, key, sub, mask)
+		go s.run(trace.SpanFromContext(ctx), f, key, sub, mask)
 	}
 	s.mu.Unlock()
 
@@ -369,10 +370,11 @@ func (s *TokenExchange) Credential(ctx context.Context, sub SubjectToken) (Crede
 // run performs the exchange for f, detached from the requests waiting for
 // it and bounded by the source's timeout, caches a success and releases the
 // waiters. Failures are not cached: the next request tries again, and
-// max_concurrent bounds how many try at once.
-func (s *TokenExchange) run(f *flight, key cacheKey, sub SubjectToken, mask uint64) {
+// max_concurrent bounds how many try at once. The exchange's HTTP call is
+// traced below parent, the span of the request that started it.
+func (s *TokenExchange) run(parent trace.Span, f *flight, key cacheKey, sub SubjectToken, mask uint64) {
 	defer s.wg.Done()
-	ctx, cancel := context.WithTimeout(s.ctx, s.timeout)
+	ctx, cancel := context.WithTimeout(trace.ContextWithSpan(s.ctx, parent), s.timeout)
 	defer cancel()
 	start := s.clk.Now()
 	resp, err := s.endpoint.do(ctx, s.request(sub.Token, mask))

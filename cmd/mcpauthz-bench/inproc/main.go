@@ -56,7 +56,7 @@ func inproc(ctx context.Context, cfgPath, profile string, stdout, stderr io.Writ
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: app.LogLevel(cfg)}))
 
-	rt, err := app.Compile(cfg, app.Options{Logger: log, Observe: true}) // exactly what `mcpauthz serve` builds
+	rt, err := app.Compile(cfg, app.Options{Logger: log, Observe: true, Trace: true}) // exactly what `mcpauthz serve` builds
 	if err != nil {
 		return err
 	}
