@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -22,6 +23,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/mcpauthz/mcpauthz/internal/config"
+	"github.com/mcpauthz/mcpauthz/internal/devissuer"
 )
 
 // otlpReceiver is an OTLP/gRPC trace collector on a loopback port: what an
@@ -376,4 +378,48 @@ func TestIntrospectionTracing(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestJWKSFetchTracing: key set fetches, which run in the background, are
+// traces of their own.
+func TestJWKSFetchTracing(t *testing.T) {
+	recv := newOTLPReceiver(t)
+	dir := t.TempDir()
+	key, err := devissuer.LoadOrCreateKey(dir, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jwks := filepath.Join(dir, "jwks.json")
+	if err := devissuer.WriteJWKS(jwks, key); err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		http.ServeFile(w, r, jwks)
+	}))
+	t.Cleanup(ts.Close)
+	cfg, err := config.Parse("c.yaml", []byte("resource: https://mcp.example.com/mcp\nauthorization_servers: [https://idp.example.com]\n"+
+		"issuers: [{issuer: https://idp.example.com, jwks_uri: "+ts.URL+"/jwks}]\n"+
+		"tracing: {endpoint: http://"+recv.addr+", protocol: grpc}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt, _ := startRuntime(t, cfg, Options{Trace: true, Getenv: func(string) string { return "" }})
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if err := rt.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rt.Close()
+	recv.mu.Lock()
+	defer recv.mu.Unlock()
+	for _, s := range recv.spans {
+		if s.GetName() == "HTTP GET" && strings.HasSuffix(attrs(s)["url.full"], "/jwks") {
+			if len(s.GetParentSpanId()) != 0 {
+				t.Error("the key set fetch has a parent; it runs in the background")
+			}
+			return
+		}
+	}
+	t.Errorf("no HTTP GET span for the key set fetch among %d spans", len(recv.spans))
 }
