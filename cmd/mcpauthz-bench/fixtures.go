@@ -36,6 +36,8 @@ const (
 	// hotScope grants get_weather under the default policy (tools:<name>).
 	hotScope = "tools:get_weather"
 	hotTool  = "get_weather"
+	// otherScope grants another tool: a get_weather call is 403.
+	otherScope = "tools:get_forecast"
 
 	// The tools1000 workload: tools are mapped ten per scope, and the
 	// 10-tool data file holds only the last scope of the 1000-tool one, so
@@ -256,6 +258,7 @@ type serverConfig struct {
 	// noDecisionCache sets policy.decision_cache_size to -1, so that every
 	// check evaluates the policy.
 	noDecisionCache bool
+	noListFilter    bool
 }
 
 // writeConfig writes an mcpauthz configuration file.
@@ -273,6 +276,9 @@ func writeConfig(path string, c serverConfig) error {
 		if c.noDecisionCache {
 			b.WriteString("  decision_cache_size: -1\n")
 		}
+	}
+	if c.noListFilter {
+		b.WriteString("list_filtering:\n  enabled: false\n")
 	}
 	b.WriteString("log:\n  level: warn\nshutdown:\n  timeout: 2s\n")
 	return os.WriteFile(path, []byte(b.String()), 0o600)

@@ -30,6 +30,7 @@ const modulePath = "github.com/mcpauthz/mcpauthz"
 type server struct {
 	name, kind, expect string
 	proc               *child
+	idle               loadgen.Memory // right after start, before any load
 	conns              []*grpc.ClientConn
 	clients            []authv3.AuthorizationClient
 	rounds             []*loadgen.RoundResult
@@ -49,6 +50,7 @@ type variant struct {
 	name            string
 	tools           int // 0: the embedded default policy
 	noDecisionCache bool
+	noListFilter    bool // list_filtering.enabled: false
 }
 
 // workload describes the load and the mcpauthz servers it runs against.
@@ -200,6 +202,15 @@ func (h *harness) workload(ctx context.Context, name string) (*workload, error) 
 		wl = &workload{name: name, issuer: fx.main, expect: "401", tool: hotTool, variants: mcp,
 			desc: fmt.Sprintf("%d tokens signed by a key not in the JWKS, with the kid of the key that is: invalid signature, 401", denyTokens)}
 		wl.tokens, err = mint(ctx, fx.forged, denyTokens, "bench-mallory", hotScope)
+	case "forbidden":
+		wl = &workload{name: name, issuer: fx.main, expect: "403", tool: hotTool, variants: mcp,
+			desc: fmt.Sprintf("%d valid tokens with scope %s reused, tools/call %s: insufficient_scope, 403", h.o.hotTokens, otherScope, hotTool)}
+		wl.tokens, err = mint(ctx, fx.main, h.o.hotTokens, "bench-agent", otherScope)
+	case "listfilter":
+		wl = &workload{name: name, issuer: fx.main, expect: loadgen.OutcomeAllow, tool: hotTool,
+			variants: []variant{{name: "mcpauthz list filter on"}, {name: "mcpauthz list filter off", noListFilter: true}},
+			desc:     fmt.Sprintf("the hot load against list filtering on (the default) and off; %d tokens with scope %s, tools/call %s", h.o.hotTokens, hotScope, hotTool)}
+		wl.tokens, err = mint(ctx, fx.main, h.o.hotTokens, "bench-agent", hotScope)
 	case "tools1000":
 		wl = &workload{name: name, issuer: fx.main, expect: loadgen.OutcomeAllow, tool: toolsTool,
 			variants: []variant{{name: "mcpauthz 10 tools", tools: 10}, {name: "mcpauthz 1000 tools", tools: 1000}},
@@ -248,7 +259,7 @@ func (h *harness) startServers(ctx context.Context, wl *workload) ([]*server, er
 		}
 		p, addr, err := startMCPAuthz(ctx, v.name, h.bin, func(grpcAddr, httpAddr string) (string, error) {
 			path := filepath.Join(dir, "mcpauthz.yaml")
-			return path, writeConfig(path, serverConfig{grpcAddr: grpcAddr, httpAddr: httpAddr, issuer: wl.issuer.URL, policyDir: policyDir, noDecisionCache: v.noDecisionCache})
+			return path, writeConfig(path, serverConfig{grpcAddr: grpcAddr, httpAddr: httpAddr, issuer: wl.issuer.URL, policyDir: policyDir, noDecisionCache: v.noDecisionCache, noListFilter: v.noListFilter})
 		})
 		if err != nil {
 			return fail(err)
@@ -257,6 +268,11 @@ func (h *harness) startServers(ctx context.Context, wl *workload) ([]*server, er
 		s := &server{name: v.name, kind: "mcpauthz", expect: wl.expect, proc: p}
 		servers = append(servers, s)
 		if err := h.connect(ctx, s, addr); err != nil {
+			return fail(err)
+		}
+		// Ready (the policy compiled, the keys fetched) and connected, no
+		// check yet: what an idle replica holds.
+		if s.idle, err = loadgen.ReadMemory(p.pid()); err != nil {
 			return fail(err)
 		}
 	}
@@ -361,6 +377,7 @@ func (h *harness) runWorkload(ctx context.Context, wl *workload) (*loadgen.Workl
 			err = fmt.Errorf("%s: %w", s.name, merr)
 		}
 		sum := loadgen.Summarize(s.name, s.kind, s.expect, s.rounds, mem)
+		sum.IdleRSSBytes = s.idle.RSS
 		out.Servers = append(out.Servers, sum)
 		if s.kind == "noop" {
 			noop = sum
@@ -368,7 +385,7 @@ func (h *harness) runWorkload(ctx context.Context, wl *workload) (*loadgen.Workl
 			out.Ratios = append(out.Ratios, loadgen.Compare(sum, noop))
 		}
 	}
-	if wl.name == "tools1000" && len(out.Servers) == 3 {
+	if (wl.name == "tools1000" || wl.name == "listfilter") && len(out.Servers) == 3 {
 		out.Ratios = append(out.Ratios, loadgen.Compare(out.Servers[2], out.Servers[1]))
 	}
 	return out, err

@@ -24,9 +24,11 @@
 //	hot        8 tokens (scope tools:get_weather) reused, as real agents do
 //	cold       a fresh signed token on every request (pre-minted before each round)
 //	deny       invalid signatures: a key not in the JWKS, with a kid that is (401)
+//	forbidden  valid tokens whose scope grants another tool (403 insufficient_scope)
 //	tools1000  policy data with 1000 tools mapped to scopes, against the same with 10
 //	           (both with the decision cache off: every check evaluates the policy)
 //	jwks50     a JWKS of 50 RSA keys; tokens signed by the last one
+//	listfilter the hot load against list filtering on (the default) and off
 //
 // Every answer is checked (allowed, or 401 for deny); any unexpected answer
 // makes the exit status 1. The targets are printed as PASS/FAIL lines and
@@ -52,7 +54,7 @@ import (
 // the test binary.
 const roleEnv = "MCPAUTHZ_BENCH_ROLE"
 
-var allWorkloads = []string{"hot", "cold", "deny", "tools1000", "jwks50"}
+var allWorkloads = []string{"hot", "cold", "deny", "forbidden", "tools1000", "jwks50", "listfilter"}
 
 type options struct {
 	mcpauthz    string

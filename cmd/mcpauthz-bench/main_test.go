@@ -30,22 +30,32 @@ func srv(name, kind string, rate, cpu, p99 float64, rss uint64) loadgen.Server {
 }
 
 func TestEvaluateTargets(t *testing.T) {
+	idle := func(s loadgen.Server, rss uint64) loadgen.Server { s.IdleRSSBytes = rss; return s }
 	ws := []loadgen.Workload{
-		{Name: "hot", Servers: []loadgen.Server{srv("do-nothing", "noop", 10000, 50, 1000, 20<<20), srv("mcpauthz", "mcpauthz", 9500, 60, 1300, 40<<20)}},
-		{Name: "cold", Servers: []loadgen.Server{srv("do-nothing", "noop", 10000, 50, 1000, 20<<20), srv("mcpauthz", "mcpauthz", 3000, 300, 5000, 70<<20)}},
-		{Name: "tools1000", Servers: []loadgen.Server{srv("do-nothing", "noop", 1, 1, 1, 1), srv("mcpauthz 10 tools", "mcpauthz", 5000, 1, 1, 1), srv("mcpauthz 1000 tools", "mcpauthz", 4600, 1, 1, 1)}},
+		{Name: "hot", Servers: []loadgen.Server{srv("do-nothing", "noop", 10000, 50, 1000, 20<<20), idle(srv("mcpauthz", "mcpauthz", 9500, 60, 1300, 40<<20), 30<<20)}},
+		{Name: "cold", Servers: []loadgen.Server{srv("do-nothing", "noop", 10000, 50, 1000, 20<<20), srv("mcpauthz", "mcpauthz", 3000, 320, 5000, 70<<20)}},
+		{Name: "deny", Servers: []loadgen.Server{srv("do-nothing", "noop", 1, 1, 1, 1), srv("mcpauthz", "mcpauthz", 6000, 140, 1, 1)}},
+		{Name: "forbidden", Servers: []loadgen.Server{srv("do-nothing", "noop", 1, 1, 1, 1), idle(srv("mcpauthz", "mcpauthz", 9000, 69, 1, 1), 42<<20)}},
+		{Name: "tools1000", Servers: []loadgen.Server{srv("do-nothing", "noop", 1, 1, 1, 1), srv("mcpauthz 10 tools", "mcpauthz", 5000, 50, 1, 1), srv("mcpauthz 1000 tools", "mcpauthz", 4600, 54, 1, 1)}},
+		{Name: "jwks50", Servers: []loadgen.Server{srv("do-nothing", "noop", 1, 1, 1, 1), srv("mcpauthz", "mcpauthz", 9000, 70, 1, 1)}},
+		{Name: "listfilter", Servers: []loadgen.Server{srv("do-nothing", "noop", 1, 1, 1, 1), srv("mcpauthz list filter on", "mcpauthz", 9900, 60, 1, 1), srv("mcpauthz list filter off", "mcpauthz", 10000, 60, 1, 1)}},
 	}
 	got := map[string]string{}
 	for _, tg := range evaluateTargets(ws) {
 		got[tg.Name] = tg.Result + " " + tg.Value
 	}
 	want := map[string]string{
-		"hot: checks/s vs do-nothing":                       "PASS 95.0 % (9500 vs 10000)",
-		"hot: server CPU per check vs do-nothing":           "PASS 1.20× (60.0µs vs 50.0µs)",
-		"hot: p99 vs do-nothing":                            "FAIL 1.30× (1.30ms vs 1.00ms)",
-		"cold: checks/s with a fresh RS256 token per check": "FAIL 3000",
-		"peak RSS of mcpauthz under load":                   "FAIL 70.0 MiB (cold, mcpauthz)",
-		"tools1000: checks/s 1000 tools vs 10 tools":        "PASS -8.0 % (4600 vs 5000)",
+		"hot: checks/s vs do-nothing":                                 "PASS 95.0 % (9500 vs 10000)",
+		"hot: server CPU per check vs do-nothing":                     "PASS 1.20× (60.0µs vs 50.0µs)",
+		"hot: p99 vs do-nothing":                                      "FAIL 1.30× (1.30ms vs 1.00ms)",
+		"forbidden: 403 server CPU per check vs the allow path (hot)": "FAIL 1.15× (69.0µs vs 60.0µs)",
+		"deny: server CPU per forged-signature 401":                   "PASS 140µs",
+		"cold: server CPU per check with a fresh RS256 token":         "FAIL 320µs (3000 checks/s)",
+		"peak RSS of mcpauthz under load":                             "FAIL 70.0 MiB (cold, mcpauthz)",
+		"idle RSS of mcpauthz (started, no check yet)":                "FAIL 42.0 MiB (forbidden, mcpauthz)",
+		"tools1000: server CPU per check, 1000 tools vs 10 tools":     "PASS +8.0 % (54.0µs vs 50.0µs)",
+		"jwks50: server CPU per check, 50 keys vs 1 key (hot)":        "FAIL +16.7 % (70.0µs vs 60.0µs)",
+		"listfilter: checks/s with list filtering on vs off":          "PASS 99.0 % (9900 vs 10000)",
 	}
 	for k, v := range want {
 		if got[k] != v {
@@ -150,7 +160,7 @@ func TestParseOptions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if strings.Join(o.workloads, ",") != "hot,cold,deny,tools1000,jwks50" || o.rounds != 3 || o.duration != 10*time.Second || o.concurrency != 16 {
+	if strings.Join(o.workloads, ",") != "hot,cold,deny,forbidden,tools1000,jwks50,listfilter" || o.rounds != 3 || o.duration != 10*time.Second || o.concurrency != 16 {
 		t.Errorf("defaults: %+v", o)
 	}
 	for _, bad := range [][]string{{"--workloads", "hot,warm"}, {"--workloads", ""}, {"--rounds", "0"}, {"--duration", "-1s"}, {"--concurrency", "0"}, {"extra"}} {
@@ -175,15 +185,17 @@ func TestHarness(t *testing.T) {
 	jsonPath := filepath.Join(t.TempDir(), "report.json")
 	var stdout, stderr strings.Builder
 	code := run(ctx, []string{
-		"--workloads", "hot,deny", "--rounds", "1", "--duration", "300ms", "--warmup", "100ms",
+		"--workloads", "hot,deny,forbidden,listfilter", "--rounds", "1", "--duration", "300ms", "--warmup", "100ms",
 		"--concurrency", "2", "--conns", "1", "--json", jsonPath,
 	}, &stdout, &stderr)
 	t.Logf("stdout:\n%s\nstderr:\n%s", stdout.String(), stderr.String())
 	if code != 0 {
 		t.Fatalf("exit status %d", code)
 	}
-	for _, want := range []string{"hot  do-nothing", "hot    mcpauthz", "deny    mcpauthz", "mcpauthz / do-nothing: throughput", "targets", "hot: checks/s vs do-nothing"} {
-		if !strings.Contains(stdout.String(), want) {
+	report := strings.Join(strings.Fields(stdout.String()), " ")
+	for _, want := range []string{"hot do-nothing", "hot mcpauthz", "deny mcpauthz", "forbidden mcpauthz", "listfilter mcpauthz list filter off",
+		"mcpauthz / do-nothing: throughput", "targets", "hot: checks/s vs do-nothing", "idle RSS"} {
+		if !strings.Contains(report, want) {
 			t.Errorf("report lacks %q", want)
 		}
 	}
@@ -195,10 +207,12 @@ func TestHarness(t *testing.T) {
 	if err := json.Unmarshal(b, &rep); err != nil {
 		t.Fatal(err)
 	}
-	if rep.Unexpected != 0 || len(rep.Workloads) != 2 || rep.Machine.Cores == 0 || rep.Machine.Revision == "" {
+	if rep.Unexpected != 0 || len(rep.Workloads) != 4 || rep.Machine.Cores == 0 || rep.Machine.Revision == "" {
 		t.Fatalf("report: unexpected %d, %d workloads, machine %+v", rep.Unexpected, len(rep.Workloads), rep.Machine)
 	}
-	want := map[string]string{"hot/do-nothing": "allow", "hot/mcpauthz": "allow", "deny/do-nothing": "allow", "deny/mcpauthz": "401"}
+	want := map[string]string{"hot/do-nothing": "allow", "hot/mcpauthz": "allow", "deny/do-nothing": "allow", "deny/mcpauthz": "401",
+		"forbidden/do-nothing": "allow", "forbidden/mcpauthz": "403",
+		"listfilter/do-nothing": "allow", "listfilter/mcpauthz list filter on": "allow", "listfilter/mcpauthz list filter off": "allow"}
 	for _, w := range rep.Workloads {
 		for _, s := range w.Servers {
 			key := w.Name + "/" + s.Name
@@ -209,6 +223,9 @@ func TestHarness(t *testing.T) {
 			}
 			if s.ChecksPerSec <= 0 || s.Latency.P99 <= 0 || s.PeakRSSBytes == 0 || len(s.Rounds) != 1 {
 				t.Errorf("%s: %+v", key, s)
+			}
+			if (s.Kind == "mcpauthz") != (s.IdleRSSBytes > 0) {
+				t.Errorf("%s: idle RSS %d (measured for mcpauthz only)", key, s.IdleRSSBytes)
 			}
 			if s.Answers[exp] == 0 || len(s.Answers) != 1 {
 				t.Errorf("%s answered %v, want only %s", key, s.Answers, exp)

@@ -78,6 +78,9 @@ type Server struct {
 	CPUPerCheckUS       float64           `json:"server_cpu_per_check_us"`
 	ClientCPUPerCheckUS float64           `json:"client_cpu_per_check_us"`
 	PeakRSSBytes        uint64            `json:"peak_rss_bytes"`
+	// IdleRSSBytes is the RSS of the started, connected server before any
+	// check (0 when not measured).
+	IdleRSSBytes uint64 `json:"idle_rss_bytes,omitempty"`
 	Expect              string            `json:"expect"`
 	Answers             map[string]uint64 `json:"answers"`
 	Unexpected          uint64            `json:"unexpected"`
@@ -256,13 +259,17 @@ func WriteText(w io.Writer, r *Report) error {
 		r.Started.UTC().Format(time.RFC3339), r.Elapsed)
 
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "workload\tserver\tchecks/s\tround spread\tp50\tp99\tp99.9\tserver CPU/check\tclient CPU/check\tpeak RSS\t")
+	fmt.Fprintln(tw, "workload\tserver\tchecks/s\tround spread\tp50\tp99\tp99.9\tserver CPU/check\tclient CPU/check\tidle RSS\tpeak RSS\t")
 	for _, wl := range r.Workloads {
 		for _, sv := range wl.Servers {
-			fmt.Fprintf(tw, "%s\t%s\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
+			idle := "-"
+			if sv.IdleRSSBytes > 0 {
+				idle = FormatBytes(sv.IdleRSSBytes)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
 				wl.Name, sv.Name, sv.ChecksPerSec, spread(sv.Rounds),
 				FormatLatency(sv.Latency.P50), FormatLatency(sv.Latency.P99), FormatLatency(sv.Latency.P999),
-				FormatLatency(sv.CPUPerCheckUS), FormatLatency(sv.ClientCPUPerCheckUS), FormatBytes(sv.PeakRSSBytes))
+				FormatLatency(sv.CPUPerCheckUS), FormatLatency(sv.ClientCPUPerCheckUS), idle, FormatBytes(sv.PeakRSSBytes))
 		}
 	}
 	if err := tw.Flush(); err != nil {
