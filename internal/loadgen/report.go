@@ -72,20 +72,20 @@ type Workload struct {
 type Server struct {
 	Name string `json:"name"`
 	// Kind is "noop" (the do-nothing server) or "mcpauthz".
-	Kind                string            `json:"kind"`
-	ChecksPerSec        float64           `json:"checks_per_sec"`
-	Latency             Latency           `json:"latency_us"`
-	CPUPerCheckUS       float64           `json:"server_cpu_per_check_us"`
-	ClientCPUPerCheckUS float64           `json:"client_cpu_per_check_us"`
-	PeakRSSBytes        uint64            `json:"peak_rss_bytes"`
+	Kind                string  `json:"kind"`
+	ChecksPerSec        float64 `json:"checks_per_sec"`
+	Latency             Latency `json:"latency_us"`
+	CPUPerCheckUS       float64 `json:"server_cpu_per_check_us"`
+	ClientCPUPerCheckUS float64 `json:"client_cpu_per_check_us"`
+	PeakRSSBytes        uint64  `json:"peak_rss_bytes"`
 	// IdleRSSBytes is the RSS of the started, connected server before any
 	// check (0 when not measured).
-	IdleRSSBytes uint64 `json:"idle_rss_bytes,omitempty"`
-	Expect              string            `json:"expect"`
-	Answers             map[string]uint64 `json:"answers"`
-	Unexpected          uint64            `json:"unexpected"`
-	Examples            []string          `json:"unexpected_examples,omitempty"`
-	Rounds              []RoundSummary    `json:"rounds"`
+	IdleRSSBytes uint64            `json:"idle_rss_bytes,omitempty"`
+	Expect       string            `json:"expect"`
+	Answers      map[string]uint64 `json:"answers"`
+	Unexpected   uint64            `json:"unexpected"`
+	Examples     []string          `json:"unexpected_examples,omitempty"`
+	Rounds       []RoundSummary    `json:"rounds"`
 }
 
 // Latency is a client-side latency summary in microseconds.
