@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 )
 
 // bigMapping returns a copy of the default policy whose data maps 1000 tools
@@ -96,5 +97,27 @@ func BenchmarkDecide(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// BenchmarkDecideFreshToken is the cold path of the decision: every call
+// carries a token never seen before (another jti, iat and exp, the same
+// subject and scopes), with the decision cache on, as when every request
+// of an agent fleet brings a fresh token.
+func BenchmarkDecideFreshToken(b *testing.B) {
+	e := newEngine(b, DefaultSource(), Options{})
+	exp := time.Now().Add(time.Hour).Unix()
+	msgs := []MCP{call("get_weather")}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		i++
+		tok := testToken("tools:get_weather")
+		tok.Expiry = exp + int64(i)
+		tok.Claims = fmt.Appendf(nil, `{"iss":"https://as.example","sub":"alice","jti":"jti-%d","iat":%d,"exp":%d,"scope":"tools:get_weather"}`, i, exp-3600+int64(i), tok.Expiry)
+		ds, err := e.Decide(b.Context(), testRequest, tok, msgs)
+		if err != nil || !ds[0].Allow {
+			b.Fatalf("Decide() = %+v, %v", ds, err)
+		}
 	}
 }

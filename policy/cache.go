@@ -1,13 +1,18 @@
 package policy
 
 import (
+	"bytes"
+	"context"
 	"encoding/binary"
+	"fmt"
 	"hash/maphash"
 	"slices"
 	"strings"
 	"sync"
 
+	"github.com/go-json-experiment/json/jsontext"
 	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/storage"
 )
 
 // The decision cache reuses a Decision when every input the policy reads is
@@ -82,7 +87,39 @@ type cachePlan struct {
 	// the fields (a non-deterministic built-in, input read as a whole).
 	cacheable bool
 	why       string // why not cacheable
+	// claimsWhole is true when the policy reads input.token.claims as a
+	// whole (or with a computed key): the key holds every claim. Otherwise,
+	// with fTokClaims among the fields, the key holds only the claims of
+	// claims, sorted by name.
+	claimsWhole bool
+	claims      []claimRead
 }
+
+// claimRead is one member of input.token.claims that the policy reads by
+// name.
+type claimRead struct {
+	name string
+	// in, when not empty, are the base data documents (data.a.b, never a
+	// rule) that are the only things the policy does with the claim: the
+	// left operand of "in" with each of them (a revocation list of jti).
+	// The key then holds, for each, whether the claim's value is a member,
+	// not the value: tokens that differ only in a jti that is not revoked
+	// share one decision. Resolved at load time by resolveClaims.
+	in      []ast.Ref
+	members []map[string]bool // parallel to in: the string members of each
+}
+
+// claimRef returns the claim name of a reference input.token.claims.<name>
+// (exactly that long, with a constant name).
+func claimRef(ref ast.Ref) (string, bool) {
+	if len(ref) != 4 || !ref.HasPrefix(tokenClaimsRef) {
+		return "", false
+	}
+	name, ok := ref[3].Value.(ast.String)
+	return string(name), ok
+}
+
+var tokenClaimsRef = ast.MustParseRef("input.token.claims")
 
 // planCache walks every compiled module for references to input and calls
 // to non-deterministic built-ins.
@@ -94,6 +131,12 @@ func planCache(modules map[string]*ast.Module) cachePlan {
 			p.cacheable, p.why = false, why
 		}
 	}
+	// Per claim name: how often the policy refers to it, and which of
+	// those references are the left operand of "in" with a data
+	// document (see membershipReads).
+	refs := map[string]int{}
+	memberOf := map[string][]ast.Ref{}
+	var withTargets []ast.Ref
 	for _, m := range modules {
 		ast.WalkRefs(m, func(ref ast.Ref) bool {
 			if !ref.HasPrefix(ast.InputRootRef) {
@@ -118,6 +161,9 @@ func planCache(modules map[string]*ast.Module) cachePlan {
 				for _, f := range sub {
 					seen[f] = true
 				}
+				if top == "token" {
+					p.claimsWhole = true
+				}
 				return false
 			}
 			name, ok := ref[2].Value.(ast.String)
@@ -127,12 +173,24 @@ func planCache(modules map[string]*ast.Module) cachePlan {
 				return false
 			}
 			seen[f] = true
+			if f == fTokClaims {
+				if c, ok := claimRef(ref); ok {
+					refs[c]++
+				} else {
+					p.claimsWhole = true
+				}
+			}
 			return false
 		})
 		ast.WalkExprs(m, func(e *ast.Expr) bool {
 			if e.IsCall() {
 				if name := e.Operator().String(); isNondeterministic(name) {
 					fail("calls " + name)
+				}
+			}
+			for _, w := range e.With {
+				if r, ok := w.Target.Value.(ast.Ref); ok {
+					withTargets = append(withTargets, r)
 				}
 			}
 			return false
@@ -145,6 +203,7 @@ func planCache(modules map[string]*ast.Module) cachePlan {
 			}
 			return false
 		})
+		membershipReads(m, memberOf)
 	}
 	if !p.cacheable {
 		return p
@@ -154,7 +213,164 @@ func planCache(modules map[string]*ast.Module) cachePlan {
 			p.fields = append(p.fields, f)
 		}
 	}
+	if !seen[fTokClaims] || p.claimsWhole {
+		return p
+	}
+	for name, n := range refs {
+		c := claimRead{name: name}
+		// Only when every reference is such an operand, and no with
+		// replaces a document the membership is decided against.
+		if in := memberOf[name]; len(in) == n && !slices.ContainsFunc(in, func(r ast.Ref) bool {
+			return slices.ContainsFunc(withTargets, func(w ast.Ref) bool { return w.HasPrefix(r) || r.HasPrefix(w) })
+		}) {
+			c.in = in
+		}
+		p.claims = append(p.claims, c)
+	}
+	slices.SortFunc(p.claims, func(a, b claimRead) int { return strings.Compare(a.name, b.name) })
 	return p
+}
+
+// membershipReads adds to memberOf, per claim name, the data documents of
+// the expressions "input.token.claims.<name> in data.<ref>" of module m.
+// The compiler rewrites the operands of such an expression into local
+// variables bound in the same body (__local0__ = input.token.claims.jti;
+// __local1__ = data.x; internal.member_2(__local0__, __local1__)): an
+// operand counts only when its variable occurs nowhere else in the module.
+func membershipReads(m *ast.Module, memberOf map[string][]ast.Ref) {
+	uses := map[ast.Var]int{}
+	ast.WalkVars(m, func(v ast.Var) bool {
+		uses[v]++
+		return false
+	})
+	ast.WalkBodies(m, func(body ast.Body) bool {
+		bound := map[ast.Var]ast.Ref{}
+		for _, e := range body {
+			if len(e.With) > 0 || !e.IsEquality() && !e.IsAssignment() {
+				continue
+			}
+			ops := e.Operands()
+			if len(ops) != 2 {
+				continue
+			}
+			v, vok := ops[0].Value.(ast.Var)
+			r, rok := ops[1].Value.(ast.Ref)
+			if !vok || !rok {
+				v, vok = ops[1].Value.(ast.Var)
+				r, rok = ops[0].Value.(ast.Ref)
+			}
+			if vok && rok && uses[v] == 2 {
+				bound[v] = r
+			}
+		}
+		operand := func(t *ast.Term) (ast.Ref, bool) {
+			switch x := t.Value.(type) {
+			case ast.Ref:
+				return x, true
+			case ast.Var:
+				r, ok := bound[x]
+				return r, ok
+			}
+			return nil, false
+		}
+		for _, e := range body {
+			var args []*ast.Term
+			switch {
+			case e.IsCall() && e.Operator().Equal(ast.Member.Ref()):
+				args = e.Operands()
+			case e.IsEquality() || e.IsAssignment():
+				for _, t := range e.Operands() {
+					if c, ok := t.Value.(ast.Call); ok && len(c) == 3 && c[0].Value.Compare(ast.Member.Ref()) == 0 {
+						args = c[1:]
+					}
+				}
+			}
+			if len(args) != 2 {
+				continue
+			}
+			l, lok := operand(args[0])
+			r, rok := operand(args[1])
+			if !lok || !rok || !r.HasPrefix(ast.DefaultRootRef) || !r.IsGround() {
+				continue
+			}
+			if name, ok := claimRef(l); ok {
+				memberOf[name] = append(memberOf[name], r)
+			}
+		}
+		return false
+	})
+}
+
+// resolveClaims reads the data documents of the plan's membership-only
+// claims, once per generation: each must be a base document (no rule
+// defines anything at or below it) holding an array or a set of strings,
+// or be undefined (no member); otherwise the claim's value itself goes
+// into the key.
+func (p *cachePlan) resolveClaims(ctx context.Context, c *ast.Compiler, store storage.Store) error {
+	for i := range p.claims {
+		cr := &p.claims[i]
+		if len(cr.in) == 0 {
+			continue
+		}
+		cr.members = make([]map[string]bool, len(cr.in))
+		for j, ref := range cr.in {
+			set, ok, err := stringSetAt(ctx, c, store, ref)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				cr.in, cr.members = nil, nil
+				break
+			}
+			cr.members[j] = set
+		}
+	}
+	return nil
+}
+
+// stringSetAt returns the strings of the base document at ref when it is
+// an array or set of strings (or undefined: no strings); ok is false when
+// a rule defines part of it or it holds anything else.
+func stringSetAt(ctx context.Context, c *ast.Compiler, store storage.Store, ref ast.Ref) (map[string]bool, bool, error) {
+	if len(c.GetRules(ref)) > 0 {
+		return nil, false, nil
+	}
+	path, err := storage.NewPathForRef(ref)
+	if err != nil {
+		return nil, false, nil
+	}
+	doc, err := storage.ReadOne(ctx, store, path)
+	if storage.IsNotFound(err) {
+		return map[string]bool{}, true, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("policy: read %s: %w", ref, err)
+	}
+	v, ok := doc.(ast.Value)
+	if !ok {
+		if v, err = ast.InterfaceToValue(doc); err != nil {
+			return nil, false, nil
+		}
+	}
+	var coll func(func(*ast.Term) bool) bool
+	switch x := v.(type) {
+	case *ast.Array:
+		coll = x.Until
+	case ast.Set:
+		coll = x.Until
+	default:
+		return nil, false, nil
+	}
+	set := map[string]bool{}
+	other := coll(func(t *ast.Term) bool {
+		s, ok := t.Value.(ast.String)
+		set[string(s)] = true
+		return !ok
+	})
+	if other {
+		return nil, false, nil
+	}
+	return set, true, nil
 }
 
 func isNondeterministic(name string) bool {
@@ -221,7 +437,7 @@ func (c *decisionCache) len() int {
 }
 
 // key hashes the planned fields of one evaluation's input.
-func (c *decisionCache) key(fields []field, buf []byte, req *Request, tok *Token, m *MCP) ([2]uint64, []byte) {
+func (c *decisionCache) key(plan *cachePlan, buf []byte, req *Request, tok *Token, m *MCP) ([2]uint64, []byte) {
 	b := buf[:0]
 	if m != nil {
 		b = append(b, 1)
@@ -236,7 +452,7 @@ func (c *decisionCache) key(fields []field, buf []byte, req *Request, tok *Token
 			str(s)
 		}
 	}
-	for _, f := range fields {
+	for _, f := range plan.fields {
 		b = append(b, byte(f))
 		switch {
 		case f <= fReqQuery:
@@ -291,7 +507,11 @@ func (c *decisionCache) key(fields []field, buf []byte, req *Request, tok *Token
 			case fTokScopes:
 				strs(tok.Scopes)
 			case fTokClaims:
-				raw(tok.Claims)
+				if plan.claimsWhole {
+					raw(tok.Claims)
+				} else {
+					b = appendClaims(b, plan.claims, tok.Claims)
+				}
 			case fTokAzp:
 				str(tok.Azp)
 			case fTokAct:
@@ -338,6 +558,28 @@ func (c *decisionCache) key(fields []field, buf []byte, req *Request, tok *Token
 	return [2]uint64{maphash.Bytes(c.seeds[0], b), maphash.Bytes(c.seeds[1], b)}, b
 }
 
+// describe renders the plan for logs: the fields, and the claims read by
+// name.
+func (p *cachePlan) describe() string {
+	s := fieldNames(p.fields)
+	if !slices.Contains(p.fields, fTokClaims) || p.claimsWhole {
+		return s
+	}
+	names := make([]string, 0, len(p.claims))
+	for _, c := range p.claims {
+		n := "token.claims." + c.name
+		if len(c.members) > 0 {
+			in := make([]string, len(c.in))
+			for i, r := range c.in {
+				in[i] = r.String()
+			}
+			n += " in " + strings.Join(in, "|")
+		}
+		names = append(names, n)
+	}
+	return strings.Replace(s, "token.claims", strings.Join(names, ","), 1)
+}
+
 // fieldNames renders a plan for logs.
 func fieldNames(fs []field) string {
 	names := make([]string, 0, len(fs))
@@ -350,4 +592,108 @@ func fieldNames(fs []field) string {
 	}
 	slices.Sort(names)
 	return strings.Join(names, ",")
+}
+
+// appendClaims appends to the key what the policy reads of the claims: for
+// each claim of reads, absent, or its raw JSON value, or whether that value
+// is a member of each of its documents. Claims that cannot be read member by
+// member (never for a verified token: it is a JSON object without
+// duplicate names) go in whole.
+func appendClaims(b []byte, reads []claimRead, claims jsontext.Value) []byte {
+	var vals [8]jsontext.Value
+	found := vals[:0]
+	if len(reads) <= len(vals) {
+		found = vals[:len(reads)]
+	} else {
+		found = make([]jsontext.Value, len(reads))
+	}
+	if !claimValues(claims, reads, found) {
+		b = append(b, 0xff)
+		b = binary.AppendUvarint(b, uint64(len(claims)))
+		return append(b, claims...)
+	}
+	for i, r := range reads {
+		v := found[i]
+		switch {
+		case v == nil:
+			b = append(b, 0)
+		case len(r.members) > 0:
+			b = append(b, 2)
+			s, isString := claimString(v)
+			for _, set := range r.members {
+				if isString && set[s] {
+					b = append(b, 1)
+				} else {
+					b = append(b, 0)
+				}
+			}
+		default:
+			b = append(b, 1)
+			b = binary.AppendUvarint(b, uint64(len(v)))
+			b = append(b, v...)
+		}
+	}
+	return b
+}
+
+// claimValues finds the raw values of the claims of reads in the JSON
+// object claims (out is parallel to reads; nil for an absent claim). It
+// reports false when claims is not a JSON object it can read.
+func claimValues(claims jsontext.Value, reads []claimRead, out []jsontext.Value) bool {
+	if len(claims) == 0 {
+		return true
+	}
+	dec := jsontext.NewDecoder(bytes.NewReader(claims))
+	if tok, err := dec.ReadToken(); err != nil || tok.Kind() != '{' {
+		return false
+	}
+	for dec.PeekKind() != '}' {
+		name, err := dec.ReadValue()
+		if err != nil || name.Kind() != '"' {
+			return false
+		}
+		i := claimIndex(reads, name)
+		val, err := dec.ReadValue()
+		if err != nil {
+			return false
+		}
+		if i >= 0 {
+			// val is only valid until the next read: keep the bytes of
+			// claims it was read from.
+			end := int(dec.InputOffset())
+			out[i] = claims[end-len(val) : end]
+		}
+	}
+	return true
+}
+
+// claimIndex returns the index in reads of the claim whose quoted JSON name
+// is name, or -1. Escaped names are unquoted first.
+func claimIndex(reads []claimRead, name jsontext.Value) int {
+	raw := name[1 : len(name)-1]
+	if bytes.IndexByte(raw, '\\') >= 0 {
+		u, err := jsontext.AppendUnquote(nil, name)
+		if err != nil {
+			return -1
+		}
+		raw = u
+	}
+	for i := range reads {
+		if reads[i].name == string(raw) {
+			return i
+		}
+	}
+	return -1
+}
+
+// claimString returns the string a raw JSON value holds.
+func claimString(v jsontext.Value) (string, bool) {
+	if v.Kind() != '"' {
+		return "", false
+	}
+	u, err := jsontext.AppendUnquote(nil, v)
+	if err != nil {
+		return "", false
+	}
+	return string(u), true
 }

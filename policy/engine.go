@@ -206,7 +206,7 @@ func (e *Engine) publish(ctx context.Context, sum [32]byte, revision string, mk 
 	cacheAttr := slog.String("decision_cache", "off: "+g.plan.why)
 	if g.plan.cacheable && e.cacheMax > 0 {
 		g.cache = newDecisionCache(e.cacheMax)
-		cacheAttr = slog.String("decision_cache", "on: "+fieldNames(g.plan.fields))
+		cacheAttr = slog.String("decision_cache", "on: "+g.plan.describe())
 	}
 	if e.onActivate != nil {
 		e.onActivate(g)
@@ -421,6 +421,9 @@ func newGeneration(ctx context.Context, modules map[string]*ast.Module, docs map
 		return nil, err
 	}
 	g.plan = planCache(compiler.Modules)
+	if err := g.plan.resolveClaims(ctx, compiler, store); err != nil {
+		return nil, err
+	}
 	if err := checkActivation(ctx, g, modules, tests, store, evalTimeout); err != nil {
 		return nil, err
 	}
@@ -559,7 +562,7 @@ type decider struct {
 func (d *decider) decide(ctx context.Context, m *MCP) (Decision, error) {
 	var key [2]uint64
 	if d.cache != nil {
-		key, d.buf = d.cache.key(d.g.plan.fields, d.buf, d.req, d.tok, m)
+		key, d.buf = d.cache.key(&d.g.plan, d.buf, d.req, d.tok, m)
 		if dec, ok := d.cache.get(key, d.now); ok {
 			return dec, nil
 		}
