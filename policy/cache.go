@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"unsafe"
 
 	"github.com/go-json-experiment/json/jsontext"
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -381,63 +383,131 @@ func isNondeterministic(name string) bool {
 	return ok && b.Nondeterministic
 }
 
-// decisionCache is a bounded map of decisions with expiry. When full, it
-// drops a random eighth of its entries (Go map iteration order), which keeps
-// hot entries likely and costs nothing per hit.
-type decisionCache struct {
-	seeds [2]maphash.Seed
-	max   int
+// DefaultDecisionCacheBytes bounds the memory of the decision cache (and,
+// separately, of the list-visibility cache) when Options.DecisionCacheBytes
+// is 0. An entry of a decision without headers takes about 250 bytes (see
+// decisionSize), so the entry bound is reached first with the defaults.
+const DefaultDecisionCacheBytes = 8 << 20
 
-	mu sync.RWMutex
-	m  map[[2]uint64]cacheEntry
+// boundedCache is a map with expiry bounded by entries and by the bytes
+// its entries hold (as estimated by the caller). When an insertion would
+// cross a bound, it drops a random eighth of its entries (Go map iteration
+// order), and more while the bytes would still exceed, which keeps hot
+// entries likely and costs nothing per hit. Dropped entries are counted in
+// evictions, which outlives the cache (one per generation).
+type boundedCache[V any] struct {
+	seeds      [2]maphash.Seed
+	maxEntries int
+	maxBytes   int
+	evictions  *atomic.Uint64
+
+	mu    sync.RWMutex
+	m     map[[2]uint64]cacheEntry[V]
+	bytes int
 }
 
-type cacheEntry struct {
-	d   Decision
-	exp int64 // Unix seconds; the token's exp
+type cacheEntry[V any] struct {
+	v    V
+	exp  int64 // Unix seconds; the token's exp, or 0: never expires
+	size int
 }
 
-func newDecisionCache(max int) *decisionCache {
-	return &decisionCache{
-		seeds: [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()},
-		max:   max,
-		m:     make(map[[2]uint64]cacheEntry, min(max, 1024)),
+// decisionCache holds the decisions of one generation.
+type decisionCache = boundedCache[Decision]
+
+func newBoundedCache[V any](maxEntries, maxBytes int, evictions *atomic.Uint64) *boundedCache[V] {
+	if evictions == nil {
+		evictions = new(atomic.Uint64)
+	}
+	return &boundedCache[V]{
+		seeds:      [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()},
+		maxEntries: maxEntries,
+		maxBytes:   maxBytes,
+		evictions:  evictions,
+		m:          make(map[[2]uint64]cacheEntry[V], min(maxEntries, 1024)),
 	}
 }
 
-func (c *decisionCache) get(k [2]uint64, now int64) (Decision, bool) {
+func (c *boundedCache[V]) get(k [2]uint64, now int64) (V, bool) {
 	c.mu.RLock()
 	e, ok := c.m[k]
 	c.mu.RUnlock()
-	if !ok || now >= e.exp {
-		return Decision{}, false
+	if !ok || e.exp != 0 && now >= e.exp {
+		var zero V
+		return zero, false
 	}
-	return e.d, true
+	return e.v, true
 }
 
-func (c *decisionCache) put(k [2]uint64, d Decision, exp int64) {
+// put stores v, which holds about size bytes, until exp (0: no expiry). A
+// value larger than the whole byte bound is not stored.
+func (c *boundedCache[V]) put(k [2]uint64, v V, exp int64, size int) {
+	size += entryOverhead
+	if size > c.maxBytes {
+		return
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if len(c.m) >= c.max {
-		drop := max(c.max/8, 1)
-		for key := range c.m {
-			delete(c.m, key)
-			if drop--; drop == 0 {
+	if old, ok := c.m[k]; ok {
+		c.bytes -= old.size
+		delete(c.m, k)
+	}
+	if len(c.m) >= c.maxEntries || c.bytes+size > c.maxBytes {
+		drop := max(c.maxEntries/8, 1)
+		dropped := 0
+		for key, e := range c.m {
+			if dropped >= drop && c.bytes+size <= c.maxBytes {
 				break
 			}
+			delete(c.m, key)
+			c.bytes -= e.size
+			dropped++
 		}
+		c.evictions.Add(uint64(dropped))
 	}
-	c.m[k] = cacheEntry{d: d, exp: exp}
+	c.m[k] = cacheEntry[V]{v: v, exp: exp, size: size}
+	c.bytes += size
 }
 
-func (c *decisionCache) len() int {
+func (c *boundedCache[V]) len() int {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	return len(c.m)
 }
 
+// size returns the bytes the entries hold, as estimated at insertion.
+func (c *boundedCache[V]) size() int {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.bytes
+}
+
+// entryOverhead is what one entry costs besides its value's own
+// allocations: its share of the map's table (key, value header, expiry,
+// size, control bytes, and the table's load factor).
+const entryOverhead = 64
+
+// decisionSize estimates the bytes a cached decision holds: the Decision
+// itself in the map slot and the allocations it references.
+func decisionSize(d *Decision) int {
+	n := int(unsafe.Sizeof(*d)) + len(d.Reason) + len(d.UpstreamCredential)
+	for _, s := range d.RequiredScopes {
+		n += 16 + len(s)
+	}
+	for _, s := range d.UpstreamScopes {
+		n += 16 + len(s)
+	}
+	if d.Headers != nil {
+		n += 48 // the map header
+		for k, v := range d.Headers {
+			n += 48 + len(k) + len(v)
+		}
+	}
+	return n
+}
+
 // key hashes the planned fields of one evaluation's input.
-func (c *decisionCache) key(plan *cachePlan, buf []byte, req *Request, tok *Token, m *MCP) ([2]uint64, []byte) {
+func (c *boundedCache[V]) key(plan *cachePlan, buf []byte, req *Request, tok *Token, m *MCP) ([2]uint64, []byte) {
 	b := buf[:0]
 	if m != nil {
 		b = append(b, 1)
@@ -555,7 +625,12 @@ func (c *decisionCache) key(plan *cachePlan, buf []byte, req *Request, tok *Toke
 			}
 		}
 	}
-	return [2]uint64{maphash.Bytes(c.seeds[0], b), maphash.Bytes(c.seeds[1], b)}, b
+	return c.sum(b), b
+}
+
+// sum is the 128-bit key of b.
+func (c *boundedCache[V]) sum(b []byte) [2]uint64 {
+	return [2]uint64{maphash.Bytes(c.seeds[0], b), maphash.Bytes(c.seeds[1], b)}
 }
 
 // describe renders the plan for logs: the fields, and the claims read by

@@ -1,10 +1,16 @@
 package policy
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"sync"
+
+	"github.com/go-json-experiment/json/jsontext"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
@@ -114,6 +120,35 @@ func (g *Generation) visibleWith(ctx context.Context, q ListQuery, opts ...rego.
 	if g.visibleErr != nil {
 		return nil, g.visibleErr
 	}
+	var key [2]uint64
+	cache := g.visCache
+	if len(opts) > 0 {
+		cache = nil // the activation check evaluates every time
+	}
+	if cache != nil {
+		var buf []byte
+		if bp := keyBufs.Get(); bp != nil {
+			buf = (*bp.(*[]byte))[:0]
+		}
+		var ok bool
+		if buf, ok = appendListKey(buf, &g.plan, q); ok {
+			key = cache.sum(buf)
+		} else {
+			cache = nil
+		}
+		if cap(buf) <= 64<<10 {
+			keyBufs.Put(&buf)
+		}
+		if cache != nil {
+			if bits, ok := cache.get(key, 0); ok {
+				out := make([]bool, len(q.Items))
+				for i := range out {
+					out[i] = bits[i/8]&(1<<(i%8)) != 0
+				}
+				return out, nil
+			}
+		}
+	}
 	in, err := jsonValue(q.Input)
 	if err != nil {
 		return nil, fmt.Errorf("policy: list input: %w", err)
@@ -195,7 +230,102 @@ func (g *Generation) visibleWith(ctx context.Context, q ListQuery, opts ...rego.
 	for i, it := range q.Items {
 		out[i] = shown[it]
 	}
+	if cache != nil {
+		bits := make([]byte, (len(out)+7)/8)
+		for i, v := range out {
+			if v {
+				bits[i/8] |= 1 << (i % 8)
+			}
+		}
+		cache.put(key, bits, 0, 24+len(bits))
+	}
 	return out, nil
+}
+
+// keyBufs recycles the buffers visibility keys are built in: a key holds
+// every item of the list.
+var keyBufs sync.Pool
+
+// appendListKey appends what a visibility decision depends on: the input
+// fields of plan that q.Input holds (input.request and input.token), the
+// list's kind and protocol version (which make input.mcp and input.list
+// with the items), and the items in order. It reports false when q.Input
+// cannot be read member by member (visibility is then evaluated, and fails
+// on such input).
+func appendListKey(b []byte, plan *cachePlan, q ListQuery) ([]byte, bool) {
+	var vals [numFields]jsontext.Value
+	var seen [numFields]bool
+	dec := jsontext.NewDecoder(bytes.NewReader(q.Input))
+	if tok, err := dec.ReadToken(); err != nil || tok.Kind() != '{' {
+		return b, false
+	}
+	for dec.PeekKind() != '}' {
+		top, err := dec.ReadToken()
+		if err != nil {
+			return b, false
+		}
+		sub, known := inputFields[top.String()]
+		if !known || top.String() == "mcp" {
+			if dec.SkipValue() != nil {
+				return b, false
+			}
+			continue
+		}
+		if tok, err := dec.ReadToken(); err != nil || tok.Kind() != '{' {
+			return b, false
+		}
+		for dec.PeekKind() != '}' {
+			name, err := dec.ReadToken()
+			if err != nil {
+				return b, false
+			}
+			f, known := sub[name.String()]
+			val, err := dec.ReadValue()
+			if err != nil {
+				return b, false
+			}
+			if known {
+				// val is only valid until the next read: keep the bytes
+				// of q.Input it was read from.
+				end := int(dec.InputOffset())
+				vals[f], seen[f] = q.Input[end-len(val):end], true
+			}
+		}
+		if _, err := dec.ReadToken(); err != nil {
+			return b, false
+		}
+	}
+	if _, err := dec.ReadToken(); err != nil {
+		return b, false
+	}
+	if _, err := dec.ReadToken(); err != io.EOF {
+		return b, false
+	}
+	raw := func(v []byte) { b = binary.AppendUvarint(b, uint64(len(v))); b = append(b, v...) }
+	for _, f := range plan.fields {
+		if f > fTokMayAct {
+			continue // input.mcp: made from the kind and protocol version
+		}
+		b = append(b, byte(f))
+		switch {
+		case !seen[f]:
+			b = append(b, 0)
+		case f == fTokClaims && !plan.claimsWhole:
+			b = append(b, 1)
+			b = appendClaims(b, plan.claims, vals[f])
+		default:
+			b = append(b, 1)
+			raw(vals[f])
+		}
+	}
+	b = append(b, 0xfe)
+	raw([]byte(q.Kind))
+	raw([]byte(q.ProtocolVersion))
+	b = binary.AppendUvarint(b, uint64(len(q.Items)))
+	for _, it := range q.Items {
+		raw([]byte(it))
+	}
+	return b, true
 }
 
 var (
