@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
 	"time"
 )
@@ -120,4 +121,72 @@ func BenchmarkDecideFreshToken(b *testing.B) {
 			b.Fatalf("Decide() = %+v, %v", ds, err)
 		}
 	}
+}
+
+// BenchmarkDecisionCacheMemory measures what one decision-cache entry costs
+// the heap (the live heap after n distinct allowed tools/call decisions,
+// over n) next to what the byte bound counts for it, and the same for the
+// visibility cache (n distinct 50-tool lists).
+func BenchmarkDecisionCacheMemory(b *testing.B) {
+	const n = 3000
+	exp := time.Now().Add(time.Hour).Unix()
+	tok := testToken("tools:*")
+	tok.Expiry = exp
+	b.Run("decision", func(b *testing.B) {
+		for b.Loop() {
+			e := newEngine(b, DefaultSource(), Options{DecisionCacheSize: 4 * n, DecisionCacheBytes: 1 << 30})
+			msgs := make([][]MCP, n)
+			for i := range msgs {
+				msgs[i] = []MCP{call(fmt.Sprintf("tool_%05d", i))}
+			}
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			for i := range msgs {
+				if _, err := e.Decide(b.Context(), testRequest, tok, msgs[i]); err != nil {
+					b.Fatal(err)
+				}
+			}
+			runtime.GC()
+			runtime.ReadMemStats(&after)
+			st := e.DecisionCacheStats()
+			if st.Entries != n {
+				b.Fatalf("%d entries, want %d", st.Entries, n)
+			}
+			b.ReportMetric(float64(int64(after.HeapAlloc)-int64(before.HeapAlloc))/n, "heap-B/entry")
+			b.ReportMetric(float64(st.Bytes)/n, "counted-B/entry")
+			runtime.KeepAlive(msgs)
+		}
+	})
+	b.Run("visibility50", func(b *testing.B) {
+		for b.Loop() {
+			e := newEngine(b, DefaultSource(), Options{DecisionCacheSize: 4 * n, DecisionCacheBytes: 1 << 30})
+			in := listInput(b, testToken("tools:tool_0001"))
+			qs := make([]ListQuery, n)
+			for i := range qs {
+				items := make([]string, 50)
+				for j := range items {
+					items[j] = fmt.Sprintf("tool_%04d", (i+j)%10000)
+				}
+				qs[i] = ListQuery{Input: in, Kind: ListTools, Items: items}
+			}
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			for _, q := range qs {
+				if _, err := e.Current().Visible(b.Context(), q); err != nil {
+					b.Fatal(err)
+				}
+			}
+			runtime.GC()
+			runtime.ReadMemStats(&after)
+			st := e.VisibilityCacheStats()
+			if st.Entries != n {
+				b.Fatalf("%d entries, want %d", st.Entries, n)
+			}
+			b.ReportMetric(float64(int64(after.HeapAlloc)-int64(before.HeapAlloc))/n, "heap-B/entry")
+			b.ReportMetric(float64(st.Bytes)/n, "counted-B/entry")
+			runtime.KeepAlive(qs)
+		}
+	})
 }

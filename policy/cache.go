@@ -387,7 +387,7 @@ func isNondeterministic(name string) bool {
 // separately, of the list-visibility cache) when Options.DecisionCacheBytes
 // is 0. An entry of a decision without headers takes about 250 bytes (see
 // decisionSize), so the entry bound is reached first with the defaults.
-const DefaultDecisionCacheBytes = 8 << 20
+const DefaultDecisionCacheBytes = 4 << 20
 
 // boundedCache is a map with expiry bounded by entries and by the bytes
 // its entries hold (as estimated by the caller). When an insertion would
