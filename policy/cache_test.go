@@ -3,8 +3,10 @@ package policy
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -393,5 +395,49 @@ decision := {"allow": true, "reason": "k"} if {
 				t.Errorf("%d cache entries, want %d (plan %s)", got, tt.entries, e.Current().plan.describe())
 			}
 		})
+	}
+}
+
+// TestCacheAgreesWithEvaluation: over many requests whose claims, scopes,
+// subjects and tools vary (jtis revoked or not, spelled with escapes, of
+// other types, absent), an engine with the decision and visibility caches
+// answers exactly as one that evaluates every time.
+func TestCacheAgreesWithEvaluation(t *testing.T) {
+	dir := copyDefault(t)
+	writeFile(t, filepath.Join(dir, "data.json"), `{"mcp":{"config":{"open_methods":["ping"],"revoked":{"jti":["r1","r2"],"subjects":["mallory"]},"scopes":{"tools":{"ops":["deploy","get_*"]},"prompts":{},"resources":{}}}}}`)
+	src := Source{Paths: []string{dir}}
+	now := time.Unix(1_800_000_000, 0)
+	cached := newEngine(t, src, Options{Now: func() time.Time { return now }, DecisionCacheSize: 16})
+	plain := newEngine(t, src, Options{Now: func() time.Time { return now }, DecisionCacheSize: -1})
+	rng := rand.New(rand.NewPCG(1, 2))
+	pick := func(s ...string) string { return s[rng.IntN(len(s))] }
+	tools := []string{"deploy", "get_weather", "get_time", "delete", "x"}
+	for i := range 400 {
+		jti := pick(`"r1"`, `"r2"`, `"r\u0031"`, `"a"`, `"b"`, `7`, `null`, `["r1"]`, ``)
+		claims := `{"sub":"s"`
+		if jti != "" {
+			claims += `,"jti":` + jti
+		}
+		claims += fmt.Sprintf(`,"iat":%d}`, i)
+		tok := &Token{Subject: pick("alice", "bob", "mallory"), Scopes: []string{pick("ops", "tools:deploy", "tools:*", "other")}, Claims: jsontext.Value(claims), Expiry: now.Unix() + 60}
+		msg := []MCP{{Kind: "request", Method: pick("tools/call", "ping"), Tool: pick(tools...)}}
+		a, aerr := cached.Decide(t.Context(), testRequest, tok, msg)
+		b, berr := plain.Decide(t.Context(), testRequest, tok, msg)
+		if (aerr != nil) != (berr != nil) || aerr == nil && !cmp.Equal(a, b) {
+			t.Fatalf("request %d (claims %s, token %+v, %+v): cached %+v, %v; evaluated %+v, %v", i, claims, tok, msg[0], a, aerr, b, berr)
+		}
+		in, err := InputJSON(&Request{Method: "POST", Path: "/mcp", Headers: map[string]string{"x-request-id": fmt.Sprint(i)}}, tok)
+		if err != nil {
+			t.Fatal(err)
+		}
+		q := ListQuery{Input: in, Kind: ListTools, Items: tools[:1+rng.IntN(len(tools))]}
+		va, aerr := cached.Current().Visible(t.Context(), q)
+		vb, berr := plain.Current().Visible(t.Context(), q)
+		if (aerr != nil) != (berr != nil) || !slices.Equal(va, vb) {
+			t.Fatalf("list %d (claims %s, token %+v, items %v): cached %v, %v; evaluated %v, %v", i, claims, tok, q.Items, va, aerr, vb, berr)
+		}
+	}
+	if st := cached.DecisionCacheStats(); st.Evictions == 0 {
+		t.Errorf("decision cache %+v: the test should have filled it", st)
 	}
 }
