@@ -120,9 +120,16 @@ func (g *Generation) visibleWith(ctx context.Context, q ListQuery, opts ...rego.
 	if g.visibleErr != nil {
 		return nil, g.visibleErr
 	}
+	// With a policy whose reads are known (cacheable), the input is read
+	// member by member: the cache key holds those members, and the
+	// evaluation gets only them (a member the policy never reads cannot
+	// change its answer, and converting every header and claim is most of
+	// the cost of a small list).
+	var li listFields
+	known := g.plan.cacheable && li.read(q.Input)
 	var key [2]uint64
 	cache := g.visCache
-	if len(opts) > 0 {
+	if len(opts) > 0 || !known {
 		cache = nil // the activation check evaluates every time
 	}
 	if cache != nil {
@@ -130,32 +137,38 @@ func (g *Generation) visibleWith(ctx context.Context, q ListQuery, opts ...rego.
 		if bp := keyBufs.Get(); bp != nil {
 			buf = (*bp.(*[]byte))[:0]
 		}
-		var ok bool
-		if buf, ok = appendListKey(buf, &g.plan, q); ok {
-			key = cache.sum(buf)
-		} else {
-			cache = nil
-		}
+		buf = li.appendKey(buf, &g.plan, q)
+		key = cache.sum(buf)
 		if cap(buf) <= 64<<10 {
 			keyBufs.Put(&buf)
 		}
-		if cache != nil {
-			if bits, ok := cache.get(key, 0); ok {
-				out := make([]bool, len(q.Items))
-				for i := range out {
-					out[i] = bits[i/8]&(1<<(i%8)) != 0
-				}
-				return out, nil
+		if bits, ok := cache.get(key, 0); ok {
+			out := make([]bool, len(q.Items))
+			for i := range out {
+				out[i] = bits[i/8]&(1<<(i%8)) != 0
 			}
+			return out, nil
 		}
 	}
-	in, err := jsonValue(q.Input)
-	if err != nil {
-		return nil, fmt.Errorf("policy: list input: %w", err)
+	var req, tok *ast.Term
+	if known {
+		var err error
+		if req, tok, err = li.terms(&g.plan); err != nil {
+			return nil, fmt.Errorf("policy: list input: %w", err)
+		}
+	} else {
+		in, err := jsonValue(q.Input)
+		if err != nil {
+			return nil, fmt.Errorf("policy: list input: %w", err)
+		}
+		obj, ok := in.(ast.Object)
+		if !ok {
+			return nil, errors.New("policy: list input is not an object")
+		}
+		req, tok = obj.Get(keyRequest), obj.Get(keyToken)
 	}
-	obj, ok := in.(ast.Object)
-	if !ok {
-		return nil, errors.New("policy: list input is not an object")
+	if req == nil || tok == nil {
+		return nil, errors.New("policy: list input lacks request or token")
 	}
 	items := ast.NewSet()
 	for _, it := range q.Items {
@@ -174,10 +187,6 @@ func (g *Generation) visibleWith(ctx context.Context, q ListQuery, opts ...rego.
 	mcp, err := mcpValue(&MCP{ProtocolVersion: q.ProtocolVersion, Kind: "request", Method: method})
 	if err != nil {
 		return nil, err
-	}
-	req, tok := obj.Get(keyRequest), obj.Get(keyToken)
-	if req == nil || tok == nil {
-		return nil, errors.New("policy: list input lacks request or token")
 	}
 	input := ast.NewObject(
 		[2]*ast.Term{keyRequest, req},
@@ -246,76 +255,98 @@ func (g *Generation) visibleWith(ctx context.Context, q ListQuery, opts ...rego.
 // every item of the list.
 var keyBufs sync.Pool
 
-// appendListKey appends what a visibility decision depends on: the input
-// fields of plan that q.Input holds (input.request and input.token), the
-// list's kind and protocol version (which make input.mcp and input.list
-// with the items), and the items in order. It reports false when q.Input
-// cannot be read member by member (visibility is then evaluated, and fails
-// on such input).
-func appendListKey(b []byte, plan *cachePlan, q ListQuery) ([]byte, bool) {
-	var vals [numFields]jsontext.Value
-	var seen [numFields]bool
-	dec := jsontext.NewDecoder(bytes.NewReader(q.Input))
+// listFields is input.request and input.token of a list, read member by
+// member from ListQuery.Input: vals[f] is the raw JSON of field f (slices
+// of the input), present when seen[f].
+type listFields struct {
+	vals         [numFields]jsontext.Value
+	seen         [numFields]bool
+	request, tok bool // the members request and token are objects
+}
+
+// read reads in, a JSON object {"request": {...}, "token": {...}}, and
+// reports whether it could (strictly: duplicate names, invalid UTF-8 and
+// trailing data are refused); otherwise the input is converted as a whole.
+func (li *listFields) read(in []byte) bool {
+	dec := jsontext.NewDecoder(bytes.NewReader(in))
 	if tok, err := dec.ReadToken(); err != nil || tok.Kind() != '{' {
-		return b, false
+		return false
 	}
 	for dec.PeekKind() != '}' {
 		top, err := dec.ReadToken()
 		if err != nil {
-			return b, false
+			return false
 		}
-		sub, known := inputFields[top.String()]
-		if !known || top.String() == "mcp" {
+		name := top.String()
+		sub, known := inputFields[name]
+		if !known || name == "mcp" || dec.PeekKind() != '{' {
 			if dec.SkipValue() != nil {
-				return b, false
+				return false
 			}
 			continue
 		}
-		if tok, err := dec.ReadToken(); err != nil || tok.Kind() != '{' {
-			return b, false
+		if name == "request" {
+			li.request = true
+		} else {
+			li.tok = true
+		}
+		if _, err := dec.ReadToken(); err != nil {
+			return false
 		}
 		for dec.PeekKind() != '}' {
-			name, err := dec.ReadToken()
+			tok, err := dec.ReadToken()
 			if err != nil {
-				return b, false
+				return false
 			}
-			f, known := sub[name.String()]
+			f, known := sub[tok.String()]
 			val, err := dec.ReadValue()
 			if err != nil {
-				return b, false
+				return false
 			}
 			if known {
 				// val is only valid until the next read: keep the bytes
-				// of q.Input it was read from.
+				// of in it was read from.
 				end := int(dec.InputOffset())
-				vals[f], seen[f] = q.Input[end-len(val):end], true
+				li.vals[f], li.seen[f] = in[end-len(val):end], true
 			}
 		}
 		if _, err := dec.ReadToken(); err != nil {
-			return b, false
+			return false
 		}
 	}
 	if _, err := dec.ReadToken(); err != nil {
-		return b, false
+		return false
 	}
-	if _, err := dec.ReadToken(); err != io.EOF {
-		return b, false
-	}
+	_, err := dec.ReadToken()
+	return err == io.EOF
+}
+
+// appendKey appends what a visibility decision depends on: the fields of
+// plan (input.request and input.token), the list's kind and protocol
+// version (which make input.mcp and input.list with the items), and the
+// items in order.
+func (li *listFields) appendKey(b []byte, plan *cachePlan, q ListQuery) []byte {
 	raw := func(v []byte) { b = binary.AppendUvarint(b, uint64(len(v))); b = append(b, v...) }
+	if li.request {
+		b = append(b, 1)
+	}
+	if li.tok {
+		b = append(b, 2)
+	}
 	for _, f := range plan.fields {
 		if f > fTokMayAct {
 			continue // input.mcp: made from the kind and protocol version
 		}
 		b = append(b, byte(f))
 		switch {
-		case !seen[f]:
+		case !li.seen[f]:
 			b = append(b, 0)
 		case f == fTokClaims && !plan.claimsWhole:
 			b = append(b, 1)
-			b = appendClaims(b, plan.claims, vals[f])
+			b = appendClaims(b, plan.claims, li.vals[f])
 		default:
 			b = append(b, 1)
-			raw(vals[f])
+			raw(li.vals[f])
 		}
 	}
 	b = append(b, 0xfe)
@@ -325,8 +356,77 @@ func appendListKey(b []byte, plan *cachePlan, q ListQuery) ([]byte, bool) {
 	for _, it := range q.Items {
 		raw([]byte(it))
 	}
-	return b, true
+	return b
 }
+
+// terms returns input.request and input.token with only the fields of
+// plan (of the claims, only those it reads by name, unless it reads them
+// as a whole); nil for a member the input lacks.
+func (li *listFields) terms(plan *cachePlan) (req, tok *ast.Term, err error) {
+	var reqPairs, tokPairs [][2]*ast.Term
+	for _, f := range plan.fields {
+		if f > fTokMayAct || !li.seen[f] {
+			continue
+		}
+		var v ast.Value
+		if f == fTokClaims && !plan.claimsWhole {
+			v, err = claimsValue(li.vals[f], plan.claims)
+		} else {
+			v, err = jsonValue(li.vals[f])
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: %w", fieldNames([]field{f}), err)
+		}
+		pair := [2]*ast.Term{fieldKeys[f], ast.NewTerm(v)}
+		if f <= fReqQuery {
+			reqPairs = append(reqPairs, pair)
+		} else {
+			tokPairs = append(tokPairs, pair)
+		}
+	}
+	if li.request {
+		req = ast.NewTerm(ast.NewObject(reqPairs...))
+	}
+	if li.tok {
+		tok = ast.NewTerm(ast.NewObject(tokPairs...))
+	}
+	return req, tok, nil
+}
+
+// claimsValue is the object of the claims of reads that claims holds.
+func claimsValue(claims jsontext.Value, reads []claimRead) (ast.Value, error) {
+	if jsontext.Value(claims).Kind() != '{' {
+		return nil, errors.New("claims: not a JSON object")
+	}
+	found := make([]jsontext.Value, len(reads))
+	if !claimValues(claims, reads, found) {
+		return nil, errors.New("claims: invalid JSON")
+	}
+	pairs := make([][2]*ast.Term, 0, len(reads))
+	for i, v := range found {
+		if v == nil {
+			continue
+		}
+		cv, err := jsonValue(v)
+		if err != nil {
+			return nil, fmt.Errorf("claims: %w", err)
+		}
+		pairs = append(pairs, [2]*ast.Term{ast.StringTerm(reads[i].name), ast.NewTerm(cv)})
+	}
+	return ast.NewObject(pairs...), nil
+}
+
+// fieldKeys are the member names of the fields of input.request and
+// input.token.
+var fieldKeys = func() [numFields]*ast.Term {
+	var keys [numFields]*ast.Term
+	for _, top := range []string{"request", "token"} {
+		for name, f := range inputFields[top] {
+			keys[f] = ast.StringTerm(name)
+		}
+	}
+	return keys
+}()
 
 var (
 	keyList  = ast.StringTerm("list")

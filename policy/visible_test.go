@@ -302,3 +302,64 @@ func TestBoundedCacheBounds(t *testing.T) {
 		t.Error("a value larger than the bound was stored")
 	}
 }
+
+// TestVisibleReducedInput: the input a list is evaluated with holds only
+// the fields the policy reads, and that decides every list exactly as the
+// whole input does, for policies reading headers, claims by name, claims
+// as a whole, and none of them.
+func TestVisibleReducedInput(t *testing.T) {
+	policies := map[string]string{
+		"default": "",
+		"headers": `visible := {t | some t in input.list.items; startswith(t, input.request.headers["x-team"])}`,
+		"claim":   `visible := {t | some t in input.list.items; t in input.token.claims.tools}`,
+		"claims":  `visible := {t | some t in input.list.items; count(input.token.claims) > 2}`,
+		"token":   `visible := {t | some t in input.list.items; input.token.subject == "alice"; input.token.claims.tid == "t"}`,
+	}
+	for name, rule := range policies {
+		t.Run(name, func(t *testing.T) {
+			src := DefaultSource()
+			if rule != "" {
+				src = Source{Paths: []string{writePolicy(t, map[string]string{"p.rego": "package mcp.authz\n\ndefault decision := {\"allow\": false}\n\n" + rule + "\n"})}}
+			}
+			g := newEngine(t, src, Options{DecisionCacheSize: -1}).Current()
+			if !g.plan.cacheable {
+				t.Fatalf("plan not cacheable: %s", g.plan.why)
+			}
+			whole := *g
+			whole.plan.cacheable = false // converts the input as a whole
+			items := []string{"a_x", "b_y", "get_weather", "delete"}
+			shown := 0
+			for i, c := range []struct {
+				claims string
+				scopes []string
+				team   string
+			}{
+				{`{"sub":"alice","tools":["a_x","delete"],"tid":"t"}`, []string{"tools:get_weather"}, "a_"},
+				{`{"sub":"bob","tools":[],"tid":"u","x":1}`, []string{"tools:*"}, "b_"},
+				{`{"sub":"alice"}`, nil, ""},
+				{`{"sub":"alice","tools":"a_x","tid":"t"}`, []string{"tools:delete"}, "zz"},
+			} {
+				tok := testToken(c.scopes...)
+				tok.Claims = jsontext.Value(c.claims)
+				in, err := InputJSON(&Request{Method: "POST", Path: "/mcp", Headers: map[string]string{"x-team": c.team, "x-request-id": fmt.Sprint(i)}}, tok)
+				if err != nil {
+					t.Fatal(err)
+				}
+				q := ListQuery{Input: in, ProtocolVersion: "2025-11-25", Kind: ListTools, Items: items}
+				got, gerr := g.Visible(t.Context(), q)
+				want, werr := whole.Visible(t.Context(), q)
+				if (gerr != nil) != (werr != nil) || !slices.Equal(got, want) {
+					t.Errorf("case %d: reduced input %v, %v; whole input %v, %v", i, got, gerr, want, werr)
+				}
+				for _, v := range got {
+					if v {
+						shown++
+					}
+				}
+			}
+			if shown == 0 {
+				t.Error("no case shows an item: the comparison proves nothing")
+			}
+		})
+	}
+}
