@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"testing"
 	"time"
 )
@@ -105,7 +106,14 @@ func BenchmarkDecide(b *testing.B) {
 // carries a token never seen before (another jti, iat and exp, the same
 // subject and scopes), with the decision cache on, as when every request
 // of an agent fleet brings a fresh token.
-func BenchmarkDecideFreshToken(b *testing.B) {
+func BenchmarkDecideFreshToken(b *testing.B) { benchFresh(b, false) }
+
+// BenchmarkDecideFreshSubject is BenchmarkDecideFreshToken with a new
+// subject in every token too, as the load harness's cold workload mints
+// them.
+func BenchmarkDecideFreshSubject(b *testing.B) { benchFresh(b, true) }
+
+func benchFresh(b *testing.B, newSubject bool) {
 	e := newEngine(b, DefaultSource(), Options{})
 	exp := time.Now().Add(time.Hour).Unix()
 	msgs := []MCP{call("get_weather")}
@@ -115,6 +123,9 @@ func BenchmarkDecideFreshToken(b *testing.B) {
 		i++
 		tok := testToken("tools:get_weather")
 		tok.Expiry = exp + int64(i)
+		if newSubject {
+			tok.Subject = "alice-" + strconv.Itoa(i)
+		}
 		tok.Claims = fmt.Appendf(nil, `{"iss":"https://as.example","sub":"alice","jti":"jti-%d","iat":%d,"exp":%d,"scope":"tools:get_weather"}`, i, exp-3600+int64(i), tok.Expiry)
 		ds, err := e.Decide(b.Context(), testRequest, tok, msgs)
 		if err != nil || !ds[0].Allow {

@@ -95,33 +95,64 @@ type cachePlan struct {
 	// claims, sorted by name.
 	claimsWhole bool
 	claims      []claimRead
+	// preds, for a string field of input.token (issuer, subject,
+	// client_id, azp), are the only tests the policy applies to it (see
+	// pred); nil: its value goes into the key.
+	preds [numFields][]pred
 }
 
 // claimRead is one member of input.token.claims that the policy reads by
 // name.
 type claimRead struct {
 	name string
-	// in, when not empty, are the base data documents (data.a.b, never a
-	// rule) that are the only things the policy does with the claim: the
-	// left operand of "in" with each of them (a revocation list of jti).
-	// The key then holds, for each, whether the claim's value is a member,
-	// not the value: tokens that differ only in a jti that is not revoked
-	// share one decision. Resolved at load time by resolveClaims.
-	in      []ast.Ref
-	members []map[string]bool // parallel to in: the string members of each
+	// preds are the only tests the policy applies to the claim (see
+	// pred); nil: its value goes into the key.
+	preds []pred
 }
 
-// claimRef returns the claim name of a reference input.token.claims.<name>
-// (exactly that long, with a constant name).
-func claimRef(ref ast.Ref) (string, bool) {
-	if len(ref) != 4 || !ref.HasPrefix(tokenClaimsRef) {
-		return "", false
-	}
-	name, ok := ref[3].Value.(ast.String)
-	return string(name), ok
+// pred is a test whose outcome is all a policy learns of a value, when
+// every reference the policy makes to the value is the operand of such a
+// test: the left operand of "in" with a base data document (a revocation
+// list of jti or subjects), or the argument of is_string. The key then
+// holds the outcomes rather than the value: tokens that differ only in a
+// jti or a subject that is not revoked share one decision.
+type pred struct {
+	in      ast.Ref         // nil: is_string
+	members map[string]bool // the strings of in, read by resolvePreds
 }
+
+// outcome is the test's answer for a value: s, a string when isString.
+func (p *pred) outcome(s string, isString bool) bool {
+	if p.in == nil {
+		return isString
+	}
+	return isString && p.members[s]
+}
+
+// predFields are the fields whose reads can be tests (string fields).
+var predFields = map[string]field{"issuer": fTokIssuer, "subject": fTokSubject, "client_id": fTokClientID, "azp": fTokAzp}
 
 var tokenClaimsRef = ast.MustParseRef("input.token.claims")
+var tokenRef = ast.MustParseRef("input.token")
+
+// target names what a reference reads that tests may stand for: "c:" and
+// a claim name for input.token.claims.<name>…, "f:" and a field name for
+// input.token.<predField>…; exact is true when ref is exactly that long.
+func target(ref ast.Ref) (key string, exact bool) {
+	switch {
+	case len(ref) >= 4 && ref.HasPrefix(tokenClaimsRef):
+		if name, ok := ref[3].Value.(ast.String); ok {
+			return "c:" + string(name), len(ref) == 4
+		}
+	case len(ref) >= 3 && ref.HasPrefix(tokenRef):
+		if name, ok := ref[2].Value.(ast.String); ok {
+			if _, ok := predFields[string(name)]; ok {
+				return "f:" + string(name), len(ref) == 3
+			}
+		}
+	}
+	return "", false
+}
 
 // planCache walks every compiled module for references to input and calls
 // to non-deterministic built-ins.
@@ -133,11 +164,11 @@ func planCache(modules map[string]*ast.Module) cachePlan {
 			p.cacheable, p.why = false, why
 		}
 	}
-	// Per claim name: how often the policy refers to it, and which of
-	// those references are the left operand of "in" with a data
-	// document (see membershipReads).
+	// Per target (see target): how often the policy refers to it, and
+	// which of those references are operands of tests (see testReads).
 	refs := map[string]int{}
-	memberOf := map[string][]ast.Ref{}
+	tests := map[string][]pred{}
+	tokenWhole := false
 	var withTargets []ast.Ref
 	for _, m := range modules {
 		ast.WalkRefs(m, func(ref ast.Ref) bool {
@@ -164,7 +195,7 @@ func planCache(modules map[string]*ast.Module) cachePlan {
 					seen[f] = true
 				}
 				if top == "token" {
-					p.claimsWhole = true
+					p.claimsWhole, tokenWhole = true, true
 				}
 				return false
 			}
@@ -175,12 +206,10 @@ func planCache(modules map[string]*ast.Module) cachePlan {
 				return false
 			}
 			seen[f] = true
-			if f == fTokClaims {
-				if c, ok := claimRef(ref); ok {
-					refs[c]++
-				} else {
-					p.claimsWhole = true
-				}
+			if t, _ := target(ref); t != "" {
+				refs[t]++
+			} else if f == fTokClaims {
+				p.claimsWhole = true // as a whole, or with a computed key
 			}
 			return false
 		})
@@ -205,7 +234,7 @@ func planCache(modules map[string]*ast.Module) cachePlan {
 			}
 			return false
 		})
-		membershipReads(m, memberOf)
+		testReads(m, tests)
 	}
 	if !p.cacheable {
 		return p
@@ -215,36 +244,64 @@ func planCache(modules map[string]*ast.Module) cachePlan {
 			p.fields = append(p.fields, f)
 		}
 	}
+	// Tests stand for a value only when every reference is an operand of
+	// one, and no with replaces a document the membership is decided
+	// against or the value itself.
+	onlyTests := func(t string) []pred {
+		ps := tests[t]
+		if len(ps) == 0 || len(ps) != refs[t] {
+			return nil
+		}
+		for _, pr := range ps {
+			if pr.in != nil && slices.ContainsFunc(withTargets, func(w ast.Ref) bool { return w.HasPrefix(pr.in) || pr.in.HasPrefix(w) }) {
+				return nil
+			}
+		}
+		// The same test twice answers alike.
+		var out []pred
+		for _, pr := range ps {
+			if !slices.ContainsFunc(out, func(o pred) bool { return o.in.Equal(pr.in) }) {
+				out = append(out, pr)
+			}
+		}
+		return out
+	}
+	if slices.ContainsFunc(withTargets, func(w ast.Ref) bool { return w.HasPrefix(ast.InputRootRef) }) {
+		onlyTests = func(string) []pred { return nil }
+	}
+	if !tokenWhole {
+		for name, f := range predFields {
+			if seen[f] {
+				p.preds[f] = onlyTests("f:" + name)
+			}
+		}
+	}
 	if !seen[fTokClaims] || p.claimsWhole {
 		return p
 	}
-	for name, n := range refs {
-		c := claimRead{name: name}
-		// Only when every reference is such an operand, and no with
-		// replaces a document the membership is decided against.
-		if in := memberOf[name]; len(in) == n && !slices.ContainsFunc(in, func(r ast.Ref) bool {
-			return slices.ContainsFunc(withTargets, func(w ast.Ref) bool { return w.HasPrefix(r) || r.HasPrefix(w) })
-		}) {
-			c.in = in
+	for t := range refs {
+		if name, ok := strings.CutPrefix(t, "c:"); ok {
+			p.claims = append(p.claims, claimRead{name: name, preds: onlyTests(t)})
 		}
-		p.claims = append(p.claims, c)
 	}
 	slices.SortFunc(p.claims, func(a, b claimRead) int { return strings.Compare(a.name, b.name) })
 	return p
 }
 
-// membershipReads adds to memberOf, per claim name, the data documents of
-// the expressions "input.token.claims.<name> in data.<ref>" of module m.
-// The compiler rewrites the operands of such an expression into local
-// variables bound in the same body (__local0__ = input.token.claims.jti;
-// __local1__ = data.x; internal.member_2(__local0__, __local1__)): an
-// operand counts only when its variable occurs nowhere else in the module.
-func membershipReads(m *ast.Module, memberOf map[string][]ast.Ref) {
+// testReads adds to tests, per target (see target), the tests of module m
+// whose operand is exactly that target: "<ref> in data.<doc>" and
+// is_string(<ref>). The compiler rewrites the operands of such an
+// expression into local variables bound in the same body
+// (__local0__ = input.token.claims.jti; __local1__ = data.x;
+// internal.member_2(__local0__, __local1__)): an operand counts only when
+// its variable occurs nowhere else in the module.
+func testReads(m *ast.Module, tests map[string][]pred) {
 	uses := map[ast.Var]int{}
 	ast.WalkVars(m, func(v ast.Var) bool {
 		uses[v]++
 		return false
 	})
+	isString := ast.IsString.Ref()
 	ast.WalkBodies(m, func(body ast.Body) bool {
 		bound := map[ast.Var]ast.Ref{}
 		for _, e := range body {
@@ -276,55 +333,69 @@ func membershipReads(m *ast.Module, memberOf map[string][]ast.Ref) {
 			return nil, false
 		}
 		for _, e := range body {
-			var args []*ast.Term
+			var call []*ast.Term // operator and operands
 			switch {
-			case e.IsCall() && e.Operator().Equal(ast.Member.Ref()):
-				args = e.Operands()
+			case e.IsCall():
+				call = e.Terms.([]*ast.Term)
 			case e.IsEquality() || e.IsAssignment():
 				for _, t := range e.Operands() {
-					if c, ok := t.Value.(ast.Call); ok && len(c) == 3 && c[0].Value.Compare(ast.Member.Ref()) == 0 {
-						args = c[1:]
+					if c, ok := t.Value.(ast.Call); ok {
+						call = c
 					}
 				}
 			}
-			if len(args) != 2 {
+			if len(call) == 0 {
 				continue
 			}
-			l, lok := operand(args[0])
-			r, rok := operand(args[1])
-			if !lok || !rok || !r.HasPrefix(ast.DefaultRootRef) || !r.IsGround() {
-				continue
-			}
-			if name, ok := claimRef(l); ok {
-				memberOf[name] = append(memberOf[name], r)
+			switch op := call[0].Value; {
+			case len(call) == 3 && op.Compare(ast.Member.Ref()) == 0:
+				l, lok := operand(call[1])
+				r, rok := operand(call[2])
+				if !lok || !rok || !r.HasPrefix(ast.DefaultRootRef) || !r.IsGround() {
+					continue
+				}
+				if t, exact := target(l); exact {
+					tests[t] = append(tests[t], pred{in: r})
+				}
+			case len(call) == 2 && op.Compare(isString) == 0:
+				if l, ok := operand(call[1]); ok {
+					if t, exact := target(l); exact {
+						tests[t] = append(tests[t], pred{})
+					}
+				}
 			}
 		}
 		return false
 	})
 }
 
-// resolveClaims reads the data documents of the plan's membership-only
-// claims, once per generation: each must be a base document (no rule
-// defines anything at or below it) holding an array or a set of strings,
-// or be undefined (no member); otherwise the claim's value itself goes
-// into the key.
-func (p *cachePlan) resolveClaims(ctx context.Context, c *ast.Compiler, store storage.Store) error {
-	for i := range p.claims {
-		cr := &p.claims[i]
-		if len(cr.in) == 0 {
-			continue
+// resolvePreds reads the data documents of the plan's tests, once per
+// generation: each must be a base document (no rule defines anything at or
+// below it) holding an array or a set of strings, or be undefined (no
+// member); otherwise the value itself goes into the key.
+func (p *cachePlan) resolvePreds(ctx context.Context, c *ast.Compiler, store storage.Store) error {
+	resolve := func(ps []pred) ([]pred, error) {
+		for i := range ps {
+			if ps[i].in == nil {
+				continue
+			}
+			set, ok, err := stringSetAt(ctx, c, store, ps[i].in)
+			if err != nil || !ok {
+				return nil, err
+			}
+			ps[i].members = set
 		}
-		cr.members = make([]map[string]bool, len(cr.in))
-		for j, ref := range cr.in {
-			set, ok, err := stringSetAt(ctx, c, store, ref)
-			if err != nil {
-				return err
-			}
-			if !ok {
-				cr.in, cr.members = nil, nil
-				break
-			}
-			cr.members[j] = set
+		return ps, nil
+	}
+	var err error
+	for i := range p.claims {
+		if p.claims[i].preds, err = resolve(p.claims[i].preds); err != nil {
+			return err
+		}
+	}
+	for f := range p.preds {
+		if p.preds[f], err = resolve(p.preds[f]); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -566,12 +637,21 @@ func (c *boundedCache[V]) key(plan *cachePlan, buf []byte, req *Request, tok *To
 				continue
 			}
 			switch f {
-			case fTokIssuer:
-				str(tok.Issuer)
-			case fTokSubject:
-				str(tok.Subject)
-			case fTokClientID:
-				str(tok.ClientID)
+			case fTokIssuer, fTokSubject, fTokClientID, fTokAzp:
+				v := tok.Azp
+				switch f {
+				case fTokIssuer:
+					v = tok.Issuer
+				case fTokSubject:
+					v = tok.Subject
+				case fTokClientID:
+					v = tok.ClientID
+				}
+				if ps := plan.preds[f]; ps != nil {
+					b = appendOutcomes(b, ps, v, true)
+				} else {
+					str(v)
+				}
 			case fTokAudience:
 				strs(tok.Audience)
 			case fTokScopes:
@@ -582,8 +662,6 @@ func (c *boundedCache[V]) key(plan *cachePlan, buf []byte, req *Request, tok *To
 				} else {
 					b = appendClaims(b, plan.claims, tok.Claims)
 				}
-			case fTokAzp:
-				str(tok.Azp)
 			case fTokAct:
 				b = binary.AppendUvarint(b, uint64(len(tok.Actors)))
 				for _, a := range tok.Actors {
@@ -633,26 +711,41 @@ func (c *boundedCache[V]) sum(b []byte) [2]uint64 {
 	return [2]uint64{maphash.Bytes(c.seeds[0], b), maphash.Bytes(c.seeds[1], b)}
 }
 
-// describe renders the plan for logs: the fields, and the claims read by
-// name.
+// describe renders the plan for logs: the fields, the claims read by
+// name, and the tests that stand for values.
 func (p *cachePlan) describe() string {
-	s := fieldNames(p.fields)
-	if !slices.Contains(p.fields, fTokClaims) || p.claimsWhole {
-		return s
-	}
-	names := make([]string, 0, len(p.claims))
-	for _, c := range p.claims {
-		n := "token.claims." + c.name
-		if len(c.members) > 0 {
-			in := make([]string, len(c.in))
-			for i, r := range c.in {
-				in[i] = r.String()
+	tests := func(ps []pred) string {
+		var out []string
+		for _, pr := range ps {
+			if pr.in == nil {
+				out = append(out, "is_string")
+			} else {
+				out = append(out, "in "+pr.in.String())
 			}
-			n += " in " + strings.Join(in, "|")
+		}
+		return " (" + strings.Join(out, ", ") + ")"
+	}
+	names := make([]string, 0, len(p.fields))
+	for _, f := range p.fields {
+		n := fieldNames([]field{f})
+		switch {
+		case f == fTokClaims && !p.claimsWhole:
+			var cs []string
+			for _, c := range p.claims {
+				c1 := "token.claims." + c.name
+				if c.preds != nil {
+					c1 += tests(c.preds)
+				}
+				cs = append(cs, c1)
+			}
+			n = strings.Join(cs, ",")
+		case p.preds[f] != nil:
+			n += tests(p.preds[f])
 		}
 		names = append(names, n)
 	}
-	return strings.Replace(s, "token.claims", strings.Join(names, ","), 1)
+	slices.Sort(names)
+	return strings.Join(names, ",")
 }
 
 // fieldNames renders a plan for logs.
@@ -692,20 +785,27 @@ func appendClaims(b []byte, reads []claimRead, claims jsontext.Value) []byte {
 		switch {
 		case v == nil:
 			b = append(b, 0)
-		case len(r.members) > 0:
-			b = append(b, 2)
+		case r.preds != nil:
 			s, isString := claimString(v)
-			for _, set := range r.members {
-				if isString && set[s] {
-					b = append(b, 1)
-				} else {
-					b = append(b, 0)
-				}
-			}
+			b = appendOutcomes(b, r.preds, s, isString)
 		default:
 			b = append(b, 1)
 			b = binary.AppendUvarint(b, uint64(len(v)))
 			b = append(b, v...)
+		}
+	}
+	return b
+}
+
+// appendOutcomes appends the outcomes of the tests ps for a value (s, a
+// string when isString).
+func appendOutcomes(b []byte, ps []pred, s string, isString bool) []byte {
+	b = append(b, 2)
+	for i := range ps {
+		if ps[i].outcome(s, isString) {
+			b = append(b, 1)
+		} else {
+			b = append(b, 0)
 		}
 	}
 	return b

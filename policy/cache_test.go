@@ -74,9 +74,10 @@ func TestDefaultPolicyIsCacheable(t *testing.T) {
 	if !g.plan.cacheable || fieldNames(g.plan.fields) != want {
 		t.Errorf("default policy plan = %v %q (%s), want cacheable %q", g.plan.cacheable, fieldNames(g.plan.fields), g.plan.why, want)
 	}
-	// Of the claims, only whether jti is revoked: tokens that differ in
+	// Of the claims, only whether jti is revoked, and of the subject
+	// whether it is revoked (and a string): tokens that differ in subject,
 	// jti, iat or exp share their decisions.
-	wantDesc := "mcp.kind,mcp.method,mcp.prompt,mcp.resource_uri,mcp.resource_uris,mcp.tool,token.claims.jti in data.mcp.config.revoked.jti,token.scopes,token.subject"
+	wantDesc := "mcp.kind,mcp.method,mcp.prompt,mcp.resource_uri,mcp.resource_uris,mcp.tool,token.claims.jti (in data.mcp.config.revoked.jti),token.scopes,token.subject (in data.mcp.config.revoked.subjects, is_string)"
 	if got := g.plan.describe(); got != wantDesc {
 		t.Errorf("default policy plan reads %q, want %q", got, wantDesc)
 	}
@@ -274,15 +275,16 @@ func TestCacheKeysClaims(t *testing.T) {
 		return tok
 	}
 	defaultDir := copyDefault(t)
-	writeFile(t, filepath.Join(defaultDir, "data.json"), `{"mcp":{"config":{"open_methods":[],"revoked":{"jti":["stolen"],"subjects":[]},"scopes":{"tools":{},"prompts":{},"resources":{}}}}}`)
+	writeFile(t, filepath.Join(defaultDir, "data.json"), `{"mcp":{"config":{"open_methods":[],"revoked":{"jti":["stolen"],"subjects":["mallory"]},"scopes":{"tools":{},"prompts":{},"resources":{}}}}}`)
 	tests := []struct {
 		name string
 		src  Source
 		// claims of the tokens sent in order, each with the tool call;
 		// want the reason of each decision and the cache size after all.
-		claims  []string
-		reasons []string
-		entries int
+		claims   []string
+		subjects []string // of the tokens; alice when nil
+		reasons  []string
+		entries  int
 	}{
 		{
 			name: "default policy: jti, iat and exp do not split entries",
@@ -308,6 +310,16 @@ func TestCacheKeysClaims(t *testing.T) {
 			},
 			reasons: []string{"tool_scope", "revoked", "revoked", "tool_scope", "tool_scope"},
 			entries: 2,
+		},
+		{
+			name: "default policy: subjects do not split entries, a revoked one is denied",
+			src:  Source{Paths: []string{defaultDir}},
+			claims: []string{
+				`{"sub":"alice","jti":"a1"}`, `{"sub":"bob","jti":"a2"}`, `{"sub":"carol","jti":"a3"}`,
+			},
+			subjects: []string{"alice", "bob", "mallory"},
+			reasons:  []string{"tool_scope", "tool_scope", "revoked"},
+			entries:  2,
 		},
 		{
 			name: "a claim read by value keys on its value",
@@ -383,7 +395,11 @@ decision := {"allow": true, "reason": "k"} if {
 		t.Run(tt.name, func(t *testing.T) {
 			e := newEngine(t, tt.src, Options{Now: func() time.Time { return now }, DecisionCacheSize: 64})
 			for i, c := range tt.claims {
-				ds, err := e.Decide(t.Context(), testRequest, tokenWith(c), []MCP{call("get_weather")})
+				tok := tokenWith(c)
+				if tt.subjects != nil {
+					tok.Subject = tt.subjects[i]
+				}
+				ds, err := e.Decide(t.Context(), testRequest, tok, []MCP{call("get_weather")})
 				if err != nil {
 					t.Fatalf("Decide(%s): %v", c, err)
 				}

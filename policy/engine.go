@@ -471,7 +471,7 @@ func newGeneration(ctx context.Context, modules map[string]*ast.Module, docs map
 		return nil, err
 	}
 	g.plan = planCache(compiler.Modules)
-	if err := g.plan.resolveClaims(ctx, compiler, store); err != nil {
+	if err := g.plan.resolvePreds(ctx, compiler, store); err != nil {
 		return nil, err
 	}
 	if err := checkActivation(ctx, g, modules, tests, store, evalTimeout); err != nil {

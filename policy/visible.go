@@ -344,6 +344,10 @@ func (li *listFields) appendKey(b []byte, plan *cachePlan, q ListQuery) []byte {
 		case f == fTokClaims && !plan.claimsWhole:
 			b = append(b, 1)
 			b = appendClaims(b, plan.claims, li.vals[f])
+		case plan.preds[f] != nil:
+			b = append(b, 1)
+			s, isString := claimString(li.vals[f])
+			b = appendOutcomes(b, plan.preds[f], s, isString)
 		default:
 			b = append(b, 1)
 			raw(li.vals[f])
