@@ -95,6 +95,10 @@ type cachePlan struct {
 	// claims, sorted by name.
 	claimsWhole bool
 	claims      []claimRead
+	// memo remembers, by a hash of the claims, what appendClaims appends
+	// for them: a token sent again (the hot path) costs a hash instead of
+	// a JSON scan. Nil without claims read by name.
+	memo *boundedCache[[]byte]
 	// preds, for a string field of input.token (issuer, subject,
 	// client_id, azp), are the only tests the policy applies to it (see
 	// pred); nil: its value goes into the key.
@@ -660,7 +664,7 @@ func (c *boundedCache[V]) key(plan *cachePlan, buf []byte, req *Request, tok *To
 				if plan.claimsWhole {
 					raw(tok.Claims)
 				} else {
-					b = appendClaims(b, plan.claims, tok.Claims)
+					b = plan.appendClaims(b, tok.Claims)
 				}
 			case fTokAct:
 				b = binary.AppendUvarint(b, uint64(len(tok.Actors)))
@@ -762,6 +766,25 @@ func fieldNames(fs []field) string {
 	return strings.Join(names, ",")
 }
 
+// claimsMemoSize bounds the memo of cachePlan (entries of a few bytes).
+const claimsMemoSize = 4096
+
+// appendClaims is appendClaims of the plan's claims, through its memo.
+func (p *cachePlan) appendClaims(b []byte, claims jsontext.Value) []byte {
+	if p.memo == nil {
+		return appendClaims(b, p.claims, claims)
+	}
+	h := p.memo.sum(claims)
+	if part, ok := p.memo.get(h, 0); ok {
+		return append(b, part...)
+	}
+	start := len(b)
+	b = appendClaims(b, p.claims, claims)
+	part := slices.Clone(b[start:])
+	p.memo.put(h, part, 0, 24+len(part))
+	return b
+}
+
 // appendClaims appends to the key what the policy reads of the claims: for
 // each claim of reads, absent, or its raw JSON value, or whether that value
 // is a member of each of its documents. Claims that cannot be read member by
@@ -818,7 +841,9 @@ func claimValues(claims jsontext.Value, reads []claimRead, out []jsontext.Value)
 	if len(claims) == 0 {
 		return true
 	}
-	dec := jsontext.NewDecoder(bytes.NewReader(claims))
+	d := getDecoder(claims)
+	defer putDecoder(d)
+	dec := d.dec
 	if tok, err := dec.ReadToken(); err != nil || tok.Kind() != '{' {
 		return false
 	}
@@ -861,14 +886,48 @@ func claimIndex(reads []claimRead, name jsontext.Value) int {
 	return -1
 }
 
-// claimString returns the string a raw JSON value holds.
+// claimString returns the string a raw JSON value holds. A string
+// without escapes costs no copy (its bytes are only looked up).
 func claimString(v jsontext.Value) (string, bool) {
-	if v.Kind() != '"' {
+	if v.Kind() != '"' || len(v) < 2 {
 		return "", false
+	}
+	if raw := v[1 : len(v)-1]; bytes.IndexByte(raw, '\\') < 0 {
+		return unsafe.String(unsafe.SliceData(raw), len(raw)), true
 	}
 	u, err := jsontext.AppendUnquote(nil, v)
 	if err != nil {
 		return "", false
 	}
 	return string(u), true
+}
+
+// pooledDecoder is a JSON decoder with the buffer it reads, recycled by
+// getDecoder and putDecoder: the key of every cached decision reads the
+// claims, and a new decoder costs more than the rest of the key.
+type pooledDecoder struct {
+	dec *jsontext.Decoder
+	buf bytes.Buffer
+}
+
+var decoders = sync.Pool{New: func() any {
+	d := &pooledDecoder{}
+	d.dec = jsontext.NewDecoder(&d.buf)
+	return d
+}}
+
+// getDecoder returns a decoder of b (strict: duplicate names and invalid
+// UTF-8 are errors, as they are to the conversion of the input).
+func getDecoder(b []byte) *pooledDecoder {
+	d := decoders.Get().(*pooledDecoder)
+	d.buf = *bytes.NewBuffer(b)
+	d.dec.Reset(&d.buf)
+	return d
+}
+
+// putDecoder recycles d, keeping no reference to what it read.
+func putDecoder(d *pooledDecoder) {
+	d.buf = bytes.Buffer{}
+	d.dec.Reset(&d.buf)
+	decoders.Put(d)
 }

@@ -474,6 +474,9 @@ func newGeneration(ctx context.Context, modules map[string]*ast.Module, docs map
 	if err := g.plan.resolvePreds(ctx, compiler, store); err != nil {
 		return nil, err
 	}
+	if slices.Contains(g.plan.fields, fTokClaims) && !g.plan.claimsWhole {
+		g.plan.memo = newBoundedCache[[]byte](claimsMemoSize, claimsMemoSize*(entryOverhead+64), nil)
+	}
 	if err := checkActivation(ctx, g, modules, tests, store, evalTimeout); err != nil {
 		return nil, err
 	}

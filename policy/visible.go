@@ -1,7 +1,6 @@
 package policy
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -268,7 +267,9 @@ type listFields struct {
 // reports whether it could (strictly: duplicate names, invalid UTF-8 and
 // trailing data are refused); otherwise the input is converted as a whole.
 func (li *listFields) read(in []byte) bool {
-	dec := jsontext.NewDecoder(bytes.NewReader(in))
+	d := getDecoder(in)
+	defer putDecoder(d)
+	dec := d.dec
 	if tok, err := dec.ReadToken(); err != nil || tok.Kind() != '{' {
 		return false
 	}
@@ -343,7 +344,7 @@ func (li *listFields) appendKey(b []byte, plan *cachePlan, q ListQuery) []byte {
 			b = append(b, 0)
 		case f == fTokClaims && !plan.claimsWhole:
 			b = append(b, 1)
-			b = appendClaims(b, plan.claims, li.vals[f])
+			b = plan.appendClaims(b, li.vals[f])
 		case plan.preds[f] != nil:
 			b = append(b, 1)
 			s, isString := claimString(li.vals[f])
