@@ -21,9 +21,14 @@ import (
 // equal. Which inputs a policy reads is found once per generation by walking
 // the compiled modules for references to input; the key of a request is a
 // 128-bit seeded hash of exactly those values (plus whether input.mcp is
-// present). The cache belongs to its generation, so any policy or data
-// change starts an empty one. An entry never outlives the token it was
-// computed for, and the cache is bounded. Policies that call
+// present). Claims are keyed by name (all of them only when the policy
+// reads input.token.claims as a whole), and a claim or token string field
+// that the policy only tests (in a data document, is_string) is keyed by
+// the tests' outcomes, not its value (see pred): fresh tokens that differ
+// in jti, iat, exp or an unrevoked subject share decisions. The cache
+// belongs to its generation, so any policy or data change starts an empty
+// one. An entry never outlives the token it was computed for, and the
+// cache is bounded by entries and bytes. Policies that call
 // non-deterministic built-ins (time, HTTP, randomness, ...) or read the
 // input in a way the analysis cannot pin down (input as a whole, a dynamic
 // key) are never cached.
