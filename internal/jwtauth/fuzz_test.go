@@ -2,10 +2,10 @@ package jwtauth
 
 import (
 	"bytes"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
