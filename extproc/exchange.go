@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"mime"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -35,6 +36,7 @@ type exchange struct {
 	f        filter
 	chunks   [][]byte // the JSON body so far, as received (Envoy does not reuse them)
 	size     int
+	joined   []byte // the body of several chunks, reused across streams up to maxJoined
 	sse      sseStream
 }
 
@@ -43,10 +45,15 @@ type exchange struct {
 func (x *exchange) reset() {
 	clear(x.chunks)
 	x.chunks = trim(x.chunks, 64)
+	x.joined = trim(x.joined, maxJoined)
 	x.send, x.received, x.phase, x.size = nil, 0, phaseHeaders, 0
 	x.f.reset()
 	x.sse.reset()
 }
+
+// maxJoined is the largest joined body a pooled exchange keeps for the
+// next stream: a 50-tool list is about 17 KiB.
+const maxJoined = 64 << 10
 
 // trim empties s, and forgets its array when it grew past max elements.
 func trim[S ~[]E, E any](s S, max int) S {
@@ -265,16 +272,22 @@ func (x *exchange) finishJSON(ctx context.Context, eos bool) error {
 	case 1:
 		body = x.chunks[0] // no copy for a body that came in one chunk
 	default:
-		body = make([]byte, 0, x.size)
+		// Into a buffer this exchange keeps for the next stream, unless it
+		// is sent as it is (below): a sent message must never change
+		// (grpc-go's stats handlers may read it after Send returned), and a
+		// rewritten body is a new buffer.
+		body = slices.Grow(x.joined[:0], x.size)
 		for _, c := range x.chunks {
 			body = append(body, c...)
 		}
+		x.joined = body
 	}
 	clear(x.chunks)
 	x.chunks = x.chunks[:0]
 	out, changed := x.f.rewrite(ctx, body, false)
 	if !changed {
 		out = body
+		x.joined = nil // given away with the reply
 	}
 	return x.sendBody(out, eos)
 }

@@ -5,7 +5,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"testing"
+	"time"
 )
 
 // bigMapping returns a copy of the default policy whose data maps 1000 tools
@@ -97,4 +100,104 @@ func BenchmarkDecide(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkDecideFreshToken is the cold path of the decision: every call
+// carries a token never seen before (another jti, iat and exp, the same
+// subject and scopes), with the decision cache on, as when every request
+// of an agent fleet brings a fresh token.
+func BenchmarkDecideFreshToken(b *testing.B) { benchFresh(b, false) }
+
+// BenchmarkDecideFreshSubject is BenchmarkDecideFreshToken with a new
+// subject in every token too, as the load harness's cold workload mints
+// them.
+func BenchmarkDecideFreshSubject(b *testing.B) { benchFresh(b, true) }
+
+func benchFresh(b *testing.B, newSubject bool) {
+	e := newEngine(b, DefaultSource(), Options{})
+	exp := time.Now().Add(time.Hour).Unix()
+	msgs := []MCP{call("get_weather")}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		i++
+		tok := testToken("tools:get_weather")
+		tok.Expiry = exp + int64(i)
+		if newSubject {
+			tok.Subject = "alice-" + strconv.Itoa(i)
+		}
+		tok.Claims = fmt.Appendf(nil, `{"iss":"https://as.example","sub":"alice","jti":"jti-%d","iat":%d,"exp":%d,"scope":"tools:get_weather"}`, i, exp-3600+int64(i), tok.Expiry)
+		ds, err := e.Decide(b.Context(), testRequest, tok, msgs)
+		if err != nil || !ds[0].Allow {
+			b.Fatalf("Decide() = %+v, %v", ds, err)
+		}
+	}
+}
+
+// BenchmarkDecisionCacheMemory measures what one decision-cache entry costs
+// the heap (the live heap after n distinct allowed tools/call decisions,
+// over n) next to what the byte bound counts for it, and the same for the
+// visibility cache (n distinct 50-tool lists).
+func BenchmarkDecisionCacheMemory(b *testing.B) {
+	const n = 3000
+	exp := time.Now().Add(time.Hour).Unix()
+	tok := testToken("tools:*")
+	tok.Expiry = exp
+	b.Run("decision", func(b *testing.B) {
+		for b.Loop() {
+			e := newEngine(b, DefaultSource(), Options{DecisionCacheSize: 4 * n, DecisionCacheBytes: 1 << 30})
+			msgs := make([][]MCP, n)
+			for i := range msgs {
+				msgs[i] = []MCP{call(fmt.Sprintf("tool_%05d", i))}
+			}
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			for i := range msgs {
+				if _, err := e.Decide(b.Context(), testRequest, tok, msgs[i]); err != nil {
+					b.Fatal(err)
+				}
+			}
+			runtime.GC()
+			runtime.ReadMemStats(&after)
+			st := e.DecisionCacheStats()
+			if st.Entries != n {
+				b.Fatalf("%d entries, want %d", st.Entries, n)
+			}
+			b.ReportMetric(float64(int64(after.HeapAlloc)-int64(before.HeapAlloc))/n, "heap-B/entry")
+			b.ReportMetric(float64(st.Bytes)/n, "counted-B/entry")
+			runtime.KeepAlive(msgs)
+		}
+	})
+	b.Run("visibility50", func(b *testing.B) {
+		for b.Loop() {
+			e := newEngine(b, DefaultSource(), Options{DecisionCacheSize: 4 * n, DecisionCacheBytes: 1 << 30})
+			in := listInput(b, testToken("tools:tool_0001"))
+			qs := make([]ListQuery, n)
+			for i := range qs {
+				items := make([]string, 50)
+				for j := range items {
+					items[j] = fmt.Sprintf("tool_%04d", (i+j)%10000)
+				}
+				qs[i] = ListQuery{Input: in, Kind: ListTools, Items: items}
+			}
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			for _, q := range qs {
+				if _, err := e.Current().Visible(b.Context(), q); err != nil {
+					b.Fatal(err)
+				}
+			}
+			runtime.GC()
+			runtime.ReadMemStats(&after)
+			st := e.VisibilityCacheStats()
+			if st.Entries != n {
+				b.Fatalf("%d entries, want %d", st.Entries, n)
+			}
+			b.ReportMetric(float64(int64(after.HeapAlloc)-int64(before.HeapAlloc))/n, "heap-B/entry")
+			b.ReportMetric(float64(st.Bytes)/n, "counted-B/entry")
+			runtime.KeepAlive(qs)
+		}
+	})
 }

@@ -65,20 +65,30 @@ type Options struct {
 	// use it. It runs synchronously while loads are serialised: derive
 	// what depends on the policy here, and keep it cheap.
 	OnActivate func(*Generation)
-	// DecisionCacheSize bounds the decision cache (see cache.go): zero
-	// selects DefaultDecisionCacheSize, -1 disables it.
+	// DecisionCacheSize bounds the decision cache (see cache.go) by
+	// entries: zero selects DefaultDecisionCacheSize, -1 disables it. The
+	// list-visibility cache (see visible.go) has the same bounds, and is
+	// disabled with it.
 	DecisionCacheSize int
+	// DecisionCacheBytes bounds the memory of the decision cache's entries
+	// (and, separately, of the visibility cache's): zero selects
+	// DefaultDecisionCacheBytes.
+	DecisionCacheBytes int
 	// Now is the clock that expires cached decisions and stamps
 	// LastReload; nil means time.Now.
 	Now func() time.Time
 }
 
 // Validate reports every problem of o as a *problem.Error
-// ("decision_cache_size"). New assumes valid options.
+// ("decision_cache_size", "decision_cache_bytes"). New assumes valid
+// options.
 func (o Options) Validate() error {
 	var errs problem.List
 	if o.DecisionCacheSize < -1 || o.DecisionCacheSize > 10_000_000 {
 		errs.Add("decision_cache_size", "must be -1 (disabled), 0 (default %d) or a size up to 10000000", DefaultDecisionCacheSize)
+	}
+	if o.DecisionCacheBytes != 0 && (o.DecisionCacheBytes < 4096 || o.DecisionCacheBytes > 1<<34) {
+		errs.Add("decision_cache_bytes", "must be 0 (default %d) or from 4096 to %d bytes", DefaultDecisionCacheBytes, int64(1)<<34)
 	}
 	return errs.Err()
 }
@@ -92,7 +102,13 @@ type Engine struct {
 	onReload   func(string, error)
 	onActivate func(*Generation)
 	cacheMax   int
+	cacheBytes int
 	now        func() time.Time
+
+	// Evictions of the decision and visibility caches, across
+	// generations (each has caches of its own).
+	decisionEvictions   atomic.Uint64
+	visibilityEvictions atomic.Uint64
 
 	loadMu     sync.Mutex // serialises Load so generations are published in order
 	gen        atomic.Pointer[Generation]
@@ -133,7 +149,8 @@ type Generation struct {
 	baselineScopes  []string
 	tools           []string
 	plan            cachePlan
-	cache           *decisionCache // nil: decisions are not cached
+	cache           *decisionCache        // nil: decisions are not cached
+	visCache        *boundedCache[[]byte] // nil: visibility is not cached; bit i: item i visible
 }
 
 // New returns an Engine without a policy; call Load before Decide.
@@ -144,11 +161,15 @@ func New(opts Options) *Engine {
 		onReload:   opts.OnReload,
 		onActivate: opts.OnActivate,
 		cacheMax:   opts.DecisionCacheSize,
+		cacheBytes: opts.DecisionCacheBytes,
 		now:        opts.Now,
 		readyCh:    make(chan struct{}),
 	}
 	if e.cacheMax == 0 {
 		e.cacheMax = DefaultDecisionCacheSize
+	}
+	if e.cacheBytes == 0 {
+		e.cacheBytes = DefaultDecisionCacheBytes
 	}
 	if e.now == nil {
 		e.now = time.Now
@@ -205,8 +226,9 @@ func (e *Engine) publish(ctx context.Context, sum [32]byte, revision string, mk 
 	g.timeout, g.now = e.timeout, e.now
 	cacheAttr := slog.String("decision_cache", "off: "+g.plan.why)
 	if g.plan.cacheable && e.cacheMax > 0 {
-		g.cache = newDecisionCache(e.cacheMax)
-		cacheAttr = slog.String("decision_cache", "on: "+fieldNames(g.plan.fields))
+		g.cache = newBoundedCache[Decision](e.cacheMax, e.cacheBytes, &e.decisionEvictions)
+		g.visCache = newBoundedCache[[]byte](e.cacheMax, e.cacheBytes, &e.visibilityEvictions)
+		cacheAttr = slog.String("decision_cache", "on: "+g.plan.describe())
 	}
 	if e.onActivate != nil {
 		e.onActivate(g)
@@ -266,6 +288,34 @@ func (e *Engine) LastReload() (Reload, bool) {
 		return Reload{}, false
 	}
 	return *r, true
+}
+
+// CacheStats describes one of the engine's caches.
+type CacheStats struct {
+	// Entries and Bytes are the current generation's (Bytes as estimated
+	// when the entries were stored).
+	Entries, Bytes int
+	// Evictions counts the entries dropped to stay within the bounds,
+	// across generations, since New.
+	Evictions uint64
+}
+
+// DecisionCacheStats describes the decision cache.
+func (e *Engine) DecisionCacheStats() CacheStats {
+	st := CacheStats{Evictions: e.decisionEvictions.Load()}
+	if g := e.gen.Load(); g != nil && g.cache != nil {
+		st.Entries, st.Bytes = g.cache.len(), g.cache.size()
+	}
+	return st
+}
+
+// VisibilityCacheStats describes the list-visibility cache.
+func (e *Engine) VisibilityCacheStats() CacheStats {
+	st := CacheStats{Evictions: e.visibilityEvictions.Load()}
+	if g := e.gen.Load(); g != nil && g.visCache != nil {
+		st.Entries, st.Bytes = g.visCache.len(), g.visCache.size()
+	}
+	return st
 }
 
 // Current returns the current generation, nil before the first load.
@@ -421,6 +471,12 @@ func newGeneration(ctx context.Context, modules map[string]*ast.Module, docs map
 		return nil, err
 	}
 	g.plan = planCache(compiler.Modules)
+	if err := g.plan.resolvePreds(ctx, compiler, store); err != nil {
+		return nil, err
+	}
+	if slices.Contains(g.plan.fields, fTokClaims) && !g.plan.claimsWhole {
+		g.plan.memo = newBoundedCache[[]byte](claimsMemoSize, claimsMemoSize*(entryOverhead+64), nil)
+	}
 	if err := checkActivation(ctx, g, modules, tests, store, evalTimeout); err != nil {
 		return nil, err
 	}
@@ -559,7 +615,7 @@ type decider struct {
 func (d *decider) decide(ctx context.Context, m *MCP) (Decision, error) {
 	var key [2]uint64
 	if d.cache != nil {
-		key, d.buf = d.cache.key(d.g.plan.fields, d.buf, d.req, d.tok, m)
+		key, d.buf = d.cache.key(&d.g.plan, d.buf, d.req, d.tok, m)
 		if dec, ok := d.cache.get(key, d.now); ok {
 			return dec, nil
 		}
@@ -590,7 +646,7 @@ func (d *decider) decide(ctx context.Context, m *MCP) (Decision, error) {
 		return Decision{}, err
 	}
 	if d.cache != nil {
-		d.cache.put(key, dec, d.tok.Expiry)
+		d.cache.put(key, dec, d.tok.Expiry, decisionSize(&dec))
 	}
 	return dec, nil
 }

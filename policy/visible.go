@@ -2,9 +2,14 @@ package policy
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"sync"
+
+	"github.com/go-json-experiment/json/jsontext"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
@@ -114,13 +119,55 @@ func (g *Generation) visibleWith(ctx context.Context, q ListQuery, opts ...rego.
 	if g.visibleErr != nil {
 		return nil, g.visibleErr
 	}
-	in, err := jsonValue(q.Input)
-	if err != nil {
-		return nil, fmt.Errorf("policy: list input: %w", err)
+	// With a policy whose reads are known (cacheable), the input is read
+	// member by member: the cache key holds those members, and the
+	// evaluation gets only them (a member the policy never reads cannot
+	// change its answer, and converting every header and claim is most of
+	// the cost of a small list).
+	var li listFields
+	known := g.plan.cacheable && li.read(q.Input)
+	var key [2]uint64
+	cache := g.visCache
+	if len(opts) > 0 || !known {
+		cache = nil // the activation check evaluates every time
 	}
-	obj, ok := in.(ast.Object)
-	if !ok {
-		return nil, errors.New("policy: list input is not an object")
+	if cache != nil {
+		var buf []byte
+		if bp := keyBufs.Get(); bp != nil {
+			buf = (*bp.(*[]byte))[:0]
+		}
+		buf = li.appendKey(buf, &g.plan, q)
+		key = cache.sum(buf)
+		if cap(buf) <= 64<<10 {
+			keyBufs.Put(&buf)
+		}
+		if bits, ok := cache.get(key, 0); ok {
+			out := make([]bool, len(q.Items))
+			for i := range out {
+				out[i] = bits[i/8]&(1<<(i%8)) != 0
+			}
+			return out, nil
+		}
+	}
+	var req, tok *ast.Term
+	if known {
+		var err error
+		if req, tok, err = li.terms(&g.plan); err != nil {
+			return nil, fmt.Errorf("policy: list input: %w", err)
+		}
+	} else {
+		in, err := jsonValue(q.Input)
+		if err != nil {
+			return nil, fmt.Errorf("policy: list input: %w", err)
+		}
+		obj, ok := in.(ast.Object)
+		if !ok {
+			return nil, errors.New("policy: list input is not an object")
+		}
+		req, tok = obj.Get(keyRequest), obj.Get(keyToken)
+	}
+	if req == nil || tok == nil {
+		return nil, errors.New("policy: list input lacks request or token")
 	}
 	items := ast.NewSet()
 	for _, it := range q.Items {
@@ -139,10 +186,6 @@ func (g *Generation) visibleWith(ctx context.Context, q ListQuery, opts ...rego.
 	mcp, err := mcpValue(&MCP{ProtocolVersion: q.ProtocolVersion, Kind: "request", Method: method})
 	if err != nil {
 		return nil, err
-	}
-	req, tok := obj.Get(keyRequest), obj.Get(keyToken)
-	if req == nil || tok == nil {
-		return nil, errors.New("policy: list input lacks request or token")
 	}
 	input := ast.NewObject(
 		[2]*ast.Term{keyRequest, req},
@@ -195,8 +238,200 @@ func (g *Generation) visibleWith(ctx context.Context, q ListQuery, opts ...rego.
 	for i, it := range q.Items {
 		out[i] = shown[it]
 	}
+	if cache != nil {
+		bits := make([]byte, (len(out)+7)/8)
+		for i, v := range out {
+			if v {
+				bits[i/8] |= 1 << (i % 8)
+			}
+		}
+		cache.put(key, bits, 0, 24+len(bits))
+	}
 	return out, nil
 }
+
+// keyBufs recycles the buffers visibility keys are built in: a key holds
+// every item of the list.
+var keyBufs sync.Pool
+
+// listFields is input.request and input.token of a list, read member by
+// member from ListQuery.Input: vals[f] is the raw JSON of field f (slices
+// of the input), present when seen[f].
+type listFields struct {
+	vals         [numFields]jsontext.Value
+	seen         [numFields]bool
+	request, tok bool // the members request and token are objects
+}
+
+// read reads in, a JSON object {"request": {...}, "token": {...}}, and
+// reports whether it could (strictly: duplicate names, invalid UTF-8 and
+// trailing data are refused); otherwise the input is converted as a whole.
+func (li *listFields) read(in []byte) bool {
+	d := getDecoder(in)
+	defer putDecoder(d)
+	dec := d.dec
+	if tok, err := dec.ReadToken(); err != nil || tok.Kind() != '{' {
+		return false
+	}
+	for dec.PeekKind() != '}' {
+		top, err := dec.ReadToken()
+		if err != nil {
+			return false
+		}
+		name := top.String()
+		sub, known := inputFields[name]
+		if !known || name == "mcp" || dec.PeekKind() != '{' {
+			if dec.SkipValue() != nil {
+				return false
+			}
+			continue
+		}
+		if name == "request" {
+			li.request = true
+		} else {
+			li.tok = true
+		}
+		if _, err := dec.ReadToken(); err != nil {
+			return false
+		}
+		for dec.PeekKind() != '}' {
+			tok, err := dec.ReadToken()
+			if err != nil {
+				return false
+			}
+			f, known := sub[tok.String()]
+			val, err := dec.ReadValue()
+			if err != nil {
+				return false
+			}
+			if known {
+				// val is only valid until the next read: keep the bytes
+				// of in it was read from.
+				end := int(dec.InputOffset())
+				li.vals[f], li.seen[f] = in[end-len(val):end], true
+			}
+		}
+		if _, err := dec.ReadToken(); err != nil {
+			return false
+		}
+	}
+	if _, err := dec.ReadToken(); err != nil {
+		return false
+	}
+	_, err := dec.ReadToken()
+	return err == io.EOF
+}
+
+// appendKey appends what a visibility decision depends on: the fields of
+// plan (input.request and input.token), the list's kind and protocol
+// version (which make input.mcp and input.list with the items), and the
+// items in order.
+func (li *listFields) appendKey(b []byte, plan *cachePlan, q ListQuery) []byte {
+	raw := func(v []byte) { b = binary.AppendUvarint(b, uint64(len(v))); b = append(b, v...) }
+	if li.request {
+		b = append(b, 1)
+	}
+	if li.tok {
+		b = append(b, 2)
+	}
+	for _, f := range plan.fields {
+		if f > fTokMayAct {
+			continue // input.mcp: made from the kind and protocol version
+		}
+		b = append(b, byte(f))
+		switch {
+		case !li.seen[f]:
+			b = append(b, 0)
+		case f == fTokClaims && !plan.claimsWhole:
+			b = append(b, 1)
+			b = plan.appendClaims(b, li.vals[f])
+		case plan.preds[f] != nil:
+			b = append(b, 1)
+			s, isString := claimString(li.vals[f])
+			b = appendOutcomes(b, plan.preds[f], s, isString)
+		default:
+			b = append(b, 1)
+			raw(li.vals[f])
+		}
+	}
+	b = append(b, 0xfe)
+	raw([]byte(q.Kind))
+	raw([]byte(q.ProtocolVersion))
+	b = binary.AppendUvarint(b, uint64(len(q.Items)))
+	for _, it := range q.Items {
+		raw([]byte(it))
+	}
+	return b
+}
+
+// terms returns input.request and input.token with only the fields of
+// plan (of the claims, only those it reads by name, unless it reads them
+// as a whole); nil for a member the input lacks.
+func (li *listFields) terms(plan *cachePlan) (req, tok *ast.Term, err error) {
+	var reqPairs, tokPairs [][2]*ast.Term
+	for _, f := range plan.fields {
+		if f > fTokMayAct || !li.seen[f] {
+			continue
+		}
+		var v ast.Value
+		if f == fTokClaims && !plan.claimsWhole {
+			v, err = claimsValue(li.vals[f], plan.claims)
+		} else {
+			v, err = jsonValue(li.vals[f])
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: %w", fieldNames([]field{f}), err)
+		}
+		pair := [2]*ast.Term{fieldKeys[f], ast.NewTerm(v)}
+		if f <= fReqQuery {
+			reqPairs = append(reqPairs, pair)
+		} else {
+			tokPairs = append(tokPairs, pair)
+		}
+	}
+	if li.request {
+		req = ast.NewTerm(ast.NewObject(reqPairs...))
+	}
+	if li.tok {
+		tok = ast.NewTerm(ast.NewObject(tokPairs...))
+	}
+	return req, tok, nil
+}
+
+// claimsValue is the object of the claims of reads that claims holds.
+func claimsValue(claims jsontext.Value, reads []claimRead) (ast.Value, error) {
+	if jsontext.Value(claims).Kind() != '{' {
+		return nil, errors.New("claims: not a JSON object")
+	}
+	found := make([]jsontext.Value, len(reads))
+	if !claimValues(claims, reads, found) {
+		return nil, errors.New("claims: invalid JSON")
+	}
+	pairs := make([][2]*ast.Term, 0, len(reads))
+	for i, v := range found {
+		if v == nil {
+			continue
+		}
+		cv, err := jsonValue(v)
+		if err != nil {
+			return nil, fmt.Errorf("claims: %w", err)
+		}
+		pairs = append(pairs, [2]*ast.Term{ast.StringTerm(reads[i].name), ast.NewTerm(cv)})
+	}
+	return ast.NewObject(pairs...), nil
+}
+
+// fieldKeys are the member names of the fields of input.request and
+// input.token.
+var fieldKeys = func() [numFields]*ast.Term {
+	var keys [numFields]*ast.Term
+	for _, top := range []string{"request", "token"} {
+		for name, f := range inputFields[top] {
+			keys[f] = ast.StringTerm(name)
+		}
+	}
+	return keys
+}()
 
 var (
 	keyList  = ast.StringTerm("list")

@@ -6,8 +6,12 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
+
+	"github.com/go-json-experiment/json/jsontext"
 )
 
 // listInput is the {"request", "token"} JSON of a list request, as the
@@ -161,10 +165,11 @@ func TestVisibleFailsClosed(t *testing.T) {
 	}
 }
 
-// BenchmarkVisible filters tools lists of 50 and 1000 tools with one
-// evaluation each: the default policy's own visible rule against a token
-// with a few specific tool scopes (the slow path: one lookup per item), and
-// the derived rule of a policy without one (one decision per item).
+// BenchmarkVisible filters tools lists of 50 and 1000 tools with the
+// default policy's own visible rule against a token with a few specific
+// tool scopes (the slow path: one lookup per item): "default" is the same
+// caller listing again (the visibility cache), "uncached" evaluates every
+// time (the first list of a caller).
 func BenchmarkVisible(b *testing.B) {
 	for _, n := range []int{50, 1000} {
 		items := make([]string, n)
@@ -172,8 +177,8 @@ func BenchmarkVisible(b *testing.B) {
 			items[i] = fmt.Sprintf("tool_%04d", i)
 		}
 		tok := testToken("tools:tool_0001", "tools:tool_0007", "tools:tool_0042")
-		for name, src := range map[string]Source{"default": DefaultSource()} {
-			e := newEngine(b, src, Options{})
+		for name, opts := range map[string]Options{"default": {}, "uncached": {DecisionCacheSize: -1}} {
+			e := newEngine(b, DefaultSource(), opts)
 			g := e.Current()
 			q := ListQuery{Input: listInput(b, tok), ProtocolVersion: "2025-11-25", Kind: ListTools, Items: items}
 			b.Run(fmt.Sprintf("%s/tools%d", name, n), func(b *testing.B) {
@@ -211,5 +216,150 @@ func TestInputJSONRoundTrip(t *testing.T) {
 	got, err := g.Visible(t.Context(), ListQuery{Input: b, Kind: ListTools, Items: []string{"get_weather", "delete_file"}})
 	if err != nil || !got[0] || got[1] {
 		t.Errorf("Visible(recorded input) = %v, %v; want [true false]", got, err)
+	}
+}
+
+// TestVisibilityCache: a list is answered from the cache only for the same
+// inputs the policy reads, kind, protocol version and items; a request
+// header the policy does not read (the request id) does not split entries,
+// a jti only splits them by whether it is revoked, and a reload starts an
+// empty cache.
+func TestVisibilityCache(t *testing.T) {
+	dir := copyDefault(t)
+	writeFile(t, filepath.Join(dir, "data.json"), `{"mcp":{"config":{"open_methods":[],"revoked":{"jti":["stolen"],"subjects":[]},"scopes":{"tools":{"weather:read":["get_*"]},"prompts":{},"resources":{}}}}}`)
+	e := newEngine(t, Source{Paths: []string{dir}}, Options{})
+	input := func(requestID, jti string, scopes ...string) []byte {
+		t.Helper()
+		req := &Request{Method: "POST", Path: "/mcp", Host: "h", Headers: map[string]string{"x-request-id": requestID}}
+		tok := testToken(scopes...)
+		tok.Claims = jsontext.Value(fmt.Sprintf(`{"sub":"alice","jti":%q}`, jti))
+		b, err := InputJSON(req, tok)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	items := []string{"get_weather", "get_time", "delete_file"}
+	tests := []struct {
+		name    string
+		q       ListQuery
+		want    []bool
+		entries int
+	}{
+		{"first", ListQuery{Input: input("r1", "a", "weather:read"), Kind: ListTools, Items: items}, []bool{true, true, false}, 1},
+		{"another request id and jti", ListQuery{Input: input("r2", "b", "weather:read"), Kind: ListTools, Items: items}, []bool{true, true, false}, 1},
+		{"other scopes", ListQuery{Input: input("r3", "c", "tools:delete_file"), Kind: ListTools, Items: items}, []bool{false, false, true}, 2},
+		{"revoked jti", ListQuery{Input: input("r4", "stolen", "weather:read"), Kind: ListTools, Items: items}, []bool{false, false, false}, 3},
+		{"other items", ListQuery{Input: input("r5", "d", "weather:read"), Kind: ListTools, Items: items[1:]}, []bool{true, false}, 4},
+		{"other kind", ListQuery{Input: input("r6", "e", "weather:read"), Kind: ListPrompts, Items: items}, []bool{false, false, false}, 5},
+		{"other protocol version", ListQuery{Input: input("r7", "f", "weather:read"), ProtocolVersion: "2025-06-18", Kind: ListTools, Items: items}, []bool{true, true, false}, 6},
+		{"first again", ListQuery{Input: input("r8", "g", "weather:read"), Kind: ListTools, Items: items}, []bool{true, true, false}, 6},
+	}
+	for _, tt := range tests {
+		got, err := e.Current().Visible(t.Context(), tt.q)
+		if err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		if !slices.Equal(got, tt.want) {
+			t.Errorf("%s: Visible = %v, want %v", tt.name, got, tt.want)
+		}
+		if st := e.VisibilityCacheStats(); st.Entries != tt.entries {
+			t.Errorf("%s: %d entries, want %d", tt.name, st.Entries, tt.entries)
+		}
+	}
+	if err := e.Load(t.Context(), Source{Paths: []string{writePolicy(t, map[string]string{"p.rego": "package mcp.authz\n\ndefault decision := {\"allow\": false}\n"})}}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := e.Current().Visible(t.Context(), tests[0].q)
+	if err != nil || slices.Contains(got, true) {
+		t.Errorf("after a reload to a policy that allows nothing: %v, %v", got, err)
+	}
+	if st := e.VisibilityCacheStats(); st.Entries != 1 {
+		t.Errorf("after the reload: %d entries, want 1", st.Entries)
+	}
+}
+
+// TestBoundedCacheBounds: the cache stays within its entries and its bytes,
+// and counts what it drops.
+func TestBoundedCacheBounds(t *testing.T) {
+	var ev atomic.Uint64
+	c := newBoundedCache[[]byte](100, 100*(entryOverhead+100), &ev)
+	for i := range 1000 {
+		c.put([2]uint64{uint64(i)}, make([]byte, 10), 0, 10)
+	}
+	if c.len() > 100 || ev.Load() < 900 {
+		t.Errorf("entries bound: %d entries, %d evictions; want at most 100 and at least 900", c.len(), ev.Load())
+	}
+	ev.Store(0)
+	for i := range 1000 {
+		c.put([2]uint64{uint64(i), 1}, nil, 0, 1000)
+	}
+	if c.size() > 100*(entryOverhead+100) || c.len() > 10 || ev.Load() < 990 {
+		t.Errorf("bytes bound: %d bytes in %d entries, %d evictions", c.size(), c.len(), ev.Load())
+	}
+	c.put([2]uint64{7, 7}, nil, 0, 1<<20)
+	if _, ok := c.get([2]uint64{7, 7}, 0); ok {
+		t.Error("a value larger than the bound was stored")
+	}
+}
+
+// TestVisibleReducedInput: the input a list is evaluated with holds only
+// the fields the policy reads, and that decides every list exactly as the
+// whole input does, for policies reading headers, claims by name, claims
+// as a whole, and none of them.
+func TestVisibleReducedInput(t *testing.T) {
+	policies := map[string]string{
+		"default": "",
+		"headers": `visible := {t | some t in input.list.items; startswith(t, input.request.headers["x-team"])}`,
+		"claim":   `visible := {t | some t in input.list.items; t in input.token.claims.tools}`,
+		"claims":  `visible := {t | some t in input.list.items; count(input.token.claims) > 2}`,
+		"token":   `visible := {t | some t in input.list.items; input.token.subject == "alice"; input.token.claims.tid == "t"}`,
+	}
+	for name, rule := range policies {
+		t.Run(name, func(t *testing.T) {
+			src := DefaultSource()
+			if rule != "" {
+				src = Source{Paths: []string{writePolicy(t, map[string]string{"p.rego": "package mcp.authz\n\ndefault decision := {\"allow\": false}\n\n" + rule + "\n"})}}
+			}
+			g := newEngine(t, src, Options{DecisionCacheSize: -1}).Current()
+			if !g.plan.cacheable {
+				t.Fatalf("plan not cacheable: %s", g.plan.why)
+			}
+			whole := *g
+			whole.plan.cacheable = false // converts the input as a whole
+			items := []string{"a_x", "b_y", "get_weather", "delete"}
+			shown := 0
+			for i, c := range []struct {
+				claims string
+				scopes []string
+				team   string
+			}{
+				{`{"sub":"alice","tools":["a_x","delete"],"tid":"t"}`, []string{"tools:get_weather"}, "a_"},
+				{`{"sub":"bob","tools":[],"tid":"u","x":1}`, []string{"tools:*"}, "b_"},
+				{`{"sub":"alice"}`, nil, ""},
+				{`{"sub":"alice","tools":"a_x","tid":"t"}`, []string{"tools:delete"}, "zz"},
+			} {
+				tok := testToken(c.scopes...)
+				tok.Claims = jsontext.Value(c.claims)
+				in, err := InputJSON(&Request{Method: "POST", Path: "/mcp", Headers: map[string]string{"x-team": c.team, "x-request-id": fmt.Sprint(i)}}, tok)
+				if err != nil {
+					t.Fatal(err)
+				}
+				q := ListQuery{Input: in, ProtocolVersion: "2025-11-25", Kind: ListTools, Items: items}
+				got, gerr := g.Visible(t.Context(), q)
+				want, werr := whole.Visible(t.Context(), q)
+				if (gerr != nil) != (werr != nil) || !slices.Equal(got, want) {
+					t.Errorf("case %d: reduced input %v, %v; whole input %v, %v", i, got, gerr, want, werr)
+				}
+				for _, v := range got {
+					if v {
+						shown++
+					}
+				}
+			}
+			if shown == 0 {
+				t.Error("no case shows an item: the comparison proves nothing")
+			}
+		})
 	}
 }

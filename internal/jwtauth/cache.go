@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 )
 
 // tokenKey is the SHA-256 of a token. Caches and the introspection
@@ -43,6 +44,39 @@ type cacheEntry struct {
 	keyed bool
 }
 
+// size estimates the bytes an entry holds besides its slot: the entry,
+// its Identity and everything the Identity references (the issuer is
+// shared).
+func (e *cacheEntry) size() int {
+	id := e.id
+	n := int(unsafe.Sizeof(*e)+unsafe.Sizeof(*id)) + allocSize(len(e.kid)) +
+		allocSize(len(id.Issuer)) + allocSize(len(id.Subject)) + allocSize(len(id.ClientID)) +
+		allocSize(len(id.JTI)) + allocSize(len(id.Azp)) + allocSize(len(id.MayAct)) + allocSize(len(id.Claims))
+	for _, ss := range [][]string{id.Audience, id.Scopes} {
+		n += allocSize(16 * len(ss))
+		for _, s := range ss {
+			n += allocSize(len(s))
+		}
+	}
+	n += allocSize(int(unsafe.Sizeof(Actor{})) * len(id.Actors))
+	for _, a := range id.Actors {
+		n += allocSize(len(a.Subject)) + allocSize(len(a.Issuer)) + allocSize(len(a.ClientID))
+	}
+	return n
+}
+
+// allocSize rounds n up as the allocator's small size classes do (to 16
+// bytes up to 256, to 64 above): close enough for a budget.
+func allocSize(n int) int {
+	switch {
+	case n == 0:
+		return 0
+	case n <= 256:
+		return (n + 15) &^ 15
+	}
+	return (n + 63) &^ 63
+}
+
 // identity re-checks the time claims against now (the clock may have
 // moved; a cache hit decides exactly as a full verification would) and
 // returns a copy of the cached identity.
@@ -71,6 +105,10 @@ type rejection struct {
 	ks *keySet
 }
 
+// size estimates the bytes a rejection holds: the rejection and its error
+// (the issuer and the key set are shared).
+func (r *rejection) size() int { return int(unsafe.Sizeof(*r)) + 96 }
+
 func (r *rejection) valid() bool { return r.ks == nil || r.is.keys.Load() == r.ks }
 
 // reject remembers err for the token whose hash is key for rejectedTTL,
@@ -93,17 +131,26 @@ func (v *Verifier) reject(key tokenKey, is *issuer, ks *keySet, err error) {
 // atomically; only inserts, purges and expired hits take the write lock.
 // It is safe for concurrent use; a nil *clockCache is an empty cache that
 // stores nothing.
+//
+// Besides its entries, a cache may be bounded by the bytes its values hold
+// (as sizeOf estimates them, plus slotBytes per entry): an insertion then
+// evicts, by the same CLOCK order, until it fits. Entries evicted before
+// their expiry are counted (evictions).
 type clockCache[V any] struct {
-	shards []cacheShard[V]
+	shards    []cacheShard[V]
+	sizeOf    func(V) int // nil: bounded by entries only
+	evictions atomic.Uint64
 }
 
 type cacheShard[V any] struct {
-	mu    sync.RWMutex
-	index map[tokenKey]int
-	slots []cacheSlot[V]
-	free  []int // emptied slots, reused before the hand evicts
-	hand  int
-	cap   int
+	mu       sync.RWMutex
+	index    map[tokenKey]int
+	slots    []cacheSlot[V]
+	free     []int // emptied slots, reused before the hand evicts
+	hand     int
+	cap      int
+	bytes    int // held by the entries, with sizeOf
+	maxBytes int // 0: unbounded
 }
 
 type cacheSlot[V any] struct {
@@ -111,11 +158,24 @@ type cacheSlot[V any] struct {
 	val   V
 	until int64  // Unix nanoseconds: the entry is not served at or after it
 	ref   uint32 // CLOCK reference bit, accessed atomically
+	size  int32
+	used  bool
 }
+
+// slotBytes is what an entry costs besides its value's allocations: its
+// slot (key, value, expiry, reference bit, size) and its index entry.
+const slotBytes = 112
 
 // newClockCache returns a cache of exactly capacity entries, or nil when
 // capacity is not positive.
 func newClockCache[V any](capacity int) *clockCache[V] {
+	return newClockCacheBytes[V](capacity, 0, nil)
+}
+
+// newClockCacheBytes returns a cache of capacity entries holding at most
+// maxBytes (counting slotBytes plus sizeOf of each value; maxBytes 0 or a
+// nil sizeOf: no byte bound), or nil when capacity is not positive.
+func newClockCacheBytes[V any](capacity, maxBytes int, sizeOf func(V) int) *clockCache[V] {
 	if capacity <= 0 {
 		return nil
 	}
@@ -123,12 +183,18 @@ func newClockCache[V any](capacity int) *clockCache[V] {
 	if capacity >= 1024 {
 		n = 16
 	}
-	c := &clockCache[V]{shards: make([]cacheShard[V], n)}
+	if maxBytes <= 0 {
+		sizeOf = nil
+	}
+	c := &clockCache[V]{shards: make([]cacheShard[V], n), sizeOf: sizeOf}
 	for i := range c.shards {
 		s := &c.shards[i]
 		s.cap = capacity / n
 		if i < capacity%n {
 			s.cap++
+		}
+		if sizeOf != nil {
+			s.maxBytes = max(maxBytes/n, 1)
 		}
 		s.index = make(map[tokenKey]int)
 	}
@@ -184,13 +250,21 @@ func (c *clockCache[V]) add(k tokenKey, v V, until, now int64, admit func() bool
 	if admit != nil && !admit() {
 		return
 	}
-	if i, ok := s.index[k]; ok {
-		e := &s.slots[i]
-		e.val, e.until = v, until
-		atomic.StoreUint32(&e.ref, 1)
-		return
+	size := 0
+	if c.sizeOf != nil {
+		size = slotBytes + c.sizeOf(v)
+		if size > s.maxBytes {
+			return // larger than the shard's whole budget
+		}
 	}
-	var i int
+	i, update := s.index[k]
+	if update {
+		s.removeLocked(i)
+	}
+	for s.maxBytes > 0 && s.bytes+size > s.maxBytes {
+		i := s.evictLocked(now, &c.evictions)
+		s.free = append(s.free, i)
+	}
 	switch {
 	case len(s.free) > 0:
 		i = s.free[len(s.free)-1]
@@ -199,37 +273,55 @@ func (c *clockCache[V]) add(k tokenKey, v V, until, now int64, admit func() bool
 		s.slots = append(s.slots, cacheSlot[V]{})
 		i = len(s.slots) - 1
 	default:
-		i = s.evictLocked(now)
+		i = s.evictLocked(now, &c.evictions)
 	}
 	e := &s.slots[i]
-	e.key, e.val, e.until = k, v, until
-	atomic.StoreUint32(&e.ref, 0)
+	e.key, e.val, e.until, e.size, e.used = k, v, until, int32(size), true
+	ref := uint32(0)
+	if update {
+		ref = 1 // a replaced entry is as recently used as a read one
+	}
+	atomic.StoreUint32(&e.ref, ref)
 	s.index[k] = i
+	s.bytes += size
 }
 
-// evictLocked frees and returns a slot of a full shard without free
-// slots: the first one from the hand that has expired or has not been
-// read since the hand last passed it. It ends within one turn and a slot:
-// readers cannot set reference bits while the write lock is held.
-func (s *cacheShard[V]) evictLocked(now int64) int {
+// evictLocked empties and returns a slot of a shard with at least one
+// entry: the first one from the hand that has expired or has not been
+// read since the hand last passed it; one not expired counts in
+// evictions. It ends within two turns: readers cannot set reference bits
+// while the write lock is held.
+func (s *cacheShard[V]) evictLocked(now int64, evictions *atomic.Uint64) int {
 	for {
 		i := s.hand
 		s.hand = (s.hand + 1) % len(s.slots)
 		e := &s.slots[i]
+		if !e.used {
+			continue // in the free list
+		}
 		if e.until <= now || atomic.LoadUint32(&e.ref) == 0 {
-			delete(s.index, e.key)
+			if e.until > now {
+				evictions.Add(1)
+			}
+			s.clearLocked(i)
 			return i
 		}
 		atomic.StoreUint32(&e.ref, 0)
 	}
 }
 
-// removeLocked empties slot i.
-func (s *cacheShard[V]) removeLocked(i int) {
+// clearLocked empties slot i without freeing it.
+func (s *cacheShard[V]) clearLocked(i int) {
 	var zero V
 	e := &s.slots[i]
 	delete(s.index, e.key)
-	e.key, e.val, e.until = tokenKey{}, zero, 0
+	s.bytes -= int(e.size)
+	e.key, e.val, e.until, e.size, e.used = tokenKey{}, zero, 0, 0, false
+}
+
+// removeLocked empties slot i and frees it.
+func (s *cacheShard[V]) removeLocked(i int) {
+	s.clearLocked(i)
 	s.free = append(s.free, i)
 }
 
@@ -268,6 +360,33 @@ func (c *clockCache[V]) len() int {
 		s.mu.RUnlock()
 	}
 	return n
+}
+
+// stats returns the entries, the bytes they hold (0 without a byte bound)
+// and the evictions so far.
+func (c *clockCache[V]) stats() CacheStats {
+	if c == nil {
+		return CacheStats{}
+	}
+	st := CacheStats{Evictions: c.evictions.Load()}
+	for si := range c.shards {
+		s := &c.shards[si]
+		s.mu.RLock()
+		st.Entries += len(s.index)
+		st.Bytes += s.bytes
+		s.mu.RUnlock()
+	}
+	return st
+}
+
+// CacheStats describes one of the Verifier's caches.
+type CacheStats struct {
+	// Entries is the number of entries, expired ones not yet reclaimed
+	// included; Bytes what they hold, as estimated when stored.
+	Entries, Bytes int
+	// Evictions counts the entries evicted before their expiry to make
+	// room, since NewVerifier.
+	Evictions uint64
 }
 
 // capacity returns the maximum number of entries.

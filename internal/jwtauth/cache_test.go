@@ -9,6 +9,7 @@ import (
 	"math"
 	"math/big"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -101,6 +102,69 @@ func TestClockCacheSecondChance(t *testing.T) {
 	c2.add(testKey(2), 2, 1000, 20, nil)
 	if _, ok := c2.get(testKey(0), 20); !ok {
 		t.Fatal("a referenced live entry was evicted before an expired one")
+	}
+}
+
+// TestClockCacheBytes: with a byte bound, entries are evicted (CLOCK
+// order, expired first) until an insertion fits; live entries evicted are
+// counted, expired ones are not; a value larger than the budget is not
+// stored; a replaced entry's bytes are given back.
+func TestClockCacheBytes(t *testing.T) {
+	size := func(v int) int { return v }
+	c := newClockCacheBytes(100, 5*(slotBytes+100), size) // one shard
+	for i := range 5 {
+		c.add(testKey(i), 100, 1000, 0, nil)
+	}
+	if st := c.stats(); st.Entries != 5 || st.Bytes != 5*(slotBytes+100) || st.Evictions != 0 {
+		t.Fatalf("full: %+v", st)
+	}
+	c.get(testKey(0), 1)
+	c.add(testKey(5), 100+slotBytes+100, 1000, 1, nil) // needs two entries' room
+	st := c.stats()
+	if st.Entries != 4 || st.Bytes > 5*(slotBytes+100) || st.Evictions != 2 {
+		t.Fatalf("after a double-size insert: %+v, want 4 entries within the bound and 2 evictions", st)
+	}
+	if _, ok := c.get(testKey(0), 2); !ok {
+		t.Error("the referenced entry was evicted")
+	}
+	c.add(testKey(5), 100, 1000, 2, nil)
+	if st := c.stats(); st.Bytes != 4*(slotBytes+100) {
+		t.Errorf("after replacing an entry with a smaller one: %d bytes, want %d", st.Bytes, 4*(slotBytes+100))
+	}
+	c.add(testKey(9), 10_000, 1000, 2, nil)
+	if _, ok := c.get(testKey(9), 3); ok {
+		t.Error("a value larger than the whole budget was stored")
+	}
+	// Expired entries make room without counting as evictions.
+	c2 := newClockCacheBytes(100, 2*(slotBytes+100), size)
+	c2.add(testKey(0), 100, 10, 0, nil)
+	c2.add(testKey(1), 100, 10, 0, nil)
+	c2.add(testKey(2), 100, 1000, 20, nil)
+	if st := c2.stats(); st.Evictions != 0 || st.Entries != 2 {
+		t.Errorf("expired entries reclaimed: %+v, want no evictions", st)
+	}
+}
+
+// TestTokenCacheBytesOption: the byte bound of the verified-token cache is
+// validated, and bounds the entries verified tokens make.
+func TestTokenCacheBytesOption(t *testing.T) {
+	issuer := []Issuer{{Issuer: testIss, JWKSFile: writeFile(t, "jwks.json", mainJWKS(t)), TokenType: "at+jwt"}}
+	for _, bad := range []int{-1, 1000, 1 << 40} {
+		if _, err := NewVerifier(Options{Issuers: issuer, TokenCacheBytes: bad}); err == nil || !strings.Contains(err.Error(), "token_cache_bytes") {
+			t.Errorf("TokenCacheBytes %d: %v, want a token_cache_bytes error", bad, err)
+		}
+	}
+	v := newTestVerifier(t, issuer, Options{Clock: newFakeClock(testNow).Now, TokenCacheBytes: 65536})
+	k := keys(t)
+	for i := range 200 {
+		tok := mint(t, `{"alg":"ES256","kid":"e1","typ":"at+jwt"}`, claimsJSON("jti", fmt.Sprintf("j%d", i)), "ES256", k.ec)
+		if _, err := v.Verify(context.Background(), tok); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, _ := v.CacheStats()
+	if st.Bytes > 65536 || st.Entries >= 200 || st.Evictions == 0 || int(st.Evictions)+st.Entries != 200 {
+		t.Errorf("verified-token cache after 200 tokens within 64 KiB: %+v", st)
 	}
 }
 
@@ -605,4 +669,56 @@ func BenchmarkVerifyCache(b *testing.B) {
 			}
 		})
 	})
+}
+
+// BenchmarkTokenCacheMemory measures what one verified-token cache entry
+// costs the heap (the live heap after filling the cache with n distinct
+// tokens, over n) next to what the byte bound counts for it (the estimate
+// of cacheEntry.size plus slotBytes), for tokens of the test issuer's
+// shape (a payload of about 330 bytes, 2 scopes) and with a 1.2 KB payload
+// (30 groups), as an IdP that puts groups in access tokens issues.
+func BenchmarkTokenCacheMemory(b *testing.B) {
+	k := keys(b)
+	for _, bc := range []struct {
+		name   string
+		claims func(i int) string
+	}{
+		{"payload330", func(i int) string { return claimsJSON("jti", fmt.Sprintf("jti-%08d", i)) }},
+		{"payload1200", func(i int) string {
+			groups := make([]string, 30)
+			for g := range groups {
+				groups[g] = fmt.Sprintf("group-%02d-of-the-organisation", g)
+			}
+			return claimsJSON("jti", fmt.Sprintf("jti-%08d", i), "groups", groups)
+		}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			const n = 3000
+			toks := make([]string, n)
+			for i := range toks {
+				toks[i] = mint(b, `{"alg":"ES256","kid":"e1","typ":"at+jwt"}`, bc.claims(i), "ES256", k.ec)
+			}
+			for b.Loop() {
+				c := Issuer{Issuer: testIss, JWKSFile: writeFile(b, "jwks.json", mainJWKS(b)), TokenType: "at+jwt"}
+				v := newTestVerifier(b, []Issuer{c}, Options{Clock: newFakeClock(testNow).Now, TokenCacheSize: 4 * n, TokenCacheBytes: 1 << 30})
+				var before, after runtime.MemStats
+				runtime.GC()
+				runtime.ReadMemStats(&before)
+				for _, tok := range toks {
+					if _, err := v.Verify(context.Background(), tok); err != nil {
+						b.Fatal(err)
+					}
+				}
+				runtime.GC()
+				runtime.ReadMemStats(&after)
+				st, _ := v.CacheStats()
+				if st.Entries != n {
+					b.Fatalf("%d entries, want %d", st.Entries, n)
+				}
+				b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/n, "heap-B/entry")
+				b.ReportMetric(float64(st.Bytes)/n, "counted-B/entry")
+				runtime.KeepAlive(v)
+			}
+		})
+	}
 }

@@ -3,6 +3,9 @@ package jwtauth
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -283,4 +286,33 @@ func FuzzIntrospectionResponse(f *testing.F) {
 			t.Fatalf("Claims are not a strict JSON object: %v", err)
 		}
 	})
+}
+
+// BenchmarkVerifyKeySetSize verifies a new RS256 token (cache disabled)
+// against a key set of 1 and of 50 keys (the others ES256, kids k2…k50):
+// keys are looked up by kid in a map, so the cost must not grow with the
+// set.
+func BenchmarkVerifyKeySetSize(b *testing.B) {
+	k := keys(b)
+	tok := mint(b, hdrRS256, claimsJSON(), "RS256", k.rsa)
+	for _, n := range []int{1, 50} {
+		set := []map[string]any{jwkOf(k.rsa, "k1", "RS256")}
+		for i := 2; i <= n; i++ {
+			ec, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+			if err != nil {
+				b.Fatal(err)
+			}
+			set = append(set, jwkOf(ec, fmt.Sprintf("k%d", i), "ES256"))
+		}
+		jwks := writeFile(b, "jwks.json", jwksJSON(set...))
+		v := newTestVerifier(b, []Issuer{{Issuer: testIss, JWKSFile: jwks, TokenType: "at+jwt"}}, Options{TokenCacheSize: -1})
+		b.Run(fmt.Sprintf("keys%d", n), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := v.Verify(context.Background(), tok); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }

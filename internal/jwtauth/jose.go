@@ -1,11 +1,14 @@
 package jwtauth
 
 import (
+	"bytes"
 	"encoding/base64"
 	"fmt"
+	"io"
 	"math"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-json-experiment/json"
@@ -123,14 +126,55 @@ func decodeObject(b []byte) (map[string]jsontext.Value, error) {
 	if jsontext.Value(b).Kind() != jsontext.KindBeginObject {
 		return nil, fmt.Errorf("not a JSON object")
 	}
-	var m map[string]jsontext.Value
-	if err := json.Unmarshal(b, &m); err != nil {
+	// A token loop rather than json.Unmarshal into the map: the values
+	// are slices of b (no copy each), read with the same strictness (the
+	// decoder's defaults reject duplicate names and invalid UTF-8).
+	d := decoders.Get().(*pooledDecoder)
+	defer func() {
+		d.buf.Reset()
+		d.dec.Reset(&d.buf)
+		decoders.Put(d)
+	}()
+	d.buf = *bytes.NewBuffer(b)
+	dec := d.dec
+	dec.Reset(&d.buf)
+	if _, err := dec.ReadToken(); err != nil {
 		return nil, fmt.Errorf("invalid JSON")
 	}
-	if m == nil {
-		return nil, fmt.Errorf("not a JSON object")
+	m := make(map[string]jsontext.Value, 8)
+	for dec.PeekKind() != '}' {
+		tok, err := dec.ReadToken()
+		if err != nil {
+			return nil, fmt.Errorf("invalid JSON")
+		}
+		name := tok.String() // before the next read voids tok
+		val, err := dec.ReadValue()
+		if err != nil {
+			return nil, fmt.Errorf("invalid JSON")
+		}
+		end := int(dec.InputOffset())
+		m[name] = jsontext.Value(b[end-len(val) : end : end])
+	}
+	if _, err := dec.ReadToken(); err != nil {
+		return nil, fmt.Errorf("invalid JSON")
+	}
+	if _, err := dec.ReadToken(); err != io.EOF {
+		return nil, fmt.Errorf("invalid JSON")
 	}
 	return m, nil
+}
+
+// decoders recycles the JSON decoders of decodeObject. A pooled one reads
+// an empty buffer: it keeps no reference to a token.
+var decoders = sync.Pool{New: func() any {
+	d := &pooledDecoder{}
+	d.dec = jsontext.NewDecoder(&d.buf)
+	return d
+}}
+
+type pooledDecoder struct {
+	dec *jsontext.Decoder
+	buf bytes.Buffer
 }
 
 // depthWithin reports whether the nesting of the JSON text b stays within

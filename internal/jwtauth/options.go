@@ -21,6 +21,11 @@ type Options struct {
 	// rejections): 0 means 10000, -1 disables every cache, at most
 	// 10000000.
 	TokenCacheSize int
+	// TokenCacheBytes bounds the memory of the verified-token cache's
+	// entries (and, separately, of each negative cache), as estimated per
+	// entry from its claims and fields: 0 means 4 MiB (defaultCacheBytes),
+	// at least 65536, at most 16 GiB.
+	TokenCacheBytes int
 
 	// Logger receives key set events (issuer URLs and counts only, never
 	// tokens or keys). Nil discards them.
@@ -144,6 +149,7 @@ type Introspection struct {
 // Defaults for zero-valued fields (see the field comments).
 const (
 	defaultCacheSize          = 10000
+	defaultCacheBytes         = 4 << 20
 	defaultTenantClaim        = "tid"
 	defaultLeeway             = 60 * time.Second
 	defaultMaxTokenSize       = 16384

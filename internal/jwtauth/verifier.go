@@ -132,13 +132,20 @@ func NewVerifier(opts Options) (*Verifier, error) {
 	case size < -1 || size > 10_000_000:
 		errs.Add("token_cache_size", "must be -1 (disabled), 0 (default %d) or a size up to 10000000", defaultCacheSize)
 	}
+	maxBytes := opts.TokenCacheBytes
+	switch {
+	case maxBytes == 0:
+		maxBytes = defaultCacheBytes
+	case maxBytes < 65536 || maxBytes > 1<<34:
+		errs.Add("token_cache_bytes", "must be 0 (default %d) or from 65536 to %d bytes", defaultCacheBytes, int64(1)<<34)
+	}
 	if err := errs.Err(); err != nil {
 		return nil, err
 	}
 
 	v.ctx, v.cancel = context.WithCancel(context.Background())
-	v.cache = newClockCache[*cacheEntry](size)
-	v.rejected = newClockCache[*rejection](size)
+	v.cache = newClockCacheBytes(size, maxBytes, (*cacheEntry).size)
+	v.rejected = newClockCacheBytes(size, maxBytes, (*rejection).size)
 	for _, is := range v.issuers {
 		if is.introspection != nil {
 			v.intro = newIntrospector(v, is, size)
@@ -356,6 +363,12 @@ func (v *Verifier) verifyJWT(ctx context.Context, token string, key tokenKey) (*
 		return &cp, nil
 	}
 	return id, nil
+}
+
+// CacheStats describes the verified-token cache and the cache of recently
+// rejected JWTs.
+func (v *Verifier) CacheStats() (verified, rejected CacheStats) {
+	return v.cache.stats(), v.rejected.stats()
 }
 
 // purgeRemovedKeys removes from the cache the tokens of is verified with a

@@ -49,6 +49,7 @@ type Metrics struct {
 	credCache    *prometheus.CounterVec
 	credSources  map[string]bool
 	grpc         *grpcprom.ServerMetrics
+	caches       *cacheCollector
 	issuers      map[string]bool
 	lastRevision atomic.Pointer[string]
 	// tools are the tool names that may appear as label values (from policy
@@ -156,6 +157,7 @@ func New(reg prometheus.Registerer, issuers []string) *Metrics {
 			Help: "Token exchange cache events (hit, miss, eviction), by source.",
 		}, []string{"source", "event"}),
 		credSources: map[string]bool{},
+		caches:      newCacheCollector(),
 		grpc:        grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(grpcprom.WithHistogramBuckets(latencyBuckets))),
 	}
 	for _, is := range issuers {
@@ -195,7 +197,7 @@ func New(reg prometheus.Registerer, issuers []string) *Metrics {
 		m.jwksRefresh, m.jwksKeys, m.jwksSuccess, m.reloads, m.refusals, m.policyInfo, m.reloadTime,
 		m.lastReloadOK, m.lastReload, m.grpc,
 		m.lists, m.listRemoved, m.listErrors, m.listDuration,
-		m.credFetches, m.credLatency, m.credCache,
+		m.credFetches, m.credLatency, m.credCache, m.caches,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -173,3 +173,46 @@ func TestPolicyReloadClassifiesErrors(t *testing.T) {
 		t.Errorf("ReloadResults() = %v", policy.ReloadResults())
 	}
 }
+
+// TestCacheMetrics: the caches of a real engine are exported by name, read
+// at scrape time, with their evictions; unknown cache names create no
+// series.
+func TestCacheMetrics(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := New(reg, nil)
+	e := policy.New(policy.Options{DecisionCacheSize: 8, EvalTimeout: 30 * time.Second})
+	if err := e.Load(context.Background(), policy.DefaultSource()); err != nil {
+		t.Fatal(err)
+	}
+	m.ObserveCaches(nil, e)
+	m.SetCache("attacker-chosen", func() CacheStats { return CacheStats{Entries: 1} })
+	tok := &policy.Token{Subject: "alice", Scopes: []string{"tools:*"}, Expiry: time.Now().Add(time.Hour).Unix()}
+	for i := range 20 {
+		msgs := []policy.MCP{{Kind: "request", Method: "tools/call", Tool: fmt.Sprintf("t%d", i)}}
+		if _, err := e.Decide(context.Background(), &policy.Request{Method: "POST", Path: "/mcp"}, tok, msgs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := series(t, reg)
+	st := e.DecisionCacheStats()
+	if st.Evictions == 0 || st.Entries == 0 || st.Entries > 8 {
+		t.Fatalf("decision cache stats %+v: want evictions and at most 8 entries", st)
+	}
+	want := map[string]float64{
+		`mcpauthz_cache_entries{cache="decision"}`:           float64(st.Entries),
+		`mcpauthz_cache_bytes{cache="decision"}`:             float64(st.Bytes),
+		`mcpauthz_cache_evictions_total{cache="decision"}`:   float64(st.Evictions),
+		`mcpauthz_cache_entries{cache="visibility"}`:         0,
+		`mcpauthz_cache_evictions_total{cache="visibility"}`: 0,
+	}
+	for k, v := range want {
+		if g, ok := got[k]; !ok || g != v {
+			t.Errorf("%s = %v (present %v), want %v", k, g, ok, v)
+		}
+	}
+	for k := range got {
+		if strings.Contains(k, "attacker") {
+			t.Errorf("series for an unknown cache name: %s", k)
+		}
+	}
+}
