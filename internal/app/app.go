@@ -246,9 +246,10 @@ func Compile(cfg *config.Config, opts Options) (_ *Runtime, err error) {
 	}
 
 	popts := policy.Options{
-		Logger:            log,
-		EvalTimeout:       cfg.Policy.EvalTimeout.D(),
-		DecisionCacheSize: cfg.Policy.DecisionCacheSize,
+		Logger:             log,
+		EvalTimeout:        cfg.Policy.EvalTimeout.D(),
+		DecisionCacheSize:  cfg.Policy.DecisionCacheSize,
+		DecisionCacheBytes: cfg.Policy.DecisionCacheBytes,
 	}
 	errs.Merge("policy", popts.Validate())
 	switch b := cfg.Policy.Bundle; {
@@ -272,6 +273,7 @@ func Compile(cfg *config.Config, opts Options) (_ *Runtime, err error) {
 		Issuers:         issuerOptions(cfg.Issuers),
 		DefaultAudience: cfg.Resource,
 		TokenCacheSize:  cfg.TokenCacheSize,
+		TokenCacheBytes: cfg.TokenCacheBytes,
 		Logger:          log,
 		HTTPClient:      httpClient,
 		OnJWKSRefresh:   onJWKS,
@@ -343,6 +345,9 @@ func Compile(cfg *config.Config, opts Options) (_ *Runtime, err error) {
 		popts.OnReload = rt.Metrics.PolicyReload
 	}
 	rt.Engine = policy.New(popts)
+	if rt.Metrics != nil {
+		rt.Metrics.ObserveCaches(rt.Verifier, rt.Engine)
+	}
 	if listFiltering(cfg) {
 		lopts := extproc.Options{
 			Policy:           listPolicy{rt.Engine},
