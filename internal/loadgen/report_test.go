@@ -100,8 +100,8 @@ func TestWriteText(t *testing.T) {
 		t.Fatalf("table rows %q: want 2", rows)
 	}
 	for _, r := range rows {
-		if len(strings.Fields(r)) != 11 { // "20.0 MiB" is two fields
-			t.Errorf("table row %q: want 10 cells", r)
+		if len(strings.Fields(r)) != 12 { // "20.0 MiB" is two fields, the idle RSS "-" one
+			t.Errorf("table row %q: want 11 cells", r)
 		}
 	}
 	if utf8.RuneCountInString(rows[0]) != utf8.RuneCountInString(rows[1]) {
