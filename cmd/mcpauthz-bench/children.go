@@ -4,10 +4,12 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -22,7 +24,10 @@ type child struct {
 	name   string
 	cmd    *exec.Cmd
 	out    *tailBuffer
-	exited chan struct{}
+	// logPath, when set, is the file the child writes its output to
+	// (directly, by file descriptor: the harness spends no CPU on it).
+	logPath string
+	exited  chan struct{}
 	err    error // set before exited is closed
 }
 
@@ -40,7 +45,24 @@ func (c *child) alive() bool {
 
 // failure describes why the child is gone, with the end of its output.
 func (c *child) failure() error {
-	return fmt.Errorf("%s exited (%v); its last output:\n%s", c.name, c.err, indent(c.out.String()))
+	return fmt.Errorf("%s exited (%v); its last output:\n%s", c.name, c.err, indent(c.output()))
+}
+
+// output is the end of what the child wrote (its last 16 KiB).
+func (c *child) output() string {
+	if c.logPath == "" {
+		return c.out.String()
+	}
+	f, err := os.Open(c.logPath)
+	if err != nil {
+		return err.Error()
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err == nil && st.Size() > 16<<10 {
+		_, _ = f.Seek(-16<<10, io.SeekEnd)
+	}
+	b, _ := io.ReadAll(f)
+	return string(b)
 }
 
 func indent(s string) string {
@@ -69,12 +91,20 @@ func (c *child) stop() {
 // environment. With wantStdout, the child's standard output is returned as
 // the read end of a pipe (for the "listening ADDR" line); otherwise it goes
 // with its standard error to the child's tail buffer.
-func startChild(ctx context.Context, name, path string, args, env []string, wantStdout bool) (*child, *os.File, error) {
-	c := &child{name: name, out: &tailBuffer{max: 16 << 10}, exited: make(chan struct{})}
+func startChild(ctx context.Context, name, path string, args, env []string, wantStdout bool, logPath string) (*child, *os.File, error) {
+	c := &child{name: name, out: &tailBuffer{max: 16 << 10}, logPath: logPath, exited: make(chan struct{})}
 	cmd := exec.CommandContext(ctx, path, args...)
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Stderr = c.out
 	cmd.Stdout = c.out
+	if logPath != "" {
+		f, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+		if err != nil {
+			return nil, nil, err
+		}
+		defer f.Close() // the child has its own descriptor once started
+		cmd.Stderr, cmd.Stdout = f, f
+	}
 	var pr, pw *os.File
 	if wantStdout {
 		var err error
@@ -107,7 +137,7 @@ func startChild(ctx context.Context, name, path string, args, env []string, want
 // startListeningChild starts a child that prints "listening ADDR" on its
 // standard output once it serves, and returns ADDR.
 func startListeningChild(ctx context.Context, name, path string, args, env []string) (*child, string, error) {
-	c, pr, err := startChild(ctx, name, path, args, env, true)
+	c, pr, err := startChild(ctx, name, path, args, env, true, "")
 	if err != nil {
 		return nil, "", err
 	}
@@ -162,7 +192,10 @@ func startMCPAuthz(ctx context.Context, name, bin string, writeConfig func(grpcA
 		if err != nil {
 			return nil, "", err
 		}
-		c, _, err := startChild(ctx, name, bin, []string{"serve", "--config", cfg}, nil, false)
+		// The decision log goes to a file next to the configuration, as
+		// a container runtime takes a process's output: mcpauthz pays for
+		// writing it, the load generator does not pay for reading it.
+		c, _, err := startChild(ctx, name, bin, []string{"serve", "--config", cfg}, nil, false, filepath.Join(filepath.Dir(cfg), "mcpauthz.log"))
 		if err != nil {
 			return nil, "", err
 		}
@@ -172,7 +205,7 @@ func startMCPAuthz(ctx context.Context, name, bin string, writeConfig func(grpcA
 		}
 		c.stop()
 		lastErr = err
-		if !strings.Contains(c.out.String(), "address already in use") {
+		if !strings.Contains(c.output(), "address already in use") {
 			break
 		}
 	}

@@ -280,7 +280,9 @@ func writeConfig(path string, c serverConfig) error {
 	if c.noListFilter {
 		b.WriteString("list_filtering:\n  enabled: false\n")
 	}
-	b.WriteString("log:\n  level: warn\nshutdown:\n  timeout: 2s\n")
+	// The default log settings: every decision is logged (Info), as
+	// mcpauthz runs out of the box.
+	b.WriteString("shutdown:\n  timeout: 2s\n")
 	return os.WriteFile(path, []byte(b.String()), 0o600)
 }
 

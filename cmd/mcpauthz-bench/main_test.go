@@ -133,6 +133,7 @@ func TestWriteConfig(t *testing.T) {
 		{grpcAddr: "127.0.0.1:1", httpAddr: "127.0.0.1:2", issuer: "http://127.0.0.1:3/main"},
 		{grpcAddr: "127.0.0.1:1", httpAddr: "127.0.0.1:2", issuer: "http://127.0.0.1:3/main", policyDir: policyDir, noDecisionCache: true},
 		{grpcAddr: "127.0.0.1:1", httpAddr: "127.0.0.1:2", issuer: "http://127.0.0.1:3/jwks50", policyDir: policyDir},
+		{grpcAddr: "127.0.0.1:1", httpAddr: "127.0.0.1:2", issuer: "http://127.0.0.1:3/main", noListFilter: true},
 	} {
 		path := filepath.Join(dir, strconv.Itoa(i)+".yaml")
 		if err := writeConfig(path, c); err != nil {
@@ -148,8 +149,9 @@ func TestWriteConfig(t *testing.T) {
 			t.Fatalf("config %d does not compile: %v", i, err)
 		}
 		rt.Close()
-		if cfg.Issuers[0].JWKSURI != c.issuer+"/jwks" || cfg.Log.Level != "warn" || cfg.GRPCAddr != c.grpcAddr ||
-			(c.policyDir != "") != (len(cfg.Policy.Paths) == 1) || c.noDecisionCache != (cfg.Policy.DecisionCacheSize == -1) {
+		if cfg.Issuers[0].JWKSURI != c.issuer+"/jwks" || cfg.Log.Level != "" || cfg.Log.Decisions.AllowSampleRate != nil || cfg.GRPCAddr != c.grpcAddr ||
+			(c.policyDir != "") != (len(cfg.Policy.Paths) == 1) || c.noDecisionCache != (cfg.Policy.DecisionCacheSize == -1) ||
+			c.noListFilter != (cfg.ListFiltering.Enabled != nil && !*cfg.ListFiltering.Enabled) {
 			t.Errorf("config %d read back as %+v", i, cfg)
 		}
 	}
