@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/mcpauthz/mcpauthz/internal/app"
+	"github.com/mcpauthz/mcpauthz/internal/asynclog"
 	"github.com/mcpauthz/mcpauthz/internal/config"
 	"github.com/mcpauthz/mcpauthz/internal/devauth"
 	"github.com/mcpauthz/mcpauthz/internal/devissuer"
@@ -79,7 +80,20 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *grace > 0 {
 		cfg.Shutdown.Timeout = config.Duration(*grace)
 	}
-	log := newLogger(cfg, stderr)
+	// Every log line, the decision log's included, goes through a bounded
+	// buffer written in batches by one goroutine: a check never waits for
+	// stderr. What is buffered is written before the process exits.
+	var log *slog.Logger
+	out := asynclog.New(stderr, asynclog.Options{OnDrop: func(n uint64) {
+		log.Warn("log lines dropped: the log output is slower than the lines arrive", "dropped", n)
+	}})
+	defer func() {
+		fctx, cancel := context.WithTimeout(context.Background(), logFlushTimeout)
+		defer cancel()
+		_ = out.Close(fctx)
+	}()
+	log = newLogger(cfg, out)
+	o.logDropped = out.Dropped
 	if *dev {
 		if o.devAuth, err = df.authorizationServer(o.dev, cfg, log); err != nil {
 			return err
@@ -88,7 +102,12 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return serve(ctx, cfg, log, o)
 }
 
+// logFlushTimeout bounds the writing of the last log lines at exit.
+const logFlushTimeout = 2 * time.Second
+
 type serveOptions struct {
+	// logDropped counts the log lines dropped (a metric).
+	logDropped func() uint64
 	dev         *devissuer.Issuer
 	devAuth     *devauth.Server // the development authorization server, with dev
 	devListener net.Listener
@@ -114,7 +133,7 @@ type serveOptions struct {
 //  4. the HTTP server stops (by the timeout at the latest), then the
 //     runtime closes.
 func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, o serveOptions) error {
-	rt, err := compileConfig(cfg, app.Options{Logger: log, Observe: true, Trace: true, Version: version})
+	rt, err := compileConfig(cfg, app.Options{Logger: log, Observe: true, Trace: true, Version: version, LogDropped: o.logDropped})
 	if err != nil {
 		return err
 	}

@@ -83,6 +83,10 @@ type Options struct {
 	Getenv func(string) string
 	// Version is reported as the service.version of traces.
 	Version string
+	// LogDropped, when set, counts the log lines the asynchronous log
+	// output dropped; with Observe it is the metric
+	// mcpauthz_log_lines_dropped_total.
+	LogDropped func() uint64
 }
 
 // Runtime is a compiled configuration: the request path and its
@@ -199,6 +203,12 @@ func Compile(cfg *config.Config, opts Options) (_ *Runtime, err error) {
 			issuers[i] = is.Issuer
 		}
 		rt.Metrics = metrics.New(rt.Registry, issuers)
+		if d := opts.LogDropped; d != nil {
+			rt.Registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "mcpauthz_log_lines_dropped_total",
+				Help: "Log lines (decision log included) dropped because the log output could not keep up.",
+			}, func() float64 { return float64(d()) }))
+		}
 		dl := cfg.Log.Decisions
 		lr, err := extauthz.NewLogRecorder(extauthz.LogOptions{
 			Logger:          log,

@@ -56,3 +56,11 @@ func TestCacheSettingsAndMetrics(t *testing.T) {
 		t.Errorf("cache gauges after one token's three calls: %v, want one token entry, a decision entry, their bytes", gauges)
 	}
 }
+
+// TestLogDroppedMetric: the asynchronous log output's drops are a counter.
+func TestLogDroppedMetric(t *testing.T) {
+	e := newUpstreamEnvWith(t, "", Options{LogDropped: func() uint64 { return 3 }})
+	if got := metricValue(t, e.rt, "mcpauthz_log_lines_dropped_total", nil); got != 3 {
+		t.Errorf("mcpauthz_log_lines_dropped_total = %v, want 3", got)
+	}
+}
