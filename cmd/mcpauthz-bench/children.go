@@ -21,14 +21,14 @@ import (
 // harness's context ends (Ctrl-C), and by the kernel if the harness dies
 // (Linux parent-death signal).
 type child struct {
-	name   string
-	cmd    *exec.Cmd
-	out    *tailBuffer
+	name string
+	cmd  *exec.Cmd
+	out  *tailBuffer
 	// logPath, when set, is the file the child writes its output to
 	// (directly, by file descriptor: the harness spends no CPU on it).
 	logPath string
 	exited  chan struct{}
-	err    error // set before exited is closed
+	err     error // set before exited is closed
 }
 
 func (c *child) pid() int { return c.cmd.Process.Pid }

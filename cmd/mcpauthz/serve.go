@@ -107,7 +107,7 @@ const logFlushTimeout = 2 * time.Second
 
 type serveOptions struct {
 	// logDropped counts the log lines dropped (a metric).
-	logDropped func() uint64
+	logDropped  func() uint64
 	dev         *devissuer.Issuer
 	devAuth     *devauth.Server // the development authorization server, with dev
 	devListener net.Listener
