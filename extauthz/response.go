@@ -13,18 +13,18 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/mcpauthz/mcpauthz/internal/grpcopts"
 	"github.com/mcpauthz/mcpauthz/internal/mcprpc"
 	"github.com/mcpauthz/mcpauthz/internal/prm"
 )
 
 // respond turns a Decision into the CheckResponse Envoy acts on.
 func (s *Server) respond(st *state, d *Decision) *authv3.CheckResponse {
+	if d.Allowed && d.Reason == "policy_allow" && d.Identity != nil && len(d.upstream) == 0 && d.credential == nil && d.listMeta == nil {
+		return s.sharedAllow(d)
+	}
 	if d.Allowed {
-		return &authv3.CheckResponse{
-			Status:          &statuspb.Status{Code: int32(codes.OK)},
-			HttpResponse:    &authv3.CheckResponse_OkResponse{OkResponse: s.okResponse(d)},
-			DynamicMetadata: s.dynamicMetadata(d),
-		}
+		return s.allowResponse(d)
 	}
 	hs := deniedHeaders(s.loc, d)
 	return &authv3.CheckResponse{
@@ -36,6 +36,46 @@ func (s *Server) respond(st *state, d *Decision) *authv3.CheckResponse {
 		}},
 		DynamicMetadata: s.dynamicMetadata(d),
 	}
+}
+
+func (s *Server) allowResponse(d *Decision) *authv3.CheckResponse {
+	return &authv3.CheckResponse{
+		Status:          &statuspb.Status{Code: int32(codes.OK)},
+		HttpResponse:    &authv3.CheckResponse_OkResponse{OkResponse: s.okResponse(d)},
+		DynamicMetadata: s.dynamicMetadata(d),
+	}
+}
+
+// maxSharedAllows bounds the answers kept per identity (one per MCP method
+// and tool it calls).
+const maxSharedAllows = 64
+
+// sharedAllow returns the allow of this identity for this method and tool,
+// built and encoded once (grpcopts.Remember) and shared by every answer
+// like it: an agent calling the same tools again is answered without
+// building or marshalling a response. What it holds is only what the
+// identity, the method, the tool and the outcome determine; answers with
+// upstream headers, a credential or list metadata are built each time.
+func (s *Server) sharedAllow(d *Decision) *authv3.CheckResponse {
+	p := s.identityParts(d.Identity)
+	key := d.Outcome() + "\x00" + d.MCPMethod() + "\x00" + d.Tool()
+	p.mu.Lock()
+	resp, ok := p.allows[key]
+	p.mu.Unlock()
+	if ok {
+		return resp
+	}
+	resp = s.allowResponse(d)
+	grpcopts.Remember(resp)
+	p.mu.Lock()
+	if p.allows == nil {
+		p.allows = map[string]*authv3.CheckResponse{}
+	}
+	if len(p.allows) < maxSharedAllows {
+		p.allows[key] = resp
+	}
+	p.mu.Unlock()
+	return resp
 }
 
 // deniedHeaders are the response headers of a denial (or of an answer
@@ -92,6 +132,9 @@ type identity struct {
 	remove   []string
 	subject  *structpb.Value
 	clientID *structpb.Value
+
+	mu     sync.Mutex
+	allows map[string]*authv3.CheckResponse // see sharedAllow; never modified once stored
 }
 
 // identityCacheSize bounds the identities kept; the cache is dropped whole

@@ -26,5 +26,8 @@ func ServerOptions() []grpc.ServerOption {
 		// Envoy keeps in flight; beyond it gRPC starts goroutines again.
 		grpc.NumStreamWorkers(uint32(32 * runtime.GOMAXPROCS(0))),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		// The standard proto codec, but remembered answers go out as
+		// the bytes they were encoded to once (Remember).
+		grpc.ForceServerCodecV2(Codec()),
 	}
 }

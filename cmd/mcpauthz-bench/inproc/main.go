@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/mcpauthz/mcpauthz/internal/app"
+	"github.com/mcpauthz/mcpauthz/internal/asynclog"
 	"github.com/mcpauthz/mcpauthz/internal/config"
 )
 
@@ -54,7 +55,10 @@ func inproc(ctx context.Context, cfgPath, profile string, stdout, stderr io.Writ
 	if err != nil {
 		return err
 	}
-	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: app.LogLevel(cfg)}))
+	// As serve: the log output is asynchronous.
+	out := asynclog.New(stderr, asynclog.Options{})
+	defer out.Close(context.Background())
+	log := slog.New(slog.NewJSONHandler(out, &slog.HandlerOptions{Level: app.LogLevel(cfg)}))
 
 	rt, err := app.Compile(cfg, app.Options{Logger: log, Observe: true, Trace: true}) // exactly what `mcpauthz serve` builds
 	if err != nil {

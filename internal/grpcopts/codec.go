@@ -1,0 +1,73 @@
+package grpcopts
+
+import (
+	"sync"
+
+	"google.golang.org/grpc/encoding"
+	grpcproto "google.golang.org/grpc/encoding/proto"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/proto"
+)
+
+// codec is gRPC's proto codec, except for the messages Remember holds: it
+// sends their encoding, made once.
+//
+// (go-control-plane's vtprotobuf marshallers were measured here too: they
+// are compiled only with the vtprotobuf build tag, and the dynamic
+// metadata, a structpb.Struct, goes through reflection in them as well, so
+// they marshal an allow no faster than the standard codec.)
+type codec struct{ std encoding.CodecV2 }
+
+// Codec returns the server codec of mcpauthz (name "proto").
+func Codec() encoding.CodecV2 { return codec{std: encoding.GetCodecV2(grpcproto.Name)} }
+
+func (c codec) Name() string { return grpcproto.Name }
+
+func (c codec) Unmarshal(data mem.BufferSlice, v any) error { return c.std.Unmarshal(data, v) }
+
+func (c codec) Marshal(v any) (mem.BufferSlice, error) {
+	if b, ok := rememberedBytes(v); ok {
+		// Shared, read-only: gRPC only reads what it sends, and a
+		// SliceBuffer's Free does nothing.
+		return mem.BufferSlice{mem.SliceBuffer(b)}, nil
+	}
+	return c.std.Marshal(v)
+}
+
+// Messages that are answered again and again (the allow of one identity
+// for one tool) are marshalled once: Remember stores the encoding of an
+// immutable message, and the codec sends those bytes for it. The message
+// must never change after Remember. The store is bounded and cleared whole
+// when full; a message it does not hold is marshalled as usual.
+var remembered struct {
+	sync.RWMutex
+	m map[proto.Message][]byte
+}
+
+// maxRemembered bounds the messages whose encoding is kept.
+const maxRemembered = 8192
+
+// Remember marshals m once and keeps the bytes for the codec.
+func Remember(m proto.Message) {
+	b, err := proto.Marshal(m)
+	if err != nil {
+		return // the codec marshals it each time, and reports the error
+	}
+	remembered.Lock()
+	if remembered.m == nil || len(remembered.m) >= maxRemembered {
+		remembered.m = make(map[proto.Message][]byte, 256)
+	}
+	remembered.m[m] = b
+	remembered.Unlock()
+}
+
+func rememberedBytes(v any) ([]byte, bool) {
+	m, ok := v.(proto.Message)
+	if !ok {
+		return nil, false
+	}
+	remembered.RLock()
+	b, ok := remembered.m[m]
+	remembered.RUnlock()
+	return b, ok
+}
