@@ -8,9 +8,9 @@ import (
 	"strings"
 
 	"github.com/go-json-experiment/json/jsontext"
-	"go.opentelemetry.io/otel/trace"
 
 	"github.com/mcpauthz/mcpauthz/internal/problem"
+	"github.com/mcpauthz/mcpauthz/internal/traceparent"
 )
 
 // LogRecorder writes the decision log: one structured line per decision,
@@ -94,10 +94,7 @@ func (l *LogRecorder) Record(ctx context.Context, d *Decision) {
 		slog.String("http_method", d.HTTPMethod),
 		slog.String("path", d.Path),
 	)
-	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
-		// The check's span (tracing on): the line joins its trace.
-		attrs = append(attrs, slog.String("trace_id", sc.TraceID().String()), slog.String("span_id", sc.SpanID().String()))
-	}
+	attrs = traceparent.AppendLogAttrs(ctx, attrs) // the check's span, when tracing is on
 	if m := d.MCPMethod(); m != "" {
 		attrs = append(attrs, slog.String("mcp_method", m))
 	}

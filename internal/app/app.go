@@ -47,6 +47,7 @@ import (
 	"github.com/mcpauthz/mcpauthz/internal/jwtauth"
 	"github.com/mcpauthz/mcpauthz/internal/metrics"
 	"github.com/mcpauthz/mcpauthz/internal/problem"
+	"github.com/mcpauthz/mcpauthz/internal/traceparent"
 	"github.com/mcpauthz/mcpauthz/internal/tracing"
 	"github.com/mcpauthz/mcpauthz/internal/upstream"
 	"github.com/mcpauthz/mcpauthz/policy"
@@ -703,7 +704,7 @@ func (rs listRecorders) Record(ctx context.Context, o extproc.Outcome) {
 type listLog struct{ log *slog.Logger }
 
 func (l listLog) Record(ctx context.Context, o extproc.Outcome) {
-	attrs := traceAttrs(ctx, []slog.Attr{slog.String("mcp_method", o.Method), slog.Int("items", o.Items), slog.Int("removed", o.Removed), slog.Duration("latency", o.Duration)})
+	attrs := traceparent.AppendLogAttrs(ctx, []slog.Attr{slog.String("mcp_method", o.Method), slog.Int("items", o.Items), slog.Int("removed", o.Removed), slog.Duration("latency", o.Duration)})
 	if o.Reason != "" {
 		l.log.LogAttrs(ctx, slog.LevelWarn, "list filter failed closed", append(attrs, slog.String("reason", string(o.Reason)))...)
 		return

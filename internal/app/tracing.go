@@ -2,7 +2,6 @@ package app
 
 import (
 	"context"
-	"log/slog"
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"go.opentelemetry.io/otel/attribute"
@@ -53,13 +52,4 @@ func (listSpan) Record(ctx context.Context, o extproc.Outcome) {
 		span.SetAttributes(attribute.String("mcpauthz.reason", string(o.Reason)))
 		span.SetStatus(otelcodes.Error, string(o.Reason))
 	}
-}
-
-// traceAttrs are the trace_id and span_id of ctx's span for a log line,
-// none when there is no span.
-func traceAttrs(ctx context.Context, attrs []slog.Attr) []slog.Attr {
-	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
-		attrs = append(attrs, slog.String("trace_id", sc.TraceID().String()), slog.String("span_id", sc.SpanID().String()))
-	}
-	return attrs
 }

@@ -6,8 +6,10 @@ package traceparent
 
 import (
 	"context"
+	"log/slog"
 
 	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/metadata"
 )
 
@@ -43,4 +45,13 @@ func FromIncoming(ctx context.Context) context.Context {
 		return ctx
 	}
 	return propagation.TraceContext{}.Extract(ctx, MetadataCarrier(md))
+}
+
+// AppendLogAttrs appends the trace_id and span_id of ctx's span to attrs,
+// so that a log line joins its trace; nothing when ctx has no span.
+func AppendLogAttrs(ctx context.Context, attrs []slog.Attr) []slog.Attr {
+	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
+		attrs = append(attrs, slog.String("trace_id", sc.TraceID().String()), slog.String("span_id", sc.SpanID().String()))
+	}
+	return attrs
 }
