@@ -140,7 +140,7 @@ func (l *LogRecorder) Record(ctx context.Context, d *Decision) {
 		}
 	}
 	attrs = append(attrs, slog.Duration("latency", d.Duration))
-	l.Logger.LogAttrs(ctx, level, "decision", attrs...)
+	logLine(ctx, l.Logger, level, "decision", attrs)
 }
 
 // redact re-encodes raw JSON with the values of members named in keys

@@ -22,7 +22,7 @@ func captured(t *testing.T, rec extauthz.LogRecorder, opts []envOption, reqs ...
 	t.Helper()
 	e := newEnv(t, opts...)
 	var buf bytes.Buffer
-	rec.Logger = slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	rec.Logger = slog.New(extauthz.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo})) // as serve logs
 	for _, r := range reqs {
 		d, _ := e.server.Evaluate(context.Background(), checkRequest(r))
 		rec.Record(context.Background(), d)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -499,10 +500,16 @@ func (c *coldPools) after(s *server, round int, res *loadgen.RoundResult) {
 	}
 }
 
-// profile runs one hot round against the in-process mcpauthz with the CPU
-// profiler on.
+// profile runs one round of the --profile-workload (hot by default)
+// against the in-process mcpauthz with the CPU profiler on.
 func (h *harness) profile(ctx context.Context) (*loadgen.Workload, error) {
-	wl, err := h.workload(ctx, "hot")
+	name := cmp.Or(h.o.profileLoad, "hot")
+	switch name {
+	case "hot", "deny", "forbidden": // one server, a fixed token pool
+	default:
+		return nil, fmt.Errorf("--profile-workload %q: want hot, deny or forbidden", name)
+	}
+	wl, err := h.workload(ctx, name)
 	if err != nil {
 		return nil, err
 	}
@@ -526,13 +533,13 @@ func (h *harness) profile(ctx context.Context) (*loadgen.Workload, error) {
 	if err != nil {
 		return nil, err
 	}
-	h.progressf("[profile] hot workload against the in-process mcpauthz, CPU profile to %s ...", profile)
+	h.progressf("[profile] %s workload against the in-process mcpauthz, CPU profile to %s ...", name, profile)
 	p, addr, err := startListeningChild(ctx, "in-process mcpauthz", bin, []string{"--config", cfg, "--cpuprofile", profile}, nil)
 	if err != nil {
 		return nil, err
 	}
 	h.children.add(p)
-	s := &server{name: "mcpauthz in-process", kind: "mcpauthz-inproc", expect: loadgen.OutcomeAllow, proc: p}
+	s := &server{name: "mcpauthz in-process", kind: "mcpauthz-inproc", expect: wl.expect, proc: p}
 	defer s.close()
 	if err := h.connect(ctx, s, addr); err != nil {
 		return nil, err
@@ -548,7 +555,7 @@ func (h *harness) profile(ctx context.Context) (*loadgen.Workload, error) {
 	s.conns = nil
 	p.stop() // SIGTERM: the profile is written
 	out := &loadgen.Workload{
-		Name: "profile", Description: "hot, against an in-process mcpauthz with the CPU profiler on",
+		Name: "profile", Description: name + ", against an in-process mcpauthz with the CPU profiler on",
 		Servers: []loadgen.Server{loadgen.Summarize(s.name, s.kind, s.expect, s.rounds, mem)},
 		Notes:   []string{"CPU profile written to " + profile + " (go tool pprof -top -cum " + profile + ")"},
 	}

@@ -68,6 +68,7 @@ type options struct {
 	hotTokens   int
 	coldMax     int
 	cpuprofile  string
+	profileLoad string // the workload of the profiled round
 	// progress receives one line per round (stderr).
 	progress io.Writer
 }
@@ -139,7 +140,8 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.jsonPath, "json", "", "also write the machine-readable report to this file")
 	fs.IntVar(&o.hotTokens, "hot-tokens", 8, "distinct tokens reused by the hot, tools1000 and jwks50 workloads")
 	fs.IntVar(&o.coldMax, "cold-max-tokens", 200000, "cap on the tokens pre-minted for one cold round (a round that runs out is cut short and reported)")
-	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "after the workloads, run one hot round against an in-process mcpauthz (./cmd/mcpauthz-bench/inproc: the components of serve) and write its CPU profile here")
+	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "after the workloads, run one round (--profile-workload) against an in-process mcpauthz (./cmd/mcpauthz-bench/inproc: the components of serve) and write its CPU profile here")
+	fs.StringVar(&o.profileLoad, "profile-workload", "hot", "the workload of the --cpuprofile round: hot, deny or forbidden")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: mcpauthz-bench [flags]\n\nClosed-loop load comparison of mcpauthz against a do-nothing ext_authz server.\n\n")
 		fs.PrintDefaults()

@@ -3,6 +3,7 @@ package grpcopts
 import (
 	"sync"
 
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc/encoding"
 	grpcproto "google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/mem"
@@ -23,7 +24,23 @@ func Codec() encoding.CodecV2 { return codec{std: encoding.GetCodecV2(grpcproto.
 
 func (c codec) Name() string { return grpcproto.Name }
 
-func (c codec) Unmarshal(data mem.BufferSlice, v any) error { return c.std.Unmarshal(data, v) }
+// Unmarshal decodes a CheckRequest with decodeCheckRequest, and anything
+// else, or a CheckRequest it does not take, with the standard codec.
+func (c codec) Unmarshal(data mem.BufferSlice, v any) error {
+	if req, ok := v.(*authv3.CheckRequest); ok {
+		var b []byte
+		if len(data) == 1 {
+			b = data[0].ReadOnlyData() // decodeCheckRequest copies what it keeps
+		} else {
+			b = data.Materialize()
+		}
+		if decodeCheckRequest(b, req) {
+			return nil
+		}
+		proto.Reset(req)
+	}
+	return c.std.Unmarshal(data, v)
+}
 
 func (c codec) Marshal(v any) (mem.BufferSlice, error) {
 	if b, ok := rememberedBytes(v); ok {

@@ -22,6 +22,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/mcpauthz/mcpauthz/extauthz"
 	"github.com/mcpauthz/mcpauthz/internal/app"
 	"github.com/mcpauthz/mcpauthz/internal/asynclog"
 	"github.com/mcpauthz/mcpauthz/internal/config"
@@ -58,7 +59,7 @@ func inproc(ctx context.Context, cfgPath, profile string, stdout, stderr io.Writ
 	// As serve: the log output is asynchronous.
 	out := asynclog.New(stderr, asynclog.Options{})
 	defer out.Close(context.Background())
-	log := slog.New(slog.NewJSONHandler(out, &slog.HandlerOptions{Level: app.LogLevel(cfg)}))
+	log := slog.New(extauthz.NewJSONHandler(out, &slog.HandlerOptions{Level: app.LogLevel(cfg)}))
 
 	rt, err := app.Compile(cfg, app.Options{Logger: log, Observe: true, Trace: true}) // exactly what `mcpauthz serve` builds
 	if err != nil {
