@@ -11,6 +11,7 @@ import (
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	statuspb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/mcpauthz/mcpauthz/internal/grpcopts"
@@ -26,15 +27,82 @@ func (s *Server) respond(st *state, d *Decision) *authv3.CheckResponse {
 	if d.Allowed {
 		return s.allowResponse(d)
 	}
-	hs := deniedHeaders(s.loc, d)
+	parts := s.denialParts(d)
 	return &authv3.CheckResponse{
-		Status: &statuspb.Status{Code: int32(grpcCode(d.Status))},
+		Status: parts.status,
 		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
-			Status:  &typev3.HttpStatus{Code: typev3.StatusCode(d.Status)},
-			Headers: headerOptions(hs),
+			Status:  parts.httpStatus,
+			Headers: parts.headers,
 			Body:    string(d.body),
 		}},
-		DynamicMetadata: s.dynamicMetadata(d),
+		DynamicMetadata: parts.metadata,
+	}
+}
+
+// denial is what a denial shares with every denial like it: all but the
+// body, which echoes the request's JSON-RPC id. Each part is encoded once
+// (grpcopts.Remember), so that a repeated denial costs about what a
+// repeated allow does; never modified once stored.
+type denial struct {
+	status     *statuspb.Status
+	httpStatus *typev3.HttpStatus
+	headers    []*corev3.HeaderValueOption
+	metadata   *structpb.Struct
+}
+
+// maxSharedDenials bounds the denials kept per identity.
+const maxSharedDenials = 64
+
+// denialParts returns the shared parts of d's denial, kept per identity (a
+// 401 has none: the parts of "no identity" are shared by every caller).
+// The key holds everything the parts are made of: the status, the
+// outcome, reason, token result, MCP method and tool (the metadata), and
+// the headers themselves.
+func (s *Server) denialParts(d *Decision) *denial {
+	hs := deniedHeaders(s.loc, d)
+	if d.listMeta != nil {
+		return s.newDenial(d, hs)
+	}
+	var b strings.Builder
+	b.WriteString(strconv.Itoa(d.Status))
+	for _, v := range []string{d.Outcome(), d.Reason, d.TokenResult, d.MCPMethod(), d.Tool()} {
+		b.WriteString("\x00" + strconv.Itoa(len(v)) + ":" + v)
+	}
+	for _, h := range hs {
+		b.WriteString("\x00" + strconv.Itoa(len(h[0])) + ":" + h[0] + strconv.Itoa(len(h[1])) + ":" + h[1])
+	}
+	key := b.String()
+	p := s.identityParts(d.Identity)
+	p.mu.Lock()
+	parts, ok := p.denials[key]
+	p.mu.Unlock()
+	if ok {
+		return parts
+	}
+	parts = s.newDenial(d, hs)
+	for _, m := range []proto.Message{parts.status, parts.httpStatus, parts.metadata} {
+		grpcopts.Remember(m)
+	}
+	for _, h := range parts.headers {
+		grpcopts.Remember(h)
+	}
+	p.mu.Lock()
+	if p.denials == nil {
+		p.denials = map[string]*denial{}
+	}
+	if len(p.denials) < maxSharedDenials {
+		p.denials[key] = parts
+	}
+	p.mu.Unlock()
+	return parts
+}
+
+func (s *Server) newDenial(d *Decision, hs [][2]string) *denial {
+	return &denial{
+		status:     &statuspb.Status{Code: int32(grpcCode(d.Status))},
+		httpStatus: &typev3.HttpStatus{Code: typev3.StatusCode(d.Status)},
+		headers:    headerOptions(hs),
+		metadata:   s.dynamicMetadata(d),
 	}
 }
 
@@ -133,8 +201,9 @@ type identity struct {
 	subject  *structpb.Value
 	clientID *structpb.Value
 
-	mu     sync.Mutex
-	allows map[string]*authv3.CheckResponse // see sharedAllow; never modified once stored
+	mu      sync.Mutex
+	allows  map[string]*authv3.CheckResponse // see sharedAllow; never modified once stored
+	denials map[string]*denial               // see denialParts
 }
 
 // identityCacheSize bounds the identities kept; the cache is dropped whole

@@ -492,3 +492,57 @@ func writeFile(t *testing.T, path, content string) {
 		t.Fatal(err)
 	}
 }
+
+// TestSharedDenial: repeated 403s of one identity share every part but
+// the body, which keeps each request's JSON-RPC id; another tool, another
+// identity or no identity at all get parts of their own; and what goes
+// over gRPC is the whole denial.
+func TestSharedDenial(t *testing.T) {
+	e := newEnv(t)
+	alice := e.token(t, "tools:get_weather")
+	bob := e.token(t, "tools:get_weather", func(o *devissuer.MintOptions) { o.Subject = "bob" })
+	call := func(id, tool string) string {
+		return `{"jsonrpc":"2.0","id":` + id + `,"method":"tools/call","params":{"name":"` + tool + `"}}`
+	}
+	check := func(tok, body string) *authv3.CheckResponse {
+		t.Helper()
+		h := map[string]string{}
+		if tok != "" {
+			h = bearer(tok)
+		}
+		d, err := e.server.Check(context.Background(), checkRequest(req{body: body, headers: h}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	first, second := check(alice, call("1", "delete_file")), check(alice, call(`"two"`, "delete_file"))
+	f, s := first.GetDeniedResponse(), second.GetDeniedResponse()
+	if f.GetStatus().GetCode() != 403 || f.Headers[0] != s.Headers[0] || first.DynamicMetadata != second.DynamicMetadata || first.Status != second.Status || f.Status != s.Status {
+		t.Errorf("two 403s of one identity for one tool do not share their parts")
+	}
+	if !strings.Contains(f.Body, `"id":1,`) || !strings.Contains(s.Body, `"id":"two",`) {
+		t.Errorf("bodies %q and %q do not echo their ids", f.Body, s.Body)
+	}
+	for name, other := range map[string]*authv3.CheckResponse{
+		"another tool":     check(alice, call("3", "write_file")),
+		"another identity": check(bob, call("4", "delete_file")),
+		"no identity":      check("", call("5", "delete_file")),
+	} {
+		if other.DynamicMetadata == first.DynamicMetadata {
+			t.Errorf("%s shares the metadata of alice's delete_file denial", name)
+		}
+	}
+	if got := check(bob, call("4", "delete_file")).GetDynamicMetadata().GetFields()["subject"].GetStringValue(); got != "bob" {
+		t.Errorf("bob's denial names subject %q", got)
+	}
+	// Over gRPC (the codec builds the denial from its parts).
+	resp, err := e.client.Check(context.Background(), checkRequest(req{body: call("9", "delete_file"), headers: bearer(alice)}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := check(alice, call("9", "delete_file"))
+	if !proto.Equal(resp, want) {
+		t.Errorf("over gRPC:\n%v\nwant\n%v", resp, want)
+	}
+}

@@ -10,8 +10,10 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// codec is gRPC's proto codec, except for the messages Remember holds: it
-// sends their encoding, made once.
+// codec is gRPC's proto codec, except that it sends the encoding of the
+// messages Remember holds, made once; builds a denial from the remembered
+// encodings of its parts (appendDenial); and decodes a CheckRequest's HTTP
+// request by hand (decodeCheckRequest).
 //
 // (go-control-plane's vtprotobuf marshallers were measured here too: they
 // are compiled only with the vtprotobuf build tag, and the dynamic
@@ -47,6 +49,11 @@ func (c codec) Marshal(v any) (mem.BufferSlice, error) {
 		// Shared, read-only: gRPC only reads what it sends, and a
 		// SliceBuffer's Free does nothing.
 		return mem.BufferSlice{mem.SliceBuffer(b)}, nil
+	}
+	if resp, ok := v.(*authv3.CheckResponse); ok {
+		if b, ok := appendDenial(make([]byte, 0, 512), resp); ok {
+			return mem.BufferSlice{mem.SliceBuffer(b)}, nil
+		}
 	}
 	return c.std.Marshal(v)
 }
