@@ -48,7 +48,11 @@ func denial(t testing.TB, id string, remember bool) *authv3.CheckResponse {
 // it leaves to proto.Marshal.
 func TestAppendDenial(t *testing.T) {
 	std := encoding.GetCodecV2("proto")
-	bare := func(f func(m *authv3.CheckResponse)) *authv3.CheckResponse { m := denial(t, "1", false); f(m); return m }
+	bare := func(f func(m *authv3.CheckResponse)) *authv3.CheckResponse {
+		m := denial(t, "1", false)
+		f(m)
+		return m
+	}
 	for _, tc := range []struct {
 		name string
 		m    *authv3.CheckResponse
