@@ -102,3 +102,10 @@ BENCH_ARGS ?=
 .PHONY: bench-load
 bench-load: ## Closed-loop load comparison against a do-nothing ext_authz server (see docs/performance.md)
 	$(GO) run ./cmd/mcpauthz-bench --json bench-load.json $(BENCH_ARGS)
+
+.PHONY: pgo
+pgo: ## Refresh cmd/mcpauthz/default.pgo (profile-guided optimisation) from the load harness: an allow round and a 403 round, merged
+	$(GO) run ./cmd/mcpauthz-bench --workloads hot --rounds 1 --duration 10s --cpuprofile pgo-hot.prof --profile-workload hot >/dev/null
+	$(GO) run ./cmd/mcpauthz-bench --workloads forbidden --rounds 1 --duration 5s --cpuprofile pgo-forbidden.prof --profile-workload forbidden >/dev/null
+	$(GO) tool pprof -proto pgo-hot.prof pgo-forbidden.prof > cmd/mcpauthz/default.pgo
+	rm -f pgo-hot.prof pgo-forbidden.prof

@@ -178,10 +178,11 @@ func startListeningChild(ctx context.Context, name, path string, args, env []str
 	}
 }
 
-// startMCPAuthz runs `mcpauthz serve --config cfg` on fresh loopback ports
-// and waits until /readyz answers 200 (policy compiled, keys loaded). A
-// port taken between choosing and binding it is retried.
-func startMCPAuthz(ctx context.Context, name, bin string, writeConfig func(grpcAddr, httpAddr string) (string, error)) (*child, string, error) {
+// startMCPAuthz runs `mcpauthz serve --config cfg` on fresh loopback ports,
+// with env added to its environment, and waits until /readyz answers 200
+// (policy compiled, keys loaded). A port taken between choosing and
+// binding it is retried.
+func startMCPAuthz(ctx context.Context, name, bin string, env []string, writeConfig func(grpcAddr, httpAddr string) (string, error)) (*child, string, error) {
 	var lastErr error
 	for range 3 {
 		addrs, err := freeLoopbackAddrs(2)
@@ -195,7 +196,7 @@ func startMCPAuthz(ctx context.Context, name, bin string, writeConfig func(grpcA
 		// The decision log goes to a file next to the configuration, as
 		// a container runtime takes a process's output: mcpauthz pays for
 		// writing it, the load generator does not pay for reading it.
-		c, _, err := startChild(ctx, name, bin, []string{"serve", "--config", cfg}, nil, false, filepath.Join(filepath.Dir(cfg), "mcpauthz.log"))
+		c, _, err := startChild(ctx, name, bin, []string{"serve", "--config", cfg}, env, false, filepath.Join(filepath.Dir(cfg), "mcpauthz.log"))
 		if err != nil {
 			return nil, "", err
 		}

@@ -152,6 +152,9 @@ func (h *harness) run(ctx context.Context, rep *loadgen.Report) error {
 		}
 		rep.Machine.Binary = "built by the harness from " + root
 	}
+	if len(h.o.serverEnv) > 0 {
+		rep.Machine.Binary += ", environment " + strings.Join(h.o.serverEnv, " ")
+	}
 	h.progressf("generating keys ...")
 	if h.fx, err = newFixtures(ctx, h.tmp, h.o.workloads); err != nil {
 		return fmt.Errorf("keys and JWKS server: %w", err)
@@ -258,7 +261,7 @@ func (h *harness) startServers(ctx context.Context, wl *workload) ([]*server, er
 				return fail(err)
 			}
 		}
-		p, addr, err := startMCPAuthz(ctx, v.name, h.bin, func(grpcAddr, httpAddr string) (string, error) {
+		p, addr, err := startMCPAuthz(ctx, v.name, h.bin, h.o.serverEnv, func(grpcAddr, httpAddr string) (string, error) {
 			path := filepath.Join(dir, "mcpauthz.yaml")
 			return path, writeConfig(path, serverConfig{grpcAddr: grpcAddr, httpAddr: httpAddr, issuer: wl.issuer.URL, policyDir: policyDir, noDecisionCache: v.noDecisionCache, noListFilter: v.noListFilter})
 		})

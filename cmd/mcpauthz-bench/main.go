@@ -68,7 +68,8 @@ type options struct {
 	hotTokens   int
 	coldMax     int
 	cpuprofile  string
-	profileLoad string // the workload of the profiled round
+	profileLoad string   // the workload of the profiled round
+	serverEnv   []string // added to mcpauthz's environment (--mcpauthz-env)
 	// progress receives one line per round (stderr).
 	progress io.Writer
 }
@@ -141,6 +142,13 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.hotTokens, "hot-tokens", 8, "distinct tokens reused by the hot, tools1000 and jwks50 workloads")
 	fs.IntVar(&o.coldMax, "cold-max-tokens", 200000, "cap on the tokens pre-minted for one cold round (a round that runs out is cut short and reported)")
 	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "after the workloads, run one round (--profile-workload) against an in-process mcpauthz (./cmd/mcpauthz-bench/inproc: the components of serve) and write its CPU profile here")
+	fs.Func("mcpauthz-env", "`KEY=VALUE` added to the environment of the mcpauthz servers only, e.g. GOMEMLIMIT=48MiB (repeatable)", func(kv string) error {
+		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
+			return fmt.Errorf("%q: want KEY=VALUE", kv)
+		}
+		o.serverEnv = append(o.serverEnv, kv)
+		return nil
+	})
 	fs.StringVar(&o.profileLoad, "profile-workload", "hot", "the workload of the --cpuprofile round: hot, deny or forbidden")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: mcpauthz-bench [flags]\n\nClosed-loop load comparison of mcpauthz against a do-nothing ext_authz server.\n\n")
