@@ -1,4 +1,6 @@
-// Package grpcopts holds the gRPC server transport settings of mcpauthz. The
+// Package grpcopts holds the gRPC server transport settings of mcpauthz,
+// its codec included (codec.go: CheckRequests decoded by hand, remembered
+// answers sent as encoded once, denials built from remembered parts). The
 // benchmark's do-nothing server uses them too, so that the two servers
 // differ only in what Check does; the package imports nothing of the
 // decision path.
