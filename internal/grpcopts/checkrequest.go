@@ -25,247 +25,176 @@ import (
 // check spends about half as long in decoding. Every string is copied out
 // of b, so nothing keeps the gRPC buffer alive.
 func decodeCheckRequest(b []byte, m *authv3.CheckRequest) bool {
-	var rest passthrough
-	for i := 0; i < len(b); {
-		num, typ, field, n := nextField(b[i:])
-		if n < 0 {
+	return decodeMessage(b, m, func(num protowire.Number, typ protowire.Type) bool {
+		return num == 1 && typ == protowire.BytesType
+	}, func(m *authv3.CheckRequest, _ []byte, _ protowire.Number, _ protowire.Type, field []byte) bool {
+		if m.Attributes != nil {
 			return false
 		}
-		if num == 1 && typ == protowire.BytesType {
-			if m.Attributes != nil || !rest.flush(b, m) {
-				return false
-			}
-			m.Attributes = &authv3.AttributeContext{}
-			if !decodeAttributes(field, m.Attributes) {
-				return false
-			}
-		} else {
-			rest.add(i, n)
-		}
-		i += n
-	}
-	return rest.flush(b, m)
+		m.Attributes = &authv3.AttributeContext{}
+		return decodeAttributes(field, m.Attributes)
+	})
 }
 
 func decodeAttributes(b []byte, m *authv3.AttributeContext) bool {
-	var rest passthrough
-	for i := 0; i < len(b); {
-		num, typ, field, n := nextField(b[i:])
-		if n < 0 {
-			return false
-		}
-		switch {
-		case num == 4 && typ == protowire.BytesType:
-			if m.Request != nil || !rest.flush(b, m) {
+	return decodeMessage(b, m, func(num protowire.Number, typ protowire.Type) bool {
+		return (num == 1 || num == 2 || num == 4) && typ == protowire.BytesType
+	}, func(m *authv3.AttributeContext, _ []byte, num protowire.Number, _ protowire.Type, field []byte) bool {
+		if num == 4 {
+			if m.Request != nil {
 				return false
 			}
 			m.Request = &authv3.AttributeContext_Request{}
-			if !decodeRequest(field, m.Request) {
-				return false
-			}
-		case (num == 1 || num == 2) && typ == protowire.BytesType:
-			peer := &m.Source
-			if num == 2 {
-				peer = &m.Destination
-			}
-			if *peer != nil || !rest.flush(b, m) {
-				return false
-			}
-			*peer = &authv3.AttributeContext_Peer{}
-			if !decodePeer(field, *peer) {
-				return false
-			}
-		default:
-			rest.add(i, n)
+			return decodeRequest(field, m.Request)
 		}
-		i += n
-	}
-	return rest.flush(b, m)
+		peer := &m.Source
+		if num == 2 {
+			peer = &m.Destination
+		}
+		if *peer != nil {
+			return false
+		}
+		*peer = &authv3.AttributeContext_Peer{}
+		return decodePeer(field, *peer)
+	})
 }
 
 func decodeRequest(b []byte, m *authv3.AttributeContext_Request) bool {
-	var rest passthrough
-	for i := 0; i < len(b); {
-		num, typ, field, n := nextField(b[i:])
-		if n < 0 {
+	return decodeMessage(b, m, func(num protowire.Number, typ protowire.Type) bool {
+		return num == 2 && typ == protowire.BytesType
+	}, func(m *authv3.AttributeContext_Request, _ []byte, _ protowire.Number, _ protowire.Type, field []byte) bool {
+		if m.Http != nil {
 			return false
 		}
-		if num == 2 && typ == protowire.BytesType {
-			if m.Http != nil || !rest.flush(b, m) {
-				return false
-			}
-			m.Http = &authv3.AttributeContext_HttpRequest{}
-			if !decodeHTTP(field, m.Http) {
-				return false
-			}
-		} else {
-			rest.add(i, n)
-		}
-		i += n
-	}
-	return rest.flush(b, m)
+		m.Http = &authv3.AttributeContext_HttpRequest{}
+		return decodeHTTP(field, m.Http)
+	})
 }
 
 // decodePeer decodes a peer's socket address and principal by hand, the
 // rest of it (service, labels, certificate, other address kinds) through
 // proto.Unmarshal.
 func decodePeer(b []byte, m *authv3.AttributeContext_Peer) bool {
-	var rest passthrough
-	for i := 0; i < len(b); {
-		num, typ, field, n := nextField(b[i:])
-		if n < 0 {
+	return decodeMessage(b, m, func(num protowire.Number, typ protowire.Type) bool {
+		return (num == 1 || num == 4) && typ == protowire.BytesType
+	}, func(m *authv3.AttributeContext_Peer, _ []byte, num protowire.Number, _ protowire.Type, field []byte) bool {
+		if num == 4 {
+			m.Principal = string(field)
+			return utf8.Valid(field)
+		}
+		if m.Address != nil {
 			return false
 		}
-		switch {
-		case num == 1 && typ == protowire.BytesType:
-			if m.Address != nil || !rest.flush(b, m) {
-				return false
-			}
-			m.Address = &corev3.Address{}
-			if !decodeAddress(field, m.Address) {
-				return false
-			}
-		case num == 4 && typ == protowire.BytesType:
-			if !utf8.Valid(field) || !rest.flush(b, m) {
-				return false
-			}
-			m.Principal = string(field)
-		default:
-			rest.add(i, n)
-		}
-		i += n
-	}
-	return rest.flush(b, m)
+		m.Address = &corev3.Address{}
+		return decodeAddress(field, m.Address)
+	})
 }
 
 func decodeAddress(b []byte, m *corev3.Address) bool {
-	var rest passthrough
-	for i := 0; i < len(b); {
-		num, typ, field, n := nextField(b[i:])
-		if n < 0 {
-			return false
+	return decodeMessage(b, m, func(num protowire.Number, typ protowire.Type) bool {
+		return num == 1 && typ == protowire.BytesType
+	}, func(m *corev3.Address, _ []byte, _ protowire.Number, _ protowire.Type, field []byte) bool {
+		if m.Address != nil {
+			return false // a second address of the oneof: proto merges or replaces
 		}
-		if num == 1 && typ == protowire.BytesType {
-			if m.Address != nil || !rest.flush(b, m) {
-				return false // a second address of the oneof: proto merges or replaces
-			}
-			sa := &corev3.SocketAddress{}
-			if !decodeSocketAddress(field, sa) {
-				return false
-			}
-			m.Address = &corev3.Address_SocketAddress{SocketAddress: sa}
-		} else {
-			rest.add(i, n)
-		}
-		i += n
-	}
-	return rest.flush(b, m)
+		sa := &corev3.SocketAddress{}
+		m.Address = &corev3.Address_SocketAddress{SocketAddress: sa}
+		return decodeSocketAddress(field, sa)
+	})
 }
 
 func decodeSocketAddress(b []byte, m *corev3.SocketAddress) bool {
-	var rest passthrough
-	for i := 0; i < len(b); {
-		num, typ, field, n := nextField(b[i:])
-		if n < 0 {
-			return false
-		}
-		switch {
-		case num == 2 && typ == protowire.BytesType:
-			if !utf8.Valid(field) || !rest.flush(b, m) {
-				return false
-			}
+	return decodeMessage(b, m, func(num protowire.Number, typ protowire.Type) bool {
+		return num == 2 && typ == protowire.BytesType || num == 3 && typ == protowire.VarintType
+	}, func(m *corev3.SocketAddress, _ []byte, num protowire.Number, _ protowire.Type, field []byte) bool {
+		if num == 2 {
 			m.Address = string(field)
-		case num == 3 && typ == protowire.VarintType:
-			v, k := protowire.ConsumeVarint(field)
-			if k < 0 || !rest.flush(b, m) {
-				return false
-			}
-			m.PortSpecifier = &corev3.SocketAddress_PortValue{PortValue: uint32(v)}
-		default:
-			rest.add(i, n)
+			return utf8.Valid(field)
 		}
-		i += n
-	}
-	return rest.flush(b, m)
+		v, k := protowire.ConsumeVarint(field)
+		m.PortSpecifier = &corev3.SocketAddress_PortValue{PortValue: uint32(v)}
+		return k >= 0
+	})
 }
 
 // decodeHTTP decodes every field of HttpRequest by hand except unknown ones.
 func decodeHTTP(b []byte, m *authv3.AttributeContext_HttpRequest) bool {
+	return decodeMessage(b, m, func(num protowire.Number, _ protowire.Type) bool {
+		return num >= 1 && num <= 13
+	}, decodeHTTPField)
+}
+
+func decodeHTTPField(m *authv3.AttributeContext_HttpRequest, msg []byte, num protowire.Number, typ protowire.Type, field []byte) bool {
+	if num == 9 {
+		v, k := protowire.ConsumeVarint(field)
+		m.Size = int64(v)
+		return typ == protowire.VarintType && k >= 0
+	}
+	if typ != protowire.BytesType {
+		return false
+	}
+	switch num {
+	case 3:
+		if m.Headers == nil {
+			m.Headers = make(map[string]string, countField(msg, 3))
+		}
+		k, v, ok := decodeHeaderEntry(field)
+		m.Headers[k] = v
+		return ok
+	case 12:
+		m.RawBody = append(make([]byte, 0, len(field)), field...)
+		return true
+	case 13:
+		if m.HeaderMap == nil {
+			m.HeaderMap = &corev3.HeaderMap{}
+		}
+		return decodeHeaderMap(field, m.HeaderMap)
+	}
+	if !utf8.Valid(field) {
+		return false
+	}
+	s := common(field)
+	switch num {
+	case 1:
+		m.Id = s
+	case 2:
+		m.Method = s
+	case 4:
+		m.Path = s
+	case 5:
+		m.Host = s
+	case 6:
+		m.Scheme = s
+	case 7:
+		m.Query = s
+	case 8:
+		m.Fragment = s
+	case 10:
+		m.Protocol = s
+	case 11:
+		m.Body = s
+	}
+	return true
+}
+
+// decodeMessage walks the fields of b, the encoding of m: the fields known
+// reports are set by decode (which reports false where it cannot decode
+// one as proto.Unmarshal would); runs of the other fields are merged in by
+// proto.Unmarshal. A run is merged before the known field that ends it, so
+// that the last of a oneof wins and unknown fields keep their order. The
+// callbacks are package functions, so the walk allocates nothing of its own.
+func decodeMessage[M proto.Message](b []byte, m M, known func(protowire.Number, protowire.Type) bool,
+	decode func(m M, msg []byte, num protowire.Number, typ protowire.Type, field []byte) bool) bool {
 	var rest passthrough
 	for i := 0; i < len(b); {
 		num, typ, field, n := nextField(b[i:])
 		if n < 0 {
 			return false
 		}
-		if num < 1 || num > 13 {
+		if !known(num, typ) {
 			rest.add(i, n)
-			i += n
-			continue
-		}
-		if num == 9 {
-			if typ != protowire.VarintType {
-				return false
-			}
-			v, k := protowire.ConsumeVarint(field)
-			if k < 0 {
-				return false
-			}
-			m.Size = int64(v)
-			i += n
-			continue
-		}
-		if typ != protowire.BytesType {
+		} else if !rest.flush(b, m) || !decode(m, b, num, typ, field) {
 			return false
-		}
-		// Known fields are set in place; the unknown ones before them go
-		// first, so that their order is kept.
-		if !rest.flush(b, m) {
-			return false
-		}
-		switch num {
-		case 3:
-			if m.Headers == nil {
-				m.Headers = make(map[string]string, countField(b, 3))
-			}
-			k, v, ok := decodeHeaderEntry(field)
-			if !ok {
-				return false
-			}
-			m.Headers[k] = v
-		case 12:
-			m.RawBody = append(make([]byte, 0, len(field)), field...)
-		case 13:
-			if m.HeaderMap == nil {
-				m.HeaderMap = &corev3.HeaderMap{}
-			}
-			if !decodeHeaderMap(field, m.HeaderMap) {
-				return false
-			}
-		default:
-			if !utf8.Valid(field) {
-				return false
-			}
-			s := common(field)
-			switch num {
-			case 1:
-				m.Id = s
-			case 2:
-				m.Method = s
-			case 4:
-				m.Path = s
-			case 5:
-				m.Host = s
-			case 6:
-				m.Scheme = s
-			case 7:
-				m.Query = s
-			case 8:
-				m.Fragment = s
-			case 10:
-				m.Protocol = s
-			case 11:
-				m.Body = s
-			}
 		}
 		i += n
 	}
@@ -375,10 +304,8 @@ func countField(b []byte, num protowire.Number) int {
 	return c
 }
 
-// passthrough collects a run of fields mcpauthz does not decode by hand
-// and merges it into the message with proto.Unmarshal. A run ends where a
-// hand-decoded field starts, so that fields, unknown ones too, keep their
-// order.
+// passthrough is the pending run of fields decodeMessage leaves to
+// proto.Unmarshal.
 type passthrough struct{ start, end int }
 
 func (p *passthrough) add(at, n int) {
