@@ -12,10 +12,13 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN --mount=type=cache,target=/go/pkg/mod go mod download
 COPY . .
-ARG TARGETOS TARGETARCH VERSION=dev
+# BUILD_TAGS: the image is the slim server build (no serve --dev, no
+# validate --envoy: a quarter less binary and resident memory); an empty
+# BUILD_TAGS builds every command (docker-compose.yaml, which runs --dev).
+ARG TARGETOS TARGETARCH VERSION=dev BUILD_TAGS=mcpauthz_slim
 RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
     CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH \
-    go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /out/mcpauthz ./cmd/mcpauthz
+    go build -trimpath -tags "${BUILD_TAGS}" -ldflags "-s -w -X main.version=${VERSION}" -o /out/mcpauthz ./cmd/mcpauthz
 
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/mcpauthz /usr/local/bin/mcpauthz

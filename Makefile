@@ -12,8 +12,18 @@ BENCHCOUNT ?= 6
 help: ## Show the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
+# The server build (bin/mcpauthz, the container image) is slim: without
+# serve --dev's authorization server and validate --envoy, a quarter of the
+# binary, all of it resident (docs/performance.md). The full build has
+# every command: make build-full, go install, go run (make run).
+SLIM_TAGS := mcpauthz_slim
+
 .PHONY: build
-build: ## Build bin/mcpauthz (static)
+build: ## Build bin/mcpauthz, the slim server binary (static; no serve --dev, no validate --envoy)
+	CGO_ENABLED=0 $(GO) build -trimpath -tags $(SLIM_TAGS) -ldflags "-s -w -X main.version=$(VERSION)" -o $(BIN) ./cmd/mcpauthz
+
+.PHONY: build-full
+build-full: ## Build bin/mcpauthz with every command (serve --dev, validate --envoy)
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o $(BIN) ./cmd/mcpauthz
 
 .PHONY: run
@@ -28,11 +38,13 @@ MODULES := . deploy
 .PHONY: test
 test: vet test/interop/node/node_modules/.package-lock.json ## Run every test (Go and Rego) with the race detector, in both modules
 	$(GO) test -race -shuffle=on -count=1 ./...
+	$(GO) test -race -shuffle=on -count=1 -tags $(SLIM_TAGS) ./cmd/mcpauthz
 	cd deploy && $(GO) test -race -shuffle=on -count=1 ./...
 
 .PHONY: vet
 vet: ## go vet and gofmt check
 	@for m in $(MODULES); do echo "go vet ($$m)"; (cd $$m && $(GO) vet ./...) || exit 1; done
+	@echo "go vet -tags $(SLIM_TAGS) ./cmd/..."; $(GO) vet -tags $(SLIM_TAGS) ./cmd/...
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 

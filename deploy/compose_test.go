@@ -107,10 +107,14 @@ func TestDockerfile(t *testing.T) {
 	if last := froms[len(froms)-1]; last != "gcr.io/distroless/static-debian12:nonroot" {
 		t.Errorf("runtime stage %s", last)
 	}
-	for _, want := range []string{"CGO_ENABLED=0", "-trimpath", "./cmd/mcpauthz"} {
+	for _, want := range []string{"CGO_ENABLED=0", "-trimpath", `-tags "${BUILD_TAGS}"`, "./cmd/mcpauthz"} {
 		if !strings.Contains(runs, want) {
 			t.Errorf("the build does not use %s", want)
 		}
+	}
+	// The image is the server build of make build: the slim one.
+	if mk := regexp.MustCompile(`(?m)^SLIM_TAGS := (\S+)`).FindSubmatch(readRoot(t, "Makefile")); mk == nil || args["BUILD_TAGS"] != string(mk[1]) {
+		t.Errorf("ARG BUILD_TAGS=%q, want the Makefile's SLIM_TAGS (%q)", args["BUILD_TAGS"], mk)
 	}
 	if u, _, _ := strings.Cut(user, ":"); u != strconv.Itoa(nonRootUID) {
 		t.Errorf("USER %s, want %d (the pods' runAsUser)", user, nonRootUID)
@@ -194,6 +198,13 @@ func TestCompose(t *testing.T) {
 	m := c.Services["mcpauthz"]
 	if len(m.Command) == 0 || m.Command[0] != "serve" {
 		t.Fatalf("mcpauthz command %v", m.Command)
+	}
+	// The image is the slim server build unless BUILD_TAGS says otherwise;
+	// --dev needs the full build.
+	if slices.Contains(m.Command, "--dev") {
+		if tags, ok := m.Build.Args["BUILD_TAGS"]; !ok || strings.Contains(tags, "mcpauthz_slim") {
+			t.Errorf("mcpauthz runs serve --dev but builds BUILD_TAGS=%q (set: %v): the slim build has no --dev; want BUILD_TAGS \"\"", tags, ok)
+		}
 	}
 	serveSrc := append(readRoot(t, "cmd/mcpauthz/serve.go"), readRoot(t, "cmd/mcpauthz/dev.go")...)
 	listen := map[string]int{}

@@ -595,12 +595,17 @@ func goCmd() string {
 	return "go"
 }
 
+// serverTags are the build tags of the server binary `make build` and the
+// container image build: the slim build, without `serve --dev`'s
+// authorization server and `validate --envoy`.
+const serverTags = "mcpauthz_slim"
+
 // build builds the main package pkg of the module at root into dir, as
-// `make build` does (static, trimmed paths) but keeping the symbol table;
-// rev, if set, is the version mcpauthz reports.
+// `make build` does (static, trimmed paths, the server's build tags) but
+// keeping the symbol table; rev, if set, is the version mcpauthz reports.
 func build(ctx context.Context, root, dir, pkg, rev string) (string, error) {
 	out := filepath.Join(dir, filepath.Base(pkg))
-	args := []string{"build", "-trimpath", "-o", out}
+	args := []string{"build", "-trimpath", "-tags", serverTags, "-o", out}
 	if rev != "" {
 		args = append(args, "-ldflags", "-X main.version="+rev)
 	}

@@ -8,7 +8,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -16,7 +15,6 @@ import (
 	"time"
 
 	"github.com/mcpauthz/mcpauthz/internal/config"
-	"github.com/mcpauthz/mcpauthz/internal/devauth"
 	"github.com/mcpauthz/mcpauthz/internal/devissuer"
 	"github.com/mcpauthz/mcpauthz/internal/oauth"
 )
@@ -55,7 +53,7 @@ func devFlagSet(fs *flag.FlagSet) *devFlags {
 	fs.StringVar(&d.issuerPub, "dev-issuer-url", "", "the authorization server's URL as clients reach it (default http://ADDR of --dev-issuer-addr); required when --dev-issuer-addr is not a loopback address")
 	fs.StringVar(&d.resource, "resource", devResource, "with --dev: the protected resource URL (the URL Envoy serves the MCP endpoint at): audience of the tokens and base of the metadata URLs")
 	fs.StringVar(&d.approve, "dev-approve", "page", `with --dev: "page" shows a consent page for every authorization; "auto" grants the requested scopes to dev-user at once (scripts, CI; loopback redirect URIs only)`)
-	fs.DurationVar(&d.tokenTTL, "dev-token-ttl", devauth.DefaultTokenTTL, "with --dev: lifetime of the access tokens the authorization server issues")
+	fs.DurationVar(&d.tokenTTL, "dev-token-ttl", devTokenTTL, "with --dev: lifetime of the access tokens the authorization server issues")
 	fs.BoolVar(&d.introspect, "dev-introspect", false, "with --dev: the authorization server issues opaque access tokens and mcpauthz checks them by introspection (RFC 7662), so a revocation (RFC 7009) takes effect at the next check")
 	return d
 }
@@ -71,7 +69,7 @@ func (d *devFlags) listen(ctx context.Context) (net.Listener, error) {
 	if remote && d.issuerPub == "" {
 		return nil, fmt.Errorf("--dev-issuer-addr %s is not a loopback address: set --dev-issuer-url to the URL clients reach it at", d.issuerAddr)
 	}
-	ln, err := devauth.Listen(ctx, d.issuerAddr, remote)
+	ln, err := devAuthListen(ctx, d.issuerAddr, remote)
 	if err != nil {
 		return nil, fmt.Errorf("dev authorization server: %w", err)
 	}
@@ -84,35 +82,6 @@ func (d *devFlags) issuerURL(ln net.Listener) string {
 		return strings.TrimSuffix(d.issuerPub, "/")
 	}
 	return "http://" + ln.Addr().String()
-}
-
-// authorizationServer builds the development authorization server for the
-// issuer iss, issuing tokens for the resource of cfg.
-func (d *devFlags) authorizationServer(iss *devissuer.Issuer, cfg *config.Config, log *slog.Logger) (*devauth.Server, error) {
-	mode, err := devauth.ParseApproveMode(d.approve)
-	if err != nil {
-		return nil, fmt.Errorf("--dev-approve: %w", err)
-	}
-	u, _ := oauth.ParseEndpointURL(iss.URL)
-	opts := devauth.Options{
-		Issuer:      iss.URL,
-		AllowRemote: u == nil || !oauth.IsLoopbackHost(u.Hostname()),
-		Key:         iss.Key,
-		Resources:   []string{cfg.Resource},
-		Scopes:      cfg.ScopesSupported,
-		Approve:     mode,
-		TokenTTL:    d.tokenTTL,
-		Logger:      log.With("component", "devauth"),
-	}
-	if d.introspect {
-		opts.OpaqueAccessTokens = true
-		opts.Clients = []devauth.Client{{ID: devIntrospectClient, Secret: d.introspectSecret, Name: "mcpauthz", Introspect: true}}
-	}
-	srv, err := devauth.New(opts)
-	if err != nil {
-		return nil, fmt.Errorf("dev authorization server: %w", err)
-	}
-	return srv, nil
 }
 
 // useIntrospection points the development issuer's configuration at the
@@ -209,10 +178,10 @@ func writeAddrFile(path, grpcAddr, httpAddr string, dev *devissuer.Issuer) error
 	return nil
 }
 
-func printDevBanner(w io.Writer, iss *devissuer.Issuer, as *devauth.Server, cfg *config.Config, grpcAddr, httpAddr, dir string) {
+func printDevBanner(w io.Writer, iss *devissuer.Issuer, as devAuthServer, cfg *config.Config, grpcAddr, httpAddr, dir string) {
 	tok, err := iss.Mint(devissuer.MintOptions{
-		Subject:  devauth.DefaultSubject,
-		ClientID: devauth.DevClientID,
+		Subject:  devSubject,
+		ClientID: devClientID,
 		Audience: []string{cfg.Resource},
 		Scopes:   []string{"tools:*"},
 		TTL:      time.Hour,
@@ -223,7 +192,7 @@ func printDevBanner(w io.Writer, iss *devissuer.Issuer, as *devauth.Server, cfg 
 		return
 	}
 	approve := "consent page"
-	if as != nil && as.ApproveMode() == devauth.ApproveAuto {
+	if as != nil && as.ApproveMode() == devApproveAuto {
 		approve = "automatic approval"
 	}
 	fmt.Fprintf(w, `

@@ -17,7 +17,6 @@ import (
 	"github.com/mcpauthz/mcpauthz/internal/app"
 	"github.com/mcpauthz/mcpauthz/internal/asynclog"
 	"github.com/mcpauthz/mcpauthz/internal/config"
-	"github.com/mcpauthz/mcpauthz/internal/devauth"
 	"github.com/mcpauthz/mcpauthz/internal/devissuer"
 )
 
@@ -110,7 +109,7 @@ type serveOptions struct {
 	// logDropped counts the log lines dropped (a metric).
 	logDropped  func() uint64
 	dev         *devissuer.Issuer
-	devAuth     *devauth.Server // the development authorization server, with dev
+	devAuth     devAuthServer // the development authorization server, with dev
 	devListener net.Listener
 	devDir      string
 	stdout      io.Writer

@@ -7,7 +7,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/mcpauthz/mcpauthz/internal/devauth"
 	"github.com/mcpauthz/mcpauthz/internal/devissuer"
 )
 
@@ -16,8 +15,8 @@ func runToken(_ context.Context, args []string, stdout, stderr io.Writer) error 
 	devDir := fs.String("dev-dir", defaultDevDir(), "where the development issuer keeps its key (created if missing)")
 	var scopes headerFlags
 	fs.Var(&scopes, "scope", "granted scope; repeatable, or several separated by spaces")
-	sub := fs.String("sub", devauth.DefaultSubject, "subject")
-	clientID := fs.String("client-id", devauth.DevClientID, "client_id claim")
+	sub := fs.String("sub", devSubject, "subject")
+	clientID := fs.String("client-id", devClientID, "client_id claim")
 	aud := fs.String("aud", "", "audience (default: the resource of the last `serve --dev`, else "+devResource+")")
 	ttl := fs.Duration("ttl", time.Hour, "lifetime")
 	if err := parseFlags(fs, args); err != nil {

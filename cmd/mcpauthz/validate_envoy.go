@@ -1,3 +1,5 @@
+//go:build !mcpauthz_slim
+
 package main
 
 import (
