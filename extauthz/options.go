@@ -59,6 +59,14 @@ type Options struct {
 	// token, the policy and the upstream credential; nil traces nothing
 	// and costs nothing. Recorders get the check's span in their context.
 	Tracer trace.Tracer
+
+	// AnswerCacheSize bounds the verified identities whose answer parts
+	// (identity headers, shared allows and denials) are kept (default
+	// DefaultAnswerCacheSize, -1 keeps none), and AnswerCacheBytes the
+	// memory of those parts (default DefaultAnswerCacheBytes, at least
+	// 65536).
+	AnswerCacheSize  int
+	AnswerCacheBytes int
 }
 
 // MCPOptions describe the MCP endpoints behind Envoy.
@@ -124,6 +132,12 @@ func (o *Options) applyDefaults() {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.AnswerCacheSize == 0 {
+		o.AnswerCacheSize = DefaultAnswerCacheSize
+	}
+	if o.AnswerCacheBytes == 0 {
+		o.AnswerCacheBytes = DefaultAnswerCacheBytes
 	}
 }
 
@@ -194,6 +208,12 @@ func (o *Options) validate() error {
 		case isIdentityHeader(o.Upstream.IdentityHeaders, hdr):
 			errs.Add(path+".header", "%q is an identity header", hdr)
 		}
+	}
+	if o.AnswerCacheSize < -1 || o.AnswerCacheSize > 10_000_000 {
+		errs.Add("answer_cache_size", "must be -1 (disabled), 0 (default %d) or a size up to 10000000", DefaultAnswerCacheSize)
+	}
+	if o.AnswerCacheBytes < 65536 || o.AnswerCacheBytes > 1<<34 {
+		errs.Add("answer_cache_bytes", "must be 0 (default %d) or from 65536 to %d bytes", DefaultAnswerCacheBytes, int64(1)<<34)
 	}
 	return errs.Err()
 }

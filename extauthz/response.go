@@ -75,25 +75,37 @@ func (s *Server) denialParts(d *Decision) *denial {
 	p := s.identityParts(d.Identity)
 	p.mu.Lock()
 	parts, ok := p.denials[key]
+	keep := !ok && !p.evicted && len(p.denials) < maxSharedDenials
 	p.mu.Unlock()
 	if ok {
 		return parts
 	}
 	parts = s.newDenial(d, hs)
-	for _, m := range []proto.Message{parts.status, parts.httpStatus, parts.metadata} {
-		grpcopts.Remember(m)
+	if !keep {
+		return parts
 	}
+	msgs := make([]proto.Message, 0, 3+len(parts.headers))
+	msgs = append(msgs, parts.status, parts.httpStatus, parts.metadata)
 	for _, h := range parts.headers {
-		grpcopts.Remember(h)
+		msgs = append(msgs, h)
 	}
+	grpcopts.Remember(msgs...)
 	p.mu.Lock()
-	if p.denials == nil {
-		p.denials = map[string]*denial{}
-	}
-	if len(p.denials) < maxSharedDenials {
+	stored := !p.evicted && len(p.denials) < maxSharedDenials && p.denials[key] == nil
+	if stored {
+		if p.denials == nil {
+			p.denials = map[string]*denial{}
+		}
 		p.denials[key] = parts
+		p.remembered = append(p.remembered, msgs...)
+		s.answers.grow(p, partBytes(len(key), msgs...))
 	}
 	p.mu.Unlock()
+	if !stored {
+		grpcopts.Forget(msgs...)
+		return parts
+	}
+	s.answers.trim()
 	return parts
 }
 
@@ -129,20 +141,32 @@ func (s *Server) sharedAllow(d *Decision) *authv3.CheckResponse {
 	key := d.Outcome() + "\x00" + d.MCPMethod() + "\x00" + d.Tool()
 	p.mu.Lock()
 	resp, ok := p.allows[key]
+	keep := !ok && !p.evicted && len(p.allows) < maxSharedAllows
 	p.mu.Unlock()
 	if ok {
 		return resp
 	}
 	resp = s.allowResponse(d)
+	if !keep {
+		return resp
+	}
 	grpcopts.Remember(resp)
 	p.mu.Lock()
-	if p.allows == nil {
-		p.allows = map[string]*authv3.CheckResponse{}
-	}
-	if len(p.allows) < maxSharedAllows {
+	stored := !p.evicted && len(p.allows) < maxSharedAllows && p.allows[key] == nil
+	if stored {
+		if p.allows == nil {
+			p.allows = map[string]*authv3.CheckResponse{}
+		}
 		p.allows[key] = resp
+		p.remembered = append(p.remembered, resp)
+		s.answers.grow(p, partBytes(len(key), resp))
 	}
 	p.mu.Unlock()
+	if !stored {
+		grpcopts.Forget(resp)
+		return resp
+	}
+	s.answers.trim()
 	return resp
 }
 
@@ -201,14 +225,16 @@ type identity struct {
 	subject  *structpb.Value
 	clientID *structpb.Value
 
-	mu      sync.Mutex
-	allows  map[string]*authv3.CheckResponse // see sharedAllow; never modified once stored
-	denials map[string]*denial               // see denialParts
-}
+	// size is the estimate of the memory of the parts, counted by the
+	// answer cache while it keeps this identity (evicted false).
+	size int
 
-// identityCacheSize bounds the identities kept; the cache is dropped whole
-// when full (a flood of distinct verified identities only costs rebuilding).
-const identityCacheSize = 4096
+	mu         sync.Mutex
+	allows     map[string]*authv3.CheckResponse // see sharedAllow; never modified once stored
+	denials    map[string]*denial               // see denialParts
+	remembered []proto.Message                  // the parts whose encoding the codec keeps
+	evicted    bool                             // no longer in the answer cache
+}
 
 func (s *Server) identityParts(id *Identity) *identity {
 	var sub, client, scopes, iss, actor string
@@ -221,13 +247,10 @@ func (s *Server) identityParts(id *Identity) *identity {
 	// bytes their claims hold.
 	key := strconv.Itoa(len(sub)) + ":" + sub + strconv.Itoa(len(client)) + ":" + client +
 		strconv.Itoa(len(iss)) + ":" + iss + strconv.Itoa(len(actor)) + ":" + actor + scopes
-	s.idMu.RLock()
-	p, ok := s.idCache[key]
-	s.idMu.RUnlock()
-	if ok {
+	if p, ok := s.answers.get(key); ok {
 		return p
 	}
-	p = &identity{subject: structpb.NewStringValue(sub), clientID: structpb.NewStringValue(client)}
+	p := &identity{subject: structpb.NewStringValue(sub), clientID: structpb.NewStringValue(client)}
 	put := func(name, value string) {
 		if name == "" {
 			return
@@ -255,12 +278,15 @@ func (s *Server) identityParts(id *Identity) *identity {
 	slices.Sort(p.remove)
 	p.remove = slices.Compact(p.remove)
 	p.headers = headerOptions(slices.Clone(p.set))
-	s.idMu.Lock()
-	if len(s.idCache) >= identityCacheSize {
-		clear(s.idCache)
+	msgs := []proto.Message{p.subject, p.clientID}
+	for _, h := range p.headers {
+		msgs = append(msgs, h)
 	}
-	s.idCache[key] = p
-	s.idMu.Unlock()
+	p.size = partBytes(len(key), msgs...)
+	for _, h := range p.remove {
+		p.size += len(h) + 16
+	}
+	s.answers.add(key, p)
 	return p
 }
 

@@ -10,7 +10,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -53,9 +52,8 @@ type Server struct {
 	// once (see SetPolicy).
 	state atomic.Pointer[state]
 
-	// idCache holds the answer parts per verified identity (response.go).
-	idMu    sync.RWMutex
-	idCache map[string]*identity
+	// answers holds the answer parts per verified identity (response.go).
+	answers *answerCache
 }
 
 // state is one policy generation with what derives from it, computed when
@@ -105,7 +103,7 @@ func New(opts Options) (*Server, error) {
 		credentials:    opts.Credentials,
 		credHeaders:    map[string]bool{},
 		parseOpts:      mcprpc.Options{MaxDepth: opts.MCP.MaxDepth, MaxBatch: opts.MCP.MaxBatch},
-		idCache:        map[string]*identity{},
+		answers:        newAnswerCache(opts.AnswerCacheSize, opts.AnswerCacheBytes),
 	}
 	for _, p := range opts.MCP.Paths {
 		s.mcpPaths[canonicalPath(p)] = true

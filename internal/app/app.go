@@ -333,6 +333,9 @@ func Compile(cfg *config.Config, opts Options) (_ *Runtime, err error) {
 		Logger:        log,
 		Recorders:     recorders,
 		Tracer:        rt.tracing.Tracer(),
+
+		AnswerCacheSize:  cfg.AnswerCacheSize,
+		AnswerCacheBytes: cfg.AnswerCacheBytes,
 	})
 	errs.Merge("", err)
 	lf := cfg.ListFiltering
@@ -357,7 +360,7 @@ func Compile(cfg *config.Config, opts Options) (_ *Runtime, err error) {
 	}
 	rt.Engine = policy.New(popts)
 	if rt.Metrics != nil {
-		rt.Metrics.ObserveCaches(rt.Verifier, rt.Engine)
+		rt.Metrics.ObserveCaches(rt.Verifier, rt.Engine, rt.Server)
 	}
 	if listFiltering(cfg) {
 		lopts := extproc.Options{

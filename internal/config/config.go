@@ -36,10 +36,17 @@ type Config struct {
 	// 4194304, 4 MiB: about 5 000 tokens of a 330-byte payload, 2 300 of a
 	// 1.2 KB one; at least 65536). The cache of recently rejected tokens
 	// has the same bounds.
-	TokenCacheBytes int      `yaml:"token_cache_bytes"`
-	Policy          Policy   `yaml:"policy"`
-	MCP             MCP      `yaml:"mcp"`
-	Upstream        Upstream `yaml:"upstream"`
+	TokenCacheBytes int `yaml:"token_cache_bytes"`
+	// AnswerCacheSize bounds the verified identities whose answer parts
+	// (identity headers, and the allows and denials they repeat, encoded
+	// once) are kept (default 4096, -1 disables); AnswerCacheBytes bounds
+	// the memory of those parts (default 2097152, 2 MiB: about 330
+	// identities with an allow and a 403 each; at least 65536).
+	AnswerCacheSize  int      `yaml:"answer_cache_size"`
+	AnswerCacheBytes int      `yaml:"answer_cache_bytes"`
+	Policy           Policy   `yaml:"policy"`
+	MCP              MCP      `yaml:"mcp"`
+	Upstream         Upstream `yaml:"upstream"`
 	// ListFiltering filters list responses per caller (ext_proc).
 	ListFiltering ListFiltering `yaml:"list_filtering"`
 	// UpstreamCredentials are the named sources of credentials the policy

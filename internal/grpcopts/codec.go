@@ -71,17 +71,40 @@ var remembered struct {
 // maxRemembered bounds the messages whose encoding is kept.
 const maxRemembered = 8192
 
-// Remember marshals m once and keeps the bytes for the codec.
-func Remember(m proto.Message) {
-	b, err := proto.Marshal(m)
-	if err != nil {
-		return // the codec marshals it each time, and reports the error
+// Remember marshals each message once and keeps the bytes for the codec,
+// until Forget. The messages must not change afterwards. Past
+// maxRemembered messages the codec forgets them all (it then marshals
+// them each time, which is only slower): whoever keeps messages bounds
+// them and forgets the ones it drops.
+func Remember(msgs ...proto.Message) {
+	enc := make([][]byte, len(msgs))
+	for i, m := range msgs {
+		if b, err := proto.Marshal(m); err == nil {
+			enc[i] = b
+		} // else the codec marshals it each time, and reports the error
 	}
 	remembered.Lock()
-	if remembered.m == nil || len(remembered.m) >= maxRemembered {
-		remembered.m = make(map[proto.Message][]byte, 256)
+	for i, m := range msgs {
+		if enc[i] == nil {
+			continue
+		}
+		if remembered.m == nil || len(remembered.m) >= maxRemembered {
+			remembered.m = make(map[proto.Message][]byte, 256)
+		}
+		remembered.m[m] = enc[i]
 	}
-	remembered.m[m] = b
+	remembered.Unlock()
+}
+
+// Forget drops the encodings Remember kept for msgs.
+func Forget(msgs ...proto.Message) {
+	if len(msgs) == 0 {
+		return
+	}
+	remembered.Lock()
+	for _, m := range msgs {
+		delete(remembered.m, m)
+	}
 	remembered.Unlock()
 }
 

@@ -50,6 +50,31 @@ func TestCodec(t *testing.T) {
 	}
 }
 
+// TestForget: after Forget the codec marshals the message as it is now,
+// not the encoding it remembered; the other remembered messages are kept.
+func TestForget(t *testing.T) {
+	c := Codec()
+	gone, kept := allow(t), allow(t)
+	Remember(gone, kept)
+	Forget(gone)
+	gone.DynamicMetadata.Fields["subject"] = structpb.NewStringValue("mallory")
+	got, err := c.Marshal(gone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	back := &authv3.CheckResponse{}
+	if err := proto.Unmarshal(got.Materialize(), back); err != nil || back.DynamicMetadata.Fields["subject"].GetStringValue() != "mallory" {
+		t.Errorf("a forgotten message is sent as remembered: %v, %v", back, err)
+	}
+	if _, ok := rememberedBytes(gone); ok {
+		t.Error("Forget kept the encoding")
+	}
+	if _, ok := rememberedBytes(kept); !ok {
+		t.Error("Forget dropped another message's encoding")
+	}
+	Forget() // no messages: nothing to do
+}
+
 // BenchmarkMarshal: an allow marshalled by the standard codec, and
 // remembered.
 func BenchmarkMarshal(b *testing.B) {

@@ -5,6 +5,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/mcpauthz/mcpauthz/extauthz"
 	"github.com/mcpauthz/mcpauthz/internal/jwtauth"
 	"github.com/mcpauthz/mcpauthz/policy"
 )
@@ -16,6 +17,7 @@ const (
 	CacheTokenRejected = "token_rejected" // JWTs rejected after their signature check
 	CacheDecision      = "decision"       // policy decisions
 	CacheVisibility    = "visibility"     // list visibility
+	CacheAnswer        = "answer"         // answer parts per verified identity (extauthz)
 )
 
 // CacheStats is what a cache reports at every scrape.
@@ -39,7 +41,7 @@ type cacheCollector struct {
 func newCacheCollector() *cacheCollector {
 	label := []string{"cache"}
 	return &cacheCollector{
-		entries:   prometheus.NewDesc("mcpauthz_cache_entries", "Entries held by a cache (token, token_rejected, decision, visibility).", label, nil),
+		entries:   prometheus.NewDesc("mcpauthz_cache_entries", "Entries held by a cache (token, token_rejected, decision, visibility, answer).", label, nil),
 		bytes:     prometheus.NewDesc("mcpauthz_cache_bytes", "Bytes held by a cache's entries, as its byte bound counts them.", label, nil),
 		evictions: prometheus.NewDesc("mcpauthz_cache_evictions_total", "Entries a cache dropped before their expiry to stay within its bounds (entries and bytes).", label, nil),
 		caches:    map[string]func() CacheStats{},
@@ -64,13 +66,13 @@ func (c *cacheCollector) Collect(ch chan<- prometheus.Metric) {
 }
 
 // SetCache exports the cache name (CacheToken, CacheTokenRejected,
-// CacheDecision or CacheVisibility; other names are ignored) as
+// CacheDecision, CacheVisibility or CacheAnswer; other names are ignored) as
 // mcpauthz_cache_entries, mcpauthz_cache_bytes and
 // mcpauthz_cache_evictions_total with cache=name, reading stats at every
 // scrape; stats must be safe for concurrent use. A nil stats removes it.
 func (m *Metrics) SetCache(name string, stats func() CacheStats) {
 	switch name {
-	case CacheToken, CacheTokenRejected, CacheDecision, CacheVisibility:
+	case CacheToken, CacheTokenRejected, CacheDecision, CacheVisibility, CacheAnswer:
 	default:
 		return
 	}
@@ -83,9 +85,9 @@ func (m *Metrics) SetCache(name string, stats func() CacheStats) {
 	m.caches.caches[name] = stats
 }
 
-// ObserveCaches exports the caches of v (token, token_rejected) and e
-// (decision, visibility); either may be nil.
-func (m *Metrics) ObserveCaches(v *jwtauth.Verifier, e *policy.Engine) {
+// ObserveCaches exports the caches of v (token, token_rejected), e
+// (decision, visibility) and s (answer); any may be nil.
+func (m *Metrics) ObserveCaches(v *jwtauth.Verifier, e *policy.Engine, s *extauthz.Server) {
 	if v != nil {
 		m.SetCache(CacheToken, func() CacheStats { st, _ := v.CacheStats(); return CacheStats(st) })
 		m.SetCache(CacheTokenRejected, func() CacheStats { _, st := v.CacheStats(); return CacheStats(st) })
@@ -93,5 +95,8 @@ func (m *Metrics) ObserveCaches(v *jwtauth.Verifier, e *policy.Engine) {
 	if e != nil {
 		m.SetCache(CacheDecision, func() CacheStats { return CacheStats(e.DecisionCacheStats()) })
 		m.SetCache(CacheVisibility, func() CacheStats { return CacheStats(e.VisibilityCacheStats()) })
+	}
+	if s != nil {
+		m.SetCache(CacheAnswer, func() CacheStats { return CacheStats(s.AnswerCacheStats()) })
 	}
 }

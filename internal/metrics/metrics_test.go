@@ -184,7 +184,7 @@ func TestCacheMetrics(t *testing.T) {
 	if err := e.Load(context.Background(), policy.DefaultSource()); err != nil {
 		t.Fatal(err)
 	}
-	m.ObserveCaches(nil, e)
+	m.ObserveCaches(nil, e, nil)
 	m.SetCache("attacker-chosen", func() CacheStats { return CacheStats{Entries: 1} })
 	tok := &policy.Token{Subject: "alice", Scopes: []string{"tools:*"}, Expiry: time.Now().Add(time.Hour).Unix()}
 	for i := range 20 {
