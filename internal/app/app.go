@@ -639,7 +639,7 @@ func credentialSources(cfg *config.Config, opts upstream.Options, m *metrics.Met
 				SubjectTokenType: c.SubjectTokenType, RequestedTokenType: c.RequestedTokenType,
 				AllowMissingIssuedTokenType: c.AllowMissingIssuedTokenType,
 				Client:                      client, CAFile: c.CAFile, Header: c.Header, Scheme: c.Scheme,
-				Timeout: c.Timeout.D(), CacheSize: c.CacheSize, MaxConcurrent: c.MaxConcurrent,
+				Timeout: c.Timeout.D(), CacheSize: c.CacheSize, CacheBytes: c.CacheBytes, MaxConcurrent: c.MaxConcurrent,
 			}, opts)
 		case "client_credentials":
 			src, err = upstream.NewClientCredentials(upstream.ClientCredentialsConfig{

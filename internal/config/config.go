@@ -339,9 +339,12 @@ type UpstreamCredential struct {
 	Scheme string `yaml:"scheme"`
 	// Timeout bounds one token request (default 500ms).
 	Timeout Duration `yaml:"timeout"`
-	// CacheSize bounds the exchanged tokens kept (default 10000) and
-	// MaxConcurrent the exchanges in flight (default 64).
+	// CacheSize bounds the exchanged tokens kept (default 10000),
+	// CacheBytes their memory (default 4194304, 4 MiB: about 3 000 tokens
+	// of 1.2 KB; at least 65536) and MaxConcurrent the exchanges in
+	// flight (default 64).
 	CacheSize     int `yaml:"cache_size"`
+	CacheBytes    int `yaml:"cache_bytes"`
 	MaxConcurrent int `yaml:"max_concurrent"`
 	// File holds the secret of a static source; PollInterval is how often
 	// it is checked for changes (default 5s).

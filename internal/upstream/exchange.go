@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
@@ -47,8 +48,11 @@ const (
 	// Envoy's ext_authz timeout (1s in envoy/envoy.yaml, 200ms when unset)
 	// together with the rest of the check; lower it if Envoy's is lower.
 	DefaultExchangeTimeout = 500 * time.Millisecond
-	// DefaultCacheSize is the number of exchanged tokens a source keeps.
-	DefaultCacheSize = 10000
+	// DefaultCacheSize is the number of exchanged tokens a source keeps,
+	// and DefaultCacheBytes the bytes they may hold (counted as the
+	// header value plus a fixed cost per entry).
+	DefaultCacheSize  = 10000
+	DefaultCacheBytes = 4 << 20
 	// DefaultMaxConcurrent bounds the exchanges in flight per source.
 	DefaultMaxConcurrent = 64
 )
@@ -106,8 +110,10 @@ type TokenExchangeConfig struct {
 	Scheme string
 	// Timeout bounds one exchange (default DefaultExchangeTimeout).
 	Timeout time.Duration
-	// CacheSize bounds the cached tokens (default DefaultCacheSize).
-	CacheSize int
+	// CacheSize bounds the cached tokens (default DefaultCacheSize) and
+	// CacheBytes their memory (default DefaultCacheBytes, at least 65536).
+	CacheSize  int
+	CacheBytes int
 	// MaxConcurrent bounds the exchanges in flight (default
 	// DefaultMaxConcurrent); beyond it requests fail at once with
 	// ReasonOverloaded.
@@ -129,8 +135,12 @@ type TokenExchange struct {
 	maxConc  int
 	endpoint *tokenEndpoint
 	cache    *lru.Cache[cacheKey, *cacheEntry]
-	clk      clock
-	obs      Observer
+	// cacheBytes is what the cached entries hold (entryBytes), at most
+	// maxBytes once an Add returns.
+	cacheBytes atomic.Int64
+	maxBytes   int64
+	clk        clock
+	obs        Observer
 	// keyBufs recycles the buffers of key, so a cache hit allocates
 	// nothing.
 	keyBufs sync.Pool
@@ -153,6 +163,10 @@ type cacheEntry struct {
 	value string // the header value
 	until int64  // Unix nanoseconds; not served at or after it
 }
+
+// entryBytes is what e counts for in the byte bound: its value, the entry
+// and the LRU's list element and map slot.
+func entryBytes(e *cacheEntry) int64 { return int64(len(e.value)) + 160 }
 
 // flight is one exchange in progress; value and err are set before done
 // is closed.
@@ -214,6 +228,13 @@ func newTokenExchange(cfg TokenExchangeConfig, opts Options) (*TokenExchange, er
 	}
 	if size < 0 {
 		return nil, errors.New("cache_size must not be negative")
+	}
+	s.maxBytes = int64(cfg.CacheBytes)
+	switch {
+	case s.maxBytes == 0:
+		s.maxBytes = DefaultCacheBytes
+	case s.maxBytes < 65536 || s.maxBytes > 1<<34:
+		return nil, fmt.Errorf("cache_bytes must be 0 (default %d) or from 65536 to %d bytes", DefaultCacheBytes, int64(1)<<34)
 	}
 	if s.maxConc == 0 {
 		s.maxConc = DefaultMaxConcurrent
@@ -283,7 +304,7 @@ func newTokenExchange(cfg TokenExchangeConfig, opts Options) (*TokenExchange, er
 	if err != nil {
 		return nil, err
 	}
-	s.cache, err = lru.New[cacheKey, *cacheEntry](size)
+	s.cache, err = lru.NewWithEvict(size, func(_ cacheKey, e *cacheEntry) { s.cacheBytes.Add(-entryBytes(e)) })
 	if err != nil {
 		return nil, err
 	}
@@ -381,7 +402,18 @@ func (s *TokenExchange) run(parent trace.Span, f *flight, key cacheKey, sub Subj
 	if err == nil {
 		f.value = resp.value
 		if until, ok := cacheUntil(start, resp, sub.Expiry); ok && until.After(s.clk.Now()) {
-			if s.cache.Add(key, &cacheEntry{value: resp.value, until: until.UnixNano()}) {
+			e := &cacheEntry{value: resp.value, until: until.UnixNano()}
+			if old, ok := s.cache.Peek(key); ok { // replaced: Add does not call the eviction callback
+				s.cacheBytes.Add(-entryBytes(old))
+			}
+			s.cacheBytes.Add(entryBytes(e))
+			if s.cache.Add(key, e) {
+				s.obs.ObserveCache(s.name, CacheEviction)
+			}
+			for s.cacheBytes.Load() > s.maxBytes {
+				if _, _, ok := s.cache.RemoveOldest(); !ok {
+					break
+				}
 				s.obs.ObserveCache(s.name, CacheEviction)
 			}
 		}

@@ -206,6 +206,46 @@ func TestTokenExchangeCache(t *testing.T) {
 	}
 }
 
+// TestTokenExchangeCacheBytes: the cache holds no more than cache_bytes of
+// tokens, the least recently used going first, each counted as an
+// eviction; what it counts is what it holds.
+func TestTokenExchangeCacheBytes(t *testing.T) {
+	as := newFakeAS(t, false, nil)
+	rec := newRecorder()
+	cfg := baseExchangeConfig(t, as)
+	cfg.CacheBytes = 65536
+	s := mustExchange(t, cfg, Options{clock: newFakeClock(), Observer: rec})
+	const n = 400
+	for i := range n {
+		if _, err := s.Credential(t.Context(), testSubject(fmt.Sprintf("token-%03d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var held int64
+	for _, k := range s.cache.Keys() {
+		e, _ := s.cache.Peek(k)
+		held += entryBytes(e)
+	}
+	kept := s.cache.Len()
+	if got := s.cacheBytes.Load(); got != held || got > 65536 || kept == n || kept < n/2 {
+		t.Errorf("counted %d bytes, holds %d in %d of %d entries: want equal, at most 65536, and some but not all kept", got, held, kept, n)
+	}
+	if ev := rec.cacheCount(CacheEviction); ev != n-kept {
+		t.Errorf("%d evictions, want %d", ev, n-kept)
+	}
+	// The most recent token is still there; the first one went first.
+	if _, ok := s.cache.Peek(keyOf(s, fmt.Sprintf("token-%03d", n-1))); !ok {
+		t.Error("the most recent exchange was evicted")
+	}
+	if _, ok := s.cache.Peek(keyOf(s, "token-000")); ok {
+		t.Error("the least recently used exchange was kept")
+	}
+	cfg.CacheBytes = 100
+	if _, err := NewTokenExchange(cfg, Options{}); err == nil || !strings.Contains(err.Error(), "cache_bytes must be 0 (default 4194304) or from 65536") {
+		t.Errorf("cache_bytes 100: %v", err)
+	}
+}
+
 // TestTokenExchangeCacheBounds checks what the cache lifetime is bounded
 // by: the subject token's exp, and a missing or zero expires_in.
 func TestTokenExchangeCacheBounds(t *testing.T) {
@@ -669,3 +709,9 @@ func TestNewTokenExchangeErrors(t *testing.T) {
 type roundTripperFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripperFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// keyOf is the cache key of the subject token tok with all of s's scopes.
+func keyOf(s *TokenExchange, tok string) cacheKey {
+	sub := testSubject(tok)
+	return s.key(&sub, s.allMask)
+}
