@@ -46,20 +46,49 @@ func (c *answerCache) get(key string) (*identity, bool) {
 	return p, ok
 }
 
-// add keeps p, whose parts so far are p.size bytes, under key.
-func (c *answerCache) add(key string, p *identity) {
+// add keeps p, whose parts so far are p.size bytes, under key, and returns
+// it; or the identity another check kept under key first.
+func (c *answerCache) add(key string, p *identity) *identity {
 	if c.maxEntries < 0 {
 		p.evicted = true // kept nowhere: its parts are not counted
-		return
+		return p
 	}
 	c.mu.Lock()
-	if old, ok := c.m[key]; ok { // two checks built it at once
-		c.drop(key, old)
+	if first, ok := c.m[key]; ok {
+		c.mu.Unlock()
+		return first
 	}
 	c.m[key] = p
 	c.entries.Add(1)
 	c.bytes.Add(int64(p.size))
 	c.mu.Unlock()
+	c.trim()
+	return p
+}
+
+// share stores v, a part of the answers of identity p whose messages are
+// msgs, under key in parts (one of p's maps, at most max entries), and
+// has the codec remember the messages' encoding. It does nothing once p
+// has left the cache, or when another check stored key first: v is then
+// answered once, marshalled as usual.
+func share[V any](c *answerCache, p *identity, parts *map[string]V, max int, key string, v V, msgs ...proto.Message) {
+	grpcopts.Remember(msgs...)
+	p.mu.Lock()
+	_, dup := (*parts)[key]
+	stored := !p.evicted && !dup && len(*parts) < max
+	if stored {
+		if *parts == nil {
+			*parts = map[string]V{}
+		}
+		(*parts)[key] = v
+		p.remembered = append(p.remembered, msgs...)
+		c.grow(p, partBytes(len(key), msgs...))
+	}
+	p.mu.Unlock()
+	if !stored {
+		grpcopts.Forget(msgs...)
+		return
+	}
 	c.trim()
 }
 

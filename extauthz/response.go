@@ -14,7 +14,6 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 
-	"github.com/mcpauthz/mcpauthz/internal/grpcopts"
 	"github.com/mcpauthz/mcpauthz/internal/mcprpc"
 	"github.com/mcpauthz/mcpauthz/internal/prm"
 )
@@ -89,23 +88,7 @@ func (s *Server) denialParts(d *Decision) *denial {
 	for _, h := range parts.headers {
 		msgs = append(msgs, h)
 	}
-	grpcopts.Remember(msgs...)
-	p.mu.Lock()
-	stored := !p.evicted && len(p.denials) < maxSharedDenials && p.denials[key] == nil
-	if stored {
-		if p.denials == nil {
-			p.denials = map[string]*denial{}
-		}
-		p.denials[key] = parts
-		p.remembered = append(p.remembered, msgs...)
-		s.answers.grow(p, partBytes(len(key), msgs...))
-	}
-	p.mu.Unlock()
-	if !stored {
-		grpcopts.Forget(msgs...)
-		return parts
-	}
-	s.answers.trim()
+	share(s.answers, p, &p.denials, maxSharedDenials, key, parts, msgs...)
 	return parts
 }
 
@@ -147,26 +130,9 @@ func (s *Server) sharedAllow(d *Decision) *authv3.CheckResponse {
 		return resp
 	}
 	resp = s.allowResponse(d)
-	if !keep {
-		return resp
+	if keep {
+		share(s.answers, p, &p.allows, maxSharedAllows, key, resp, resp)
 	}
-	grpcopts.Remember(resp)
-	p.mu.Lock()
-	stored := !p.evicted && len(p.allows) < maxSharedAllows && p.allows[key] == nil
-	if stored {
-		if p.allows == nil {
-			p.allows = map[string]*authv3.CheckResponse{}
-		}
-		p.allows[key] = resp
-		p.remembered = append(p.remembered, resp)
-		s.answers.grow(p, partBytes(len(key), resp))
-	}
-	p.mu.Unlock()
-	if !stored {
-		grpcopts.Forget(resp)
-		return resp
-	}
-	s.answers.trim()
 	return resp
 }
 
@@ -286,8 +252,7 @@ func (s *Server) identityParts(id *Identity) *identity {
 	for _, h := range p.remove {
 		p.size += len(h) + 16
 	}
-	s.answers.add(key, p)
-	return p
+	return s.answers.add(key, p)
 }
 
 func isIdentityHeader(ih IdentityHeaders, name string) bool {
