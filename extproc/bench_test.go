@@ -2,11 +2,17 @@ package extproc
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/go-json-experiment/json/jsontext"
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+
+	"github.com/mcpauthz/mcpauthz/policy"
 )
 
 // The benchmarks run Server.Process over an in-memory stream: the whole
@@ -30,7 +36,7 @@ import (
 // Before the single-pass list reading and pooled buffers: 299 µs, 3.1 ms,
 // 174 µs, 3.3 ms, 1.1 µs (same machine, busier).
 
-func benchExchange(b *testing.B, srv *Server, cfg envoyConfig, up upstream) {
+func benchExchange(b *testing.B, srv *Server, cfg envoyConfig, up upstream) (body []byte) {
 	b.Helper()
 	st := newEnvoyState(cfg, up)
 	msgs := st.messages()
@@ -47,12 +53,13 @@ func benchExchange(b *testing.B, srv *Server, cfg envoyConfig, up upstream) {
 			b.Fatal(err)
 		}
 	}
-	checkBench(b, cfg, up, ms.out)
+	return checkBench(b, cfg, up, ms.out)
 }
 
 // checkBench verifies the last iteration's replies, so a benchmark of a
-// broken path fails instead of reporting a fast number.
-func checkBench(b *testing.B, cfg envoyConfig, up upstream, out []*extprocv3.ProcessingResponse) {
+// broken path fails instead of reporting a fast number, and returns the
+// body the client gets.
+func checkBench(b *testing.B, cfg envoyConfig, up upstream, out []*extprocv3.ProcessingResponse) []byte {
 	b.Helper()
 	st := newEnvoyState(cfg, up)
 	for _, m := range st.messages() {
@@ -64,6 +71,7 @@ func checkBench(b *testing.B, cfg envoyConfig, up upstream, out []*extprocv3.Pro
 	if !st.complete || len(st.view.violations) > 0 || st.view.status != 200 || strings.Contains(string(st.view.body), `"error"`) {
 		b.Fatalf("bad exchange: complete=%v violations=%q status=%d body %.200q", st.complete, st.view.violations, st.view.status, st.view.body)
 	}
+	return st.view.body
 }
 
 func benchTools(b *testing.B, n int, sse bool) {
@@ -127,6 +135,53 @@ func BenchmarkParseMetadata(b *testing.B) {
 	for b.Loop() {
 		if _, err := ParseMetadata(md); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// regoTools decides a tools list with the real policy engine, as serve
+// wires it (internal/app's listPolicy, tools only).
+type regoTools struct{ e *policy.Engine }
+
+func (p regoTools) Visible(ctx context.Context, lc ListContext, l List) (Visibility, error) {
+	names := make([]string, len(l.Items))
+	for i, it := range l.Items {
+		names[i] = it.Name
+	}
+	keep, err := p.e.Current().Visible(ctx, policy.ListQuery{Input: lc.Input, ProtocolVersion: lc.ProtocolVersion, Kind: string(l.Kind), Items: names})
+	return Visibility{Keep: keep}, err
+}
+
+// BenchmarkFilterToolsRego is the whole cost of filtering a tools list
+// with the default Rego policy, for a caller granted three of the tools by
+// name: "first" is a caller's first list (the visibility cache off, so
+// every list is evaluated), "repeated" the same caller again (or any
+// caller with the same scopes).
+func BenchmarkFilterToolsRego(b *testing.B) {
+	tok := &policy.Token{Issuer: "https://idp.example.com", Subject: "alice", ClientID: "client-1",
+		Scopes: []string{"tools:tool_1", "tools:tool_7", "tools:tool_42"}, Claims: jsontext.Value(`{"sub":"alice","jti":"j-1"}`)}
+	input, err := policy.InputJSON(&policy.Request{Method: "POST", Path: "/mcp", Host: "mcp.example.com"}, tok)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, n := range []int{50, 1000} {
+		body, _ := manyTools(n)
+		up := upstream{headers: jsonHeaders(), chunks: split(body, 16<<10, 32<<10, 48<<10)}
+		for _, c := range []struct {
+			name      string
+			cacheSize int
+		}{{"first", -1}, {"repeated", 0}} {
+			b.Run(fmt.Sprintf("tools%d/%s", n, c.name), func(b *testing.B) {
+				e := policy.New(policy.Options{DecisionCacheSize: c.cacheSize, EvalTimeout: 10 * time.Second})
+				if err := e.Load(b.Context(), policy.DefaultSource()); err != nil {
+					b.Fatal(err)
+				}
+				md := EncodeListMetadata(ListContext{ProtocolVersion: "2025-11-25", PolicyRevision: "rev-1", Requests: []ListRequest{req("tools/list", "7")}, Input: input})
+				out := benchExchange(b, newTestServer(b, regoTools{e}, nil), envoyConfig{metadata: namespace(md)}, up)
+				if kept := strings.Count(string(out), `"name":"tool_`); kept != 3 {
+					b.Fatalf("%d tools kept, want 3: %.300s", kept, out)
+				}
+			})
 		}
 	}
 }

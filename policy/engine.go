@@ -140,8 +140,9 @@ type Generation struct {
 	now     func() time.Time
 
 	query           rego.PreparedEvalQuery
-	visible         rego.PreparedEvalQuery // see visible.go
-	visibleErr      error                  // why visible could not be prepared
+	visible         visibility // see visible.go
+	itemSets        *itemSets  // input.list.items of recent lists
+	visibleErr      error      // why visible could not be prepared
 	sum             [32]byte
 	revision        string
 	scopesSupported []string
@@ -432,7 +433,7 @@ func newGeneration(ctx context.Context, modules map[string]*ast.Module, docs map
 	}
 
 	hook := printHook{logger: logger}
-	g := &Generation{sum: sum, revision: revision}
+	g := &Generation{sum: sum, revision: revision, itemSets: new(itemSets)}
 	g.query, err = rego.New(
 		rego.ParsedQuery(ast.MustParseBody(decisionQuery)),
 		rego.Compiler(compiler),
@@ -445,8 +446,9 @@ func newGeneration(ctx context.Context, modules map[string]*ast.Module, docs map
 	if err != nil {
 		return nil, fmt.Errorf("policy: prepare %s: %w", decisionQuery, errors.Join(flatten(err)...))
 	}
-	g.visible, err = prepareVisible(ctx, modules,
-		rego.Store(store),
+	g.visible, err = prepareVisible(ctx, modules, store, func(c *ast.Compiler) bool {
+		return len(c.GetRules(ast.MustParseRef(ownVisibleQuery))) > 0 || hasDocument(docs, "mcp", "authz", "visible")
+	},
 		rego.StoreReadAST(true),
 		rego.GenerateJSON(rawValue),
 		rego.EnablePrintStatements(true),

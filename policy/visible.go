@@ -7,29 +7,33 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"sync"
 
 	"github.com/go-json-experiment/json/jsontext"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/storage"
 )
 
-// The list-visibility entry point. A policy may define
+// The list-visibility entry points. A policy may define
 // data.mcp.authz.visible itself (see rego/README.md); for one that does
-// not, the engine's own module derives it from data.mcp.authz.decision, so
-// that every policy filters lists by the rules it calls with.
+// not, or whose rule is undefined for an input (the default policy with
+// guards), the engine's own module derives visibility from
+// data.mcp.authz.decision, so that every policy filters lists by the rules
+// it calls with.
 const (
-	visibleQuery  = "data.mcpauthz.internal.visibility.visible"
-	visibleModule = "mcpauthz/internal/visibility.rego"
-	visibleSource = `# Compiled by the mcpauthz policy engine with every policy.
+	ownVisibleQuery = "data.mcp.authz.visible"
+	derivedQuery    = "data.mcpauthz.internal.visibility.derived"
+	visibleModule   = "mcpauthz/internal/visibility.rego"
+	visibleSource   = `# Compiled by the mcpauthz policy engine with every policy.
 package mcpauthz.internal.visibility
 
-# visible is the policy's own data.mcp.authz.visible when it defines one,
-# else every item whose call decision allows it.
-visible := v if {
-	v := data.mcp.authz.visible
-} else := {t |
+# derived is every item whose call decision allows it: one decision per
+# item, for a policy without a visible rule of its own.
+derived := {t |
 	some t in input.list.items
 	_allowed(t)
 }
@@ -169,10 +173,7 @@ func (g *Generation) visibleWith(ctx context.Context, q ListQuery, opts ...rego.
 	if req == nil || tok == nil {
 		return nil, errors.New("policy: list input lacks request or token")
 	}
-	items := ast.NewSet()
-	for _, it := range q.Items {
-		items.Add(ast.StringTerm(it))
-	}
+	items := g.itemSets.set(q.Items)
 	method := map[string]string{ListTools: "tools/list", ListPrompts: "prompts/list", ListResources: "resources/list", ListResourceTemplates: "resources/templates/list"}[q.Kind]
 	if method == "" {
 		return nil, fmt.Errorf("policy: unknown list kind %q", q.Kind)
@@ -180,7 +181,7 @@ func (g *Generation) visibleWith(ctx context.Context, q ListQuery, opts ...rego.
 	list := ast.NewObject(
 		[2]*ast.Term{keyKind, ast.StringTerm(q.Kind)},
 		[2]*ast.Term{keyProtocolVersion, stringTerm(q.ProtocolVersion)},
-		[2]*ast.Term{keyItems, ast.NewTerm(items)},
+		[2]*ast.Term{keyItems, items},
 	)
 	// input.mcp is the list request itself, for policies that look at it.
 	mcp, err := mcpValue(&MCP{ProtocolVersion: q.ProtocolVersion, Kind: "request", Method: method})
@@ -202,7 +203,7 @@ func (g *Generation) visibleWith(ctx context.Context, q ListQuery, opts ...rego.
 		defer cancel()
 	}
 	rs, err := safeEval(func() (rego.ResultSet, error) {
-		return g.visible.Eval(ctx, append([]rego.EvalOption{rego.EvalParsedInput(input)}, opts...)...)
+		return g.visible.eval(ctx, append([]rego.EvalOption{rego.EvalParsedInput(input)}, opts...))
 	})
 	if err = cutShort(ctx, err); err != nil {
 		return nil, fmt.Errorf("policy: evaluate visibility: %w", err)
@@ -438,20 +439,127 @@ var (
 	keyItems = ast.StringTerm("items")
 )
 
+// visibility is the prepared list-visibility queries of a generation.
+type visibility struct {
+	// own evaluates the policy's data.mcp.authz.visible; nil when the
+	// policy defines none.
+	own *rego.PreparedEvalQuery
+	// derived evaluates the engine's derived visibility: for a policy
+	// without a visible rule, and whenever its rule is undefined.
+	derived rego.PreparedEvalQuery
+}
+
+// eval evaluates the policy's own visibility, or the derived one where
+// that is undefined: the own rule is evaluated directly (not through a
+// wrapper rule), which is a fixed cost of every first list.
+func (v *visibility) eval(ctx context.Context, opts []rego.EvalOption) (rego.ResultSet, error) {
+	if v.own != nil {
+		rs, err := v.own.Eval(ctx, opts...)
+		if err != nil || len(rs) > 0 {
+			return rs, err
+		}
+	}
+	return v.derived.Eval(ctx, opts...)
+}
+
 // prepareVisible compiles the visibility module with the policy's modules
-// and prepares its query. The decision query's cache plan is made from the
-// policy's own modules, so the module's with-overrides of input.mcp never
-// turn the decision cache off.
-func prepareVisible(ctx context.Context, modules map[string]*ast.Module, opts ...func(*rego.Rego)) (rego.PreparedEvalQuery, error) {
+// (once, in a compiler of its own) and prepares both queries. The decision
+// query's cache plan is made from the policy's own modules, so the
+// module's with-overrides of input.mcp never turn the decision cache off.
+// ownDefined reports whether data.mcp.authz.visible exists as rules or
+// data.
+func prepareVisible(ctx context.Context, modules map[string]*ast.Module, store storage.Store, ownDefined func(*ast.Compiler) bool, opts ...func(*rego.Rego)) (visibility, error) {
 	mod, err := ast.ParseModuleWithOpts(visibleModule, visibleSource, ast.ParserOptions{RegoVersion: ast.RegoV1})
 	if err != nil {
-		return rego.PreparedEvalQuery{}, fmt.Errorf("policy: visibility module: %w", err)
+		return visibility{}, fmt.Errorf("policy: visibility module: %w", err)
 	}
-	opts = append(opts, rego.ParsedModule(mod), rego.ParsedQuery(ast.MustParseBody(visibleQuery)))
-	for _, m := range modules {
-		opts = append(opts, rego.ParsedModule(m))
+	all := make(map[string]*ast.Module, len(modules)+1)
+	maps.Copy(all, modules)
+	all[visibleModule] = mod
+	c, err := compile(ctx, store, all)
+	if err != nil {
+		return visibility{}, err
 	}
-	return rego.New(opts...).PrepareForEval(ctx)
+	prepare := func(query string) (rego.PreparedEvalQuery, error) {
+		return rego.New(append(opts, rego.Compiler(c), rego.Store(store), rego.ParsedQuery(ast.MustParseBody(query)))...).PrepareForEval(ctx)
+	}
+	var v visibility
+	if v.derived, err = prepare(derivedQuery); err != nil {
+		return visibility{}, err
+	}
+	if ownDefined(c) {
+		own, err := prepare(ownVisibleQuery)
+		if err != nil {
+			return visibility{}, err
+		}
+		v.own = &own
+	}
+	return v, nil
+}
+
+// hasDocument reports whether the data documents hold a value at path.
+func hasDocument(docs map[string]any, path ...string) bool {
+	var v any = docs
+	for _, p := range path {
+		m, ok := v.(map[string]any)
+		if !ok {
+			return false
+		}
+		if v, ok = m[p]; !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// Bounds of itemSets: the sets of the last few distinct lists, each of at
+// most maxSharedItems items, are kept.
+const (
+	sharedItemSets = 8
+	maxSharedItems = 2048
+)
+
+// itemSets keeps input.list.items of the last few distinct lists as
+// immutable Rego sets. The lists of one MCP server are the same for every
+// caller, and building the set (a term and a hash per item) is a third of
+// the fixed cost of evaluating a small list's visibility. OPA never
+// modifies its input, so one set serves concurrent evaluations.
+type itemSets struct {
+	mu      sync.Mutex
+	entries [sharedItemSets]itemSet
+	next    int
+}
+
+type itemSet struct {
+	items []string
+	set   *ast.Term
+}
+
+// set returns the Rego set of items, shared when an equal list was seen
+// recently.
+func (s *itemSets) set(items []string) *ast.Term {
+	s.mu.Lock()
+	for i := range s.entries {
+		if e := &s.entries[i]; e.set != nil && slices.Equal(e.items, items) {
+			t := e.set
+			s.mu.Unlock()
+			return t
+		}
+	}
+	s.mu.Unlock()
+	set := ast.NewSet()
+	for _, it := range items {
+		set.Add(ast.StringTerm(it))
+	}
+	t := ast.NewTerm(set)
+	if len(items) > maxSharedItems {
+		return t
+	}
+	s.mu.Lock()
+	s.entries[s.next] = itemSet{items: slices.Clone(items), set: t}
+	s.next = (s.next + 1) % len(s.entries)
+	s.mu.Unlock()
+	return t
 }
 
 // InputJSON is the JSON object {"request": …, "token": …}: input.request

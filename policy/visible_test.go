@@ -8,10 +8,12 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
 	"github.com/go-json-experiment/json/jsontext"
+	"github.com/open-policy-agent/opa/v1/ast"
 )
 
 // listInput is the {"request", "token"} JSON of a list request, as the
@@ -362,4 +364,94 @@ func TestVisibleReducedInput(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestVisibleSources: the policy's own visible rule is evaluated when it is
+// defined (as rules or as a data document); where it is undefined for an
+// input, and for a policy without one, the derived visibility decides each
+// item by the call decision (here: only tool "b" is allowed).
+func TestVisibleSources(t *testing.T) {
+	t.Parallel()
+	const decision = "package mcp.authz\n\ndefault decision := {\"allow\": false}\n\ndecision := {\"allow\": true} if input.mcp.tool == \"b\"\n"
+	items := []string{"a", "b", "c"}
+	tests := []struct {
+		name    string
+		files   map[string]string
+		subject string
+		want    []bool
+	}{
+		{"no visible rule", map[string]string{"p.rego": decision}, "alice", []bool{false, true, false}},
+		{"own rule", map[string]string{"p.rego": decision + "\nvisible := {\"a\", \"c\"}\n"}, "alice", []bool{true, false, true}},
+		{"own rule undefined for this caller", map[string]string{"p.rego": decision + "\nvisible := {\"a\"} if input.token.subject == \"bob\"\n"}, "alice", []bool{false, true, false}},
+		{"own rule defined for this caller", map[string]string{"p.rego": decision + "\nvisible := {\"a\"} if input.token.subject == \"bob\"\n"}, "bob", []bool{true, false, false}},
+		{"data document", map[string]string{"p.rego": decision, "data.json": `{"mcp":{"authz":{"visible":["c"]}}}`}, "alice", []bool{false, false, true}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g := newEngine(t, Source{Paths: []string{writePolicy(t, tt.files)}}, Options{DecisionCacheSize: -1}).Current()
+			tok := testToken()
+			tok.Subject = tt.subject
+			got, err := g.Visible(t.Context(), ListQuery{Input: listInput(t, tok), Kind: ListTools, Items: items})
+			if err != nil || !slices.Equal(got, tt.want) {
+				t.Errorf("Visible = %v, %v; want %v", got, err, tt.want)
+			}
+		})
+	}
+}
+
+// TestItemSets: equal lists share one Rego set, the last sharedItemSets
+// distinct lists are kept, and a list longer than maxSharedItems is built
+// every time.
+func TestItemSets(t *testing.T) {
+	t.Parallel()
+	var s itemSets
+	list := func(n int, tag string) []string {
+		out := make([]string, n)
+		for i := range out {
+			out[i] = fmt.Sprintf("%s_%d", tag, i)
+		}
+		return out
+	}
+	first := s.set(list(3, "a"))
+	if again := s.set(list(3, "a")); again != first {
+		t.Error("an equal list got a new set")
+	}
+	if first.Value.(ast.Set).Len() != 3 || !first.Value.(ast.Set).Contains(ast.StringTerm("a_2")) {
+		t.Errorf("set = %v", first)
+	}
+	if other := s.set(list(4, "a")); other == first {
+		t.Error("a longer list got the shorter list's set")
+	}
+	for i := range sharedItemSets {
+		s.set(list(2, fmt.Sprint("x", i)))
+	}
+	if again := s.set(list(3, "a")); again == first {
+		t.Errorf("the set outlived %d newer lists", sharedItemSets)
+	}
+	long := list(maxSharedItems+1, "l")
+	if a, b := s.set(long), s.set(long); a == b || a.Value.(ast.Set).Len() != len(long) {
+		t.Error("a list over maxSharedItems was shared or is incomplete")
+	}
+}
+
+// TestItemSetsConcurrent: lists decided concurrently (some equal, some not)
+// get the right answers; run with -race.
+func TestItemSetsConcurrent(t *testing.T) {
+	t.Parallel()
+	g := newEngine(t, exampleMappings, Options{DecisionCacheSize: -1}).Current()
+	in := listInput(t, testToken("tools:get_weather"))
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Go(func() {
+			for i := range 50 {
+				items := []string{"get_weather", fmt.Sprintf("t_%d", (w*50+i)%12)}
+				got, err := g.Visible(t.Context(), ListQuery{Input: in, Kind: ListTools, Items: items})
+				if err != nil || !got[0] || got[1] {
+					t.Errorf("Visible(%v) = %v, %v", items, got, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
 }

@@ -55,16 +55,37 @@ visible := _visible if not _guards_present
 
 _guards_present if data.mcp.guard.deny
 
+# The caller is judged once and the items in set operations: every rule
+# reference and builtin call is a fixed cost of the evaluation, so the
+# names and globs a caller's scopes grant are local to one body.
 _visible := set() if {
-	not _list_caller_valid
+	_revoked
+} else := set() if {
+	not is_string(input.token.subject)
 } else := input.list.items if {
 	# An open method is allowed whatever its target, even none.
 	_list_methods[input.list.kind] in data.mcp.config.open_methods
 } else := input.list.items - {""} if {
-	_list_all_visible
-} else := (input.list.items & _list_names) | _list_glob_visible if {
-	input.list.kind in {"tools", "prompts"}
+	# A wildcard scope covers every item with a target.
+	_list_wildcards[input.list.kind] in _granted
+} else := (names & input.list.items) | {t |
+	# Items named by a granted glob entry: one match per item, and only
+	# when a granted scope maps globs at all.
+	count(globs) > 0
+	some t in input.list.items
+	some p in globs
+	glob.match(p, null, t)
+} if {
+	# Tools and prompts: the names the granted scopes name exactly
+	# (tools:<name>, prompts:<name>, or a plain mapping entry) and the
+	# mapping entries of granted scopes that are globs.
+	prefix := _list_prefixes[input.list.kind]
+	mapping := object.get(data.mcp.config.scopes, input.list.kind, {})
+	entries := {e | some es in object.filter(mapping, _granted); some e in es}
+	globs := {p | some p in entries; regex.match(_glob_meta, p)}
+	names := (({trim_prefix(s, prefix) | some s in _granted; startswith(s, prefix)} | entries) - globs) - {""}
 } else := {u |
+	input.list.kind in {"resources", "resource_templates"}
 	some u in input.list.items
 	_nonempty(u)
 	_resource_granted(u)
@@ -351,62 +372,14 @@ _list_methods := {
 	"resource_templates": "resources/read",
 }
 
-_list_caller_valid if {
-	not _revoked
-	is_string(input.token.subject)
+_list_wildcards := {
+	"tools": "tools:*",
+	"prompts": "prompts:*",
+	"resources": "resources:*",
+	"resource_templates": "resources:*",
 }
 
-# Every item with a target is allowed: a wildcard scope covers the kind.
-_list_all_visible if {
-	input.list.kind == "tools"
-	"tools:*" in _granted
-}
-
-_list_all_visible if {
-	input.list.kind == "prompts"
-	"prompts:*" in _granted
-}
-
-_list_all_visible if {
-	input.list.kind in {"resources", "resource_templates"}
-	"resources:*" in _granted
-}
-
-# _list_names are the tool or prompt names the granted scopes name exactly
-# (tools:<name>, prompts:<name>, or a plain mapping entry), and _list_globs
-# the mapping entries of granted scopes that are globs: built once per list
-# from the token, then intersected with the items in one set operation.
-_list_prefix := {"tools": "tools:", "prompts": "prompts:"}[input.list.kind]
-
-_list_mapping := data.mcp.config.scopes[input.list.kind]
-
-_list_names contains n if {
-	some s in _granted
-	startswith(s, _list_prefix)
-	n := substring(s, count(_list_prefix), -1)
-	n != ""
-}
-
-_list_names contains n if {
-	some s in _granted
-	some n in _list_mapping[s]
-	not regex.match(_glob_meta, n)
-}
-
-_list_globs contains p if {
-	some s in _granted
-	some p in _list_mapping[s]
-	regex.match(_glob_meta, p)
-}
-
-# Items named by a granted glob entry: one match per item, and only when a
-# granted scope maps globs at all.
-_list_glob_visible := {t |
-	count(_list_globs) > 0
-	some t in input.list.items
-	some p in _list_globs
-	glob.match(p, null, t)
-}
+_list_prefixes := {"tools": "tools:", "prompts": "prompts:"}
 
 # ---------------------------------------------------------------------------
 # Metadata.

@@ -523,3 +523,16 @@ test_visible_shows_everything_of_an_open_method if {
 test_visible_empty_list if {
 	authz.visible == set() with input as _list_input(["tools:*"], "tools", []) with data.mcp.config as _cfg
 }
+
+test_visible_agrees_without_a_mapping_of_the_kind if {
+	cfg := json.remove(_cfg, ["scopes/prompts", "scopes/resources"])
+	every scopes in [["prompts:code_review", "files:read"], ["prompts:*"], ["resources:*"], []] {
+		_agrees(cfg, scopes, "prompts", _prompts)
+		_agrees(cfg, scopes, "resources", _resources)
+	}
+}
+
+test_visible_hides_everything_without_a_subject if {
+	input_ := json.patch(_list_input(["tools:*"], "tools", _tools), [{"op": "replace", "path": "/token/subject", "value": 42}])
+	authz.visible == set() with input as input_ with data.mcp.config as _cfg
+}
