@@ -12,6 +12,7 @@ import (
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/loader"
+	"github.com/open-policy-agent/opa/v1/metrics"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
@@ -664,7 +665,7 @@ func (g *Generation) eval(ctx context.Context, input ast.Value) (d Decision, err
 		defer cancel()
 	}
 	rs, err := safeEval(func() (rego.ResultSet, error) {
-		return g.query.Eval(ctx, rego.EvalParsedInput(input))
+		return evalQuery(ctx, &g.query, rego.EvalParsedInput(input))
 	})
 	if err = cutShort(ctx, err); err != nil {
 		return Decision{}, fmt.Errorf("evaluate: %w", err)
@@ -700,6 +701,22 @@ func cutShort(ctx context.Context, err error) error {
 		return fmt.Errorf("%w: %w", context.DeadlineExceeded, err)
 	}
 	return err
+}
+
+// noMetrics is passed to every evaluation: OPA otherwise makes a metrics
+// object (three maps) per evaluation and times the query, and the engine
+// never reads them.
+var noMetrics = metrics.NoOp()
+
+// evalQuery evaluates pq without the per-evaluation extras of OPA the
+// engine does not use: metrics, and the goroutine OPA starts for each
+// evaluation to watch ctx (a callback registered on ctx cancels it
+// instead).
+func evalQuery(ctx context.Context, pq *rego.PreparedEvalQuery, opts ...rego.EvalOption) (rego.ResultSet, error) {
+	c := topdown.NewCancel()
+	stop := context.AfterFunc(ctx, c.Cancel)
+	defer stop()
+	return pq.Eval(ctx, append(opts, rego.EvalMetrics(noMetrics), rego.EvalExternalCancel(c))...)
 }
 
 // safeEval turns a panic during evaluation into an error: a policy or OPA

@@ -454,12 +454,12 @@ type visibility struct {
 // wrapper rule), which is a fixed cost of every first list.
 func (v *visibility) eval(ctx context.Context, opts []rego.EvalOption) (rego.ResultSet, error) {
 	if v.own != nil {
-		rs, err := v.own.Eval(ctx, opts...)
+		rs, err := evalQuery(ctx, v.own, opts...)
 		if err != nil || len(rs) > 0 {
 			return rs, err
 		}
 	}
-	return v.derived.Eval(ctx, opts...)
+	return evalQuery(ctx, &v.derived, opts...)
 }
 
 // prepareVisible compiles the visibility module with the policy's modules
