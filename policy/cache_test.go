@@ -77,7 +77,7 @@ func TestDefaultPolicyIsCacheable(t *testing.T) {
 	// Of the claims, only whether jti is revoked, and of the subject
 	// whether it is revoked (and a string): tokens that differ in subject,
 	// jti, iat or exp share their decisions.
-	wantDesc := "mcp.kind,mcp.method,mcp.prompt,mcp.resource_uri,mcp.resource_uris,mcp.tool,token.claims.jti (in data.mcp.config.revoked.jti),token.scopes,token.subject (is_string, in data.mcp.config.revoked.subjects)"
+	wantDesc := "mcp.kind,mcp.method,mcp.prompt,mcp.resource_uri,mcp.resource_uris,mcp.tool,token.claims.jti (in data.mcp.config.revoked.jti),token.scopes,token.subject (in data.mcp.config.revoked.subjects, is_string)"
 	if got := g.plan.describe(); got != wantDesc {
 		t.Errorf("default policy plan reads %q, want %q", got, wantDesc)
 	}

@@ -46,7 +46,7 @@ func withoutVisible(t *testing.T) Source {
 		t.Fatal(err)
 	}
 	src := string(b)
-	const rule = "visible := _visible if not _guards_present\n"
+	const rule = "visible := _visible if not data.mcp.guard.deny\n"
 	if !strings.Contains(src, rule) {
 		t.Fatal("no visible rule in authz.rego")
 	}

@@ -51,15 +51,17 @@ scopes_supported := sort(_supported_scopes)
 # derived from its decision, evaluated per item.
 # With guards, which may judge each item, visible is left undefined: the
 # engine then decides every item by the decision itself.
-visible := _visible if not _guards_present
-
-_guards_present if data.mcp.guard.deny
+visible := _visible if not data.mcp.guard.deny
 
 # The caller is judged once and the items in set operations: every rule
 # reference and builtin call is a fixed cost of the evaluation, so the
 # names and globs a caller's scopes grant are local to one body.
 _visible := set() if {
-	_revoked
+	# The conditions of _revoked, inlined: here a rule reference is a
+	# fixed cost of every first list.
+	input.token.claims.jti in data.mcp.config.revoked.jti
+} else := set() if {
+	input.token.subject in data.mcp.config.revoked.subjects
 } else := set() if {
 	not is_string(input.token.subject)
 } else := input.list.items if {
@@ -67,7 +69,7 @@ _visible := set() if {
 	_list_methods[input.list.kind] in data.mcp.config.open_methods
 } else := input.list.items - {""} if {
 	# A wildcard scope covers every item with a target.
-	_list_wildcards[input.list.kind] in _granted
+	_list_wildcards[input.list.kind] in input.token.scopes
 } else := (names & input.list.items) | {t |
 	# Items named by a granted glob entry: one match per item, and only
 	# when a granted scope maps globs at all.
@@ -81,9 +83,9 @@ _visible := set() if {
 	# mapping entries of granted scopes that are globs.
 	prefix := _list_prefixes[input.list.kind]
 	mapping := object.get(data.mcp.config.scopes, input.list.kind, {})
-	entries := {e | some es in object.filter(mapping, _granted); some e in es}
+	entries := {e | some es in object.filter(mapping, input.token.scopes); some e in es}
 	globs := {p | some p in entries; regex.match(_glob_meta, p)}
-	names := (({trim_prefix(s, prefix) | some s in _granted; startswith(s, prefix)} | entries) - globs) - {""}
+	names := (({trim_prefix(s, prefix) | some s in input.token.scopes; startswith(s, prefix)} | entries) - globs) - {""}
 } else := {u |
 	input.list.kind in {"resources", "resource_templates"}
 	some u in input.list.items

@@ -512,6 +512,9 @@ test_visible_agrees_with_decision if {
 test_visible_hides_everything_from_a_revoked_token if {
 	input_ := object.union(_list_input(["tools:*"], "tools", _tools), {"token": {"subject": "mallory"}})
 	authz.visible == set() with input as input_ with data.mcp.config as _cfg
+	by_jti := object.union(_list_input(["tools:*"], "tools", _tools), {"token": {"claims": {"jti": "stolen-jti"}}})
+	authz.visible == set() with input as by_jti with data.mcp.config as object.union(_cfg, {"revoked": {"jti": ["stolen-jti"]}})
+	authz.visible == {t | some t in _tools; t != ""} with input as by_jti with data.mcp.config as _cfg
 }
 
 test_visible_shows_everything_of_an_open_method if {
