@@ -154,9 +154,12 @@ func (p regoTools) Visible(ctx context.Context, lc ListContext, l List) (Visibil
 
 // BenchmarkFilterToolsRego is the whole cost of filtering a tools list
 // with the default Rego policy, for a caller granted three of the tools by
-// name: "first" is a caller's first list (the visibility cache off, so
-// every list is evaluated), "repeated" the same caller again (or any
-// caller with the same scopes).
+// name: "first" is a caller's first list of a result the filter has parsed
+// before for any caller (the visibility cache off, so every list is
+// evaluated), "first_unseen" the same with a result never seen (the parse
+// memo off too: the first list after a start or a change of the server's
+// tools), "repeated" the same caller again (or any caller with the same
+// scopes).
 func BenchmarkFilterToolsRego(b *testing.B) {
 	tok := &policy.Token{Issuer: "https://idp.example.com", Subject: "alice", ClientID: "client-1",
 		Scopes: []string{"tools:tool_1", "tools:tool_7", "tools:tool_42"}, Claims: jsontext.Value(`{"sub":"alice","jti":"j-1"}`)}
@@ -168,16 +171,17 @@ func BenchmarkFilterToolsRego(b *testing.B) {
 		body, _ := manyTools(n)
 		up := upstream{headers: jsonHeaders(), chunks: split(body, 16<<10, 32<<10, 48<<10)}
 		for _, c := range []struct {
-			name      string
-			cacheSize int
-		}{{"first", -1}, {"repeated", 0}} {
+			name                string
+			cacheSize, memoSize int
+		}{{"first", -1, 0}, {"first_unseen", -1, -1}, {"repeated", 0, 0}} {
 			b.Run(fmt.Sprintf("tools%d/%s", n, c.name), func(b *testing.B) {
 				e := policy.New(policy.Options{DecisionCacheSize: c.cacheSize, EvalTimeout: 10 * time.Second})
 				if err := e.Load(b.Context(), policy.DefaultSource()); err != nil {
 					b.Fatal(err)
 				}
 				md := EncodeListMetadata(ListContext{ProtocolVersion: "2025-11-25", PolicyRevision: "rev-1", Requests: []ListRequest{req("tools/list", "7")}, Input: input})
-				out := benchExchange(b, newTestServer(b, regoTools{e}, nil), envoyConfig{metadata: namespace(md)}, up)
+				srv := newTestServer(b, regoTools{e}, nil, func(o *Options) { o.ParseMemoSize = c.memoSize })
+				out := benchExchange(b, srv, envoyConfig{metadata: namespace(md)}, up)
 				if kept := strings.Count(string(out), `"name":"tool_`); kept != 3 {
 					b.Fatalf("%d tools kept, want 3: %.300s", kept, out)
 				}

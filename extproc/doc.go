@@ -135,10 +135,20 @@
 // case-insensitively and would read a different tool name or list than the
 // filter did.
 //
+// A server answers every caller's list with the same result; only the
+// JSON-RPC id around it differs. The strict parse of a result is kept (the
+// parse memo, Options.ParseMemoSize and ParseMemoBytes), and a body whose
+// result is byte for byte one parsed before has only its envelope parsed:
+// the body with the result replaced by {}, which must put the placeholder
+// exactly at the result member's value. Substituting one valid JSON value
+// for another leaves the text exactly as valid, so this is as strict as a
+// whole parse (FuzzParseMemo holds the two equal).
+//
 // # Concurrency
 //
-// A Server is immutable but for a pool of per-stream buffers; every stream
-// owns its state while it runs. Process starts no goroutines.
+// A Server is immutable but for a pool of per-stream buffers and the parse
+// memo (immutable entries behind a lock); every stream owns its state
+// while it runs. Process starts no goroutines.
 // Policy.Visible runs on the stream's goroutine, must honour its context
 // and must not keep the List it was given.
 //

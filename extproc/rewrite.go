@@ -81,6 +81,7 @@ type filter struct {
 	items                         []Item
 	keep                          []bool
 	unq                           []byte
+	masked                        []byte // the envelope of a body with a remembered result
 }
 
 // element is one array element of a list: text[lead:end] is the element
@@ -127,6 +128,7 @@ func (f *filter) reset() {
 	clear(f.items[:cap(f.items)])
 	f.items = trim(f.items, 4096)
 	f.unq = trim(f.unq, 4096)
+	f.masked = trim(f.masked, 4096)
 	f.msgNames.trim()
 	f.resNames.trim()
 	f.itemNames.trim()
@@ -368,8 +370,24 @@ func skipSpace(b []byte, i int) int {
 // f.msgs, and checks it: strict JSON (jsontext: no duplicate names, valid
 // UTF-8, nothing after the value), names equal under case folding in the
 // objects the processor or a client interprets (message, result), and the
-// JSON-RPC shape of every message.
+// JSON-RPC shape of every message. A result parsed before is not parsed
+// again (see parseMemo).
 func (f *filter) scan(text []byte) *badText {
+	if f.srv.memo == nil {
+		return f.scanWhole(text)
+	}
+	if f.scanMemo(text) {
+		return nil
+	}
+	b := f.scanWhole(text)
+	if b == nil {
+		f.remember(text)
+	}
+	return b
+}
+
+// scanWhole is scan without the parse memo.
+func (f *filter) scanWhole(text []byte) *badText {
 	f.msgs, f.elems, f.usable, f.items = f.msgs[:0], f.elems[:0], f.usable[:0], f.items[:0]
 	d := &f.dec
 	f.buf = *bytes.NewBuffer(text)

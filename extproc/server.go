@@ -40,6 +40,11 @@ type Options struct {
 	// MaxChunkBytes bounds the body chunks sent back to Envoy (default
 	// 64 KiB, Envoy's recommendation for streamed responses).
 	MaxChunkBytes int
+	// ParseMemoSize bounds the list results whose strict parse is kept for
+	// the next body with the same result (default DefaultParseMemoSize, -1
+	// keeps none); ParseMemoBytes bounds their memory (default
+	// DefaultParseMemoBytes; a result over half of it is not kept).
+	ParseMemoSize, ParseMemoBytes int
 }
 
 // Server is the envoy.service.ext_proc.v3.ExternalProcessor service that
@@ -54,6 +59,7 @@ type Server struct {
 	maxBuffered   int
 	maxChunk      int
 	policyTimeout time.Duration
+	memo          *parseMemo // nil: no parse is remembered
 
 	// exchanges reuses the per-stream buffers of finished streams.
 	exchanges sync.Pool
@@ -84,6 +90,14 @@ func New(opts Options) (*Server, error) {
 	if s.policyTimeout <= 0 {
 		s.policyTimeout = DefaultPolicyTimeout
 	}
+	size, bytes := opts.ParseMemoSize, opts.ParseMemoBytes
+	if size == 0 {
+		size = DefaultParseMemoSize
+	}
+	if bytes <= 0 {
+		bytes = DefaultParseMemoBytes
+	}
+	s.memo = newParseMemo(size, bytes)
 	return s, nil
 }
 

@@ -345,6 +345,12 @@ func Compile(cfg *config.Config, opts Options) (_ *Runtime, err error) {
 	if lf.MaxBufferedBytes < 0 || lf.MaxBufferedBytes > 1<<30 {
 		errs.Add("list_filtering.max_buffered_bytes", "must be between 1 and 1073741824 (0: the default, 8 MiB)")
 	}
+	if lf.ParseMemoSize < -1 || lf.ParseMemoSize > 4096 {
+		errs.Add("list_filtering.parse_memo_size", "must be -1 (disabled), 0 (default %d) or a size up to 4096", extproc.DefaultParseMemoSize)
+	}
+	if lf.ParseMemoBytes != 0 && (lf.ParseMemoBytes < 65536 || lf.ParseMemoBytes > 1<<30) {
+		errs.Add("list_filtering.parse_memo_bytes", "must be 0 (default %d) or from 65536 to 1073741824 bytes", extproc.DefaultParseMemoBytes)
+	}
 	if err := errs.Err(); err != nil {
 		return nil, err
 	}
@@ -368,6 +374,8 @@ func Compile(cfg *config.Config, opts Options) (_ *Runtime, err error) {
 			Logger:           log,
 			PolicyTimeout:    lf.PolicyTimeout.D(),
 			MaxBufferedBytes: lf.MaxBufferedBytes,
+			ParseMemoSize:    lf.ParseMemoSize,
+			ParseMemoBytes:   lf.ParseMemoBytes,
 		}
 		var recs listRecorders
 		if opts.Observe {
@@ -381,6 +389,9 @@ func Compile(cfg *config.Config, opts Options) (_ *Runtime, err error) {
 		}
 		if rt.ListFilter, err = extproc.New(lopts); err != nil {
 			return nil, err
+		}
+		if rt.Metrics != nil {
+			rt.Metrics.SetCache(metrics.CacheListParse, func() metrics.CacheStats { return metrics.CacheStats(rt.ListFilter.ParseMemoStats()) })
 		}
 	}
 	if rt.bundle == nil {

@@ -12,7 +12,7 @@ import (
 // metric read at scrape time.
 func TestCacheSettingsAndMetrics(t *testing.T) {
 	head := "resource: https://mcp.example.com/mcp\nauthorization_servers: [https://as.example.com]\nissuers: [{issuer: https://as.example.com, jwks_uri: https://as.example.com/jwks}]\n"
-	cfg := head + "token_cache_bytes: 100\npolicy:\n  decision_cache_bytes: 100\n"
+	cfg := head + "token_cache_bytes: 100\npolicy:\n  decision_cache_bytes: 100\nlist_filtering:\n  parse_memo_size: -2\n  parse_memo_bytes: 100\n"
 	parsed, err := config.Parse("c.yaml", []byte(cfg))
 	if err != nil {
 		t.Fatal(err)
@@ -22,7 +22,7 @@ func TestCacheSettingsAndMetrics(t *testing.T) {
 		rt.Close()
 		t.Fatal("Compile accepted cache bounds of 100 bytes")
 	}
-	for _, want := range []string{"c.yaml:4: token_cache_bytes", "c.yaml:6: policy.decision_cache_bytes"} {
+	for _, want := range []string{"c.yaml:4: token_cache_bytes", "c.yaml:6: policy.decision_cache_bytes", "c.yaml:8: list_filtering.parse_memo_size: must be -1 (disabled), 0 (default 16)", "c.yaml:9: list_filtering.parse_memo_bytes: must be 0 (default 2097152)"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("problems lack %q:\n%v", want, err)
 		}
@@ -54,6 +54,9 @@ func TestCacheSettingsAndMetrics(t *testing.T) {
 	}
 	if gauges["mcpauthz_cache_entries/token"] != 1 || gauges["mcpauthz_cache_entries/decision"] < 1 || gauges["mcpauthz_cache_bytes/token"] <= 0 {
 		t.Errorf("cache gauges after one token's three calls: %v, want one token entry, a decision entry, their bytes", gauges)
+	}
+	if _, ok := gauges["mcpauthz_cache_entries/list_parse"]; !ok {
+		t.Errorf("cache gauges %v lack the list filter's parse memo (list_parse)", gauges)
 	}
 }
 

@@ -286,6 +286,12 @@ type ListFiltering struct {
 	// MaxBufferedBytes bounds the list response (JSON) or the one SSE event
 	// being filtered (default 8 MiB).
 	MaxBufferedBytes int `yaml:"max_buffered_bytes"`
+	// ParseMemoSize bounds the list results whose strict parse is kept for
+	// the next response with the same result (default 16, -1 disables);
+	// ParseMemoBytes bounds their memory (default 2097152, 2 MiB; a result
+	// over half of it is not kept).
+	ParseMemoSize  int `yaml:"parse_memo_size"`
+	ParseMemoBytes int `yaml:"parse_memo_bytes"`
 }
 
 // Upstream controls what the MCP server receives on allow.

@@ -18,6 +18,7 @@ const (
 	CacheDecision      = "decision"       // policy decisions
 	CacheVisibility    = "visibility"     // list visibility
 	CacheAnswer        = "answer"         // answer parts per verified identity (extauthz)
+	CacheListParse     = "list_parse"     // strict parses of list results (extproc)
 )
 
 // CacheStats is what a cache reports at every scrape.
@@ -41,7 +42,7 @@ type cacheCollector struct {
 func newCacheCollector() *cacheCollector {
 	label := []string{"cache"}
 	return &cacheCollector{
-		entries:   prometheus.NewDesc("mcpauthz_cache_entries", "Entries held by a cache (token, token_rejected, decision, visibility, answer).", label, nil),
+		entries:   prometheus.NewDesc("mcpauthz_cache_entries", "Entries held by a cache (token, token_rejected, decision, visibility, answer, list_parse).", label, nil),
 		bytes:     prometheus.NewDesc("mcpauthz_cache_bytes", "Bytes held by a cache's entries, as its byte bound counts them.", label, nil),
 		evictions: prometheus.NewDesc("mcpauthz_cache_evictions_total", "Entries a cache dropped before their expiry to stay within its bounds (entries and bytes).", label, nil),
 		caches:    map[string]func() CacheStats{},
@@ -66,13 +67,14 @@ func (c *cacheCollector) Collect(ch chan<- prometheus.Metric) {
 }
 
 // SetCache exports the cache name (CacheToken, CacheTokenRejected,
-// CacheDecision, CacheVisibility or CacheAnswer; other names are ignored) as
+// CacheDecision, CacheVisibility, CacheAnswer or CacheListParse; other
+// names are ignored) as
 // mcpauthz_cache_entries, mcpauthz_cache_bytes and
 // mcpauthz_cache_evictions_total with cache=name, reading stats at every
 // scrape; stats must be safe for concurrent use. A nil stats removes it.
 func (m *Metrics) SetCache(name string, stats func() CacheStats) {
 	switch name {
-	case CacheToken, CacheTokenRejected, CacheDecision, CacheVisibility, CacheAnswer:
+	case CacheToken, CacheTokenRejected, CacheDecision, CacheVisibility, CacheAnswer, CacheListParse:
 	default:
 		return
 	}
