@@ -191,17 +191,17 @@ func (f *filter) remember(text []byte) {
 	}
 	p := m.result.start
 	e := &parsedResult{text: bytes.Clone(text[p:m.result.end])}
-	any := false
+	hasList := false
 	for k, l := range m.lists {
 		if l.val.present() {
-			any = true
+			hasList = true
 			l.val.start -= p
 			l.val.end -= p
 			l.closing -= p
 		}
 		e.lists[k] = l
 	}
-	if !any {
+	if !hasList {
 		return
 	}
 	e.elems = make([]element, len(f.elems))
